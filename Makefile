@@ -1,0 +1,42 @@
+# One install target shared by run, test, dev, bench, serve and .ci/run.
+# torch is pip-installed first from the CPU wheel on disk; uv then resolves the rest
+# quickly and keeps the installed torch (it satisfies the project's range).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PULSE_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(PULSE_DATA_DIR)/dagster_home
+
+.PHONY: install run test dev bench serve lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev,serve]'
+	touch $(STAMP)
+
+run: install
+	$(PY) -m channel_assets.run_all
+
+test: install
+	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+dev: install
+	mkdir -p $(DAGSTER_HOME)
+	cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(PULSE_DATA_DIR)/mlflow.db --port 5000 & \
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf data .pytest_cache build *.egg-info
