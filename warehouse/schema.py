@@ -135,3 +135,40 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(QUARANTINE_DDL)
     for ddl in TRUTH_DDL:
         conn.execute(ddl)
+
+RAW_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "channels": {
+        "channel_id": "Telegram channel id (primary key)",
+        "username": "public @username, without the @",
+        "title": "display title",
+        "created_at": "channel creation time (UTC)",
+    },
+    "posts": {
+        "channel_id": "channel the post belongs to",
+        "post_id": "message id within the channel",
+        "published_at": "publication time (UTC)",
+        "text": "message text or caption",
+        "media_type": "one of none, photo, video, document, poll, other",
+    },
+    "post_snapshots": {
+        "channel_id": "channel of the post",
+        "post_id": "post observed",
+        "observed_at": "when the counters were read (UTC)",
+        "views": "cumulative views at observed_at",
+        "forwards": "cumulative forwards at observed_at",
+        "replies": "cumulative replies (comments) at observed_at",
+        "reactions": "cumulative reactions (all emoji) at observed_at",
+    },
+    "channel_daily": {
+        "channel_id": "channel",
+        "day": "calendar day (UTC)",
+        "subscribers": "subscriber count at the end of the day",
+    },
+    "interactions": {
+        "channel_id": "channel of the post",
+        "post_id": "post interacted with",
+        "user_id": "interacting user",
+        "action": "reaction, reply or forward",
+        "occurred_at": "when it happened (UTC)",
+    },
+}

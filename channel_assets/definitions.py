@@ -1,0 +1,40 @@
+"""The Dagster code location: assets, checks, jobs, sensors and resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from channel_assets.features import feature_assets
+from channel_assets.ingestion import raw_tables
+from channel_assets.ingestion_checks import ingestion_checks
+from channel_assets.jobs import everything_job, ingestion_job
+from channel_assets.sensors import landing_sensor
+from resources.data_source import ChannelDataSource
+from resources.settings import PulseSettings, load_settings
+from resources.warehouse import DuckDBWarehouse
+
+
+def build_resources(settings: PulseSettings) -> dict:
+    return {
+        "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+        "data_source": ChannelDataSource(
+            source=settings.source,
+            size=settings.size,
+            seed=settings.seed,
+            landing_dir=str(settings.landing_dir),
+        ),
+    }
+
+
+def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    return dg.Definitions(
+        assets=[raw_tables, *feature_assets],
+        asset_checks=ingestion_checks,
+        jobs=[ingestion_job, everything_job],
+        sensors=[landing_sensor],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,86 @@
+"""Group ``features``: DuckDB SQL feature tables and MiniLM text embeddings.
+
+Each asset's key is the table name in schema ``features``; the SQL lives in
+``warehouse/sql/<asset key>.sql``.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from channel_assets.metadata import column_schema, table_metadata
+from resources.warehouse import DuckDBWarehouse
+from warehouse import embeddings, features
+
+# what each feature table reads (drives lineage in the UI and automation)
+FEATURE_DEPS: dict[str, list[str]] = {
+    "post_trajectories": ["raw_posts", "raw_post_snapshots"],
+    "post_features": ["raw_posts", "raw_post_snapshots", "raw_channel_daily"],
+    "channel_daily_features": ["raw_channel_daily", "post_features"],
+    "user_behavior_features": ["raw_interactions", "raw_posts"],
+    "posting_slot_features": ["post_features"],
+    "channel_metrics": ["raw_channels", "raw_channel_daily", "raw_posts", "post_features"],
+    "trending_posts": ["post_features"],
+}
+
+# A feature table is only worth rebuilding once its inputs changed and passed their
+# blocking checks; new landing data flows through without anyone clicking.
+FEATURE_AUTOMATION = dg.AutomationCondition.eager() & (
+    dg.AutomationCondition.all_deps_blocking_checks_passed()
+)
+
+
+def _feature_asset(name: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        group_name="features",
+        deps=FEATURE_DEPS[name],
+        pool="duckdb",
+        kinds={"duckdb", "sql"},
+        description=(features.sql_for(name).strip().splitlines() or [""])[0].lstrip("- ")
+        or f"features.{name}",
+        metadata={
+            "dagster/column_schema": column_schema(features.TABLE_DESCRIPTIONS.get(name, {})),
+            "dagster/table_name": f"features.{name}",
+            "sql_file": f"warehouse/sql/{name}.sql",
+        },
+        automation_condition=FEATURE_AUTOMATION,
+    )
+    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse):
+        with warehouse.connect() as conn:
+            rows = features.build_feature_table(conn, name)
+            context.log.info(f"features.{name}: {rows} rows")
+            return dg.MaterializeResult(metadata=table_metadata(conn, f"features.{name}"))
+
+    return _asset
+
+
+feature_table_assets = [_feature_asset(name) for name in features.FEATURE_TABLES]
+
+
+@dg.asset(
+    group_name="features",
+    deps=["raw_posts"],
+    pool="duckdb",
+    kinds={"duckdb", "pytorch"},
+    metadata={
+        "dagster/column_schema": column_schema(embeddings.DESCRIPTIONS),
+        "dagster/table_name": "features.post_text_embeddings",
+    },
+    automation_condition=FEATURE_AUTOMATION,
+)
+def post_text_embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse):
+    """all-MiniLM-L6-v2 sentence embeddings of post texts, keyed by text hash (incremental)."""
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 1024 == 0:
+            context.log.info(f"embedded {done}/{total} texts")
+
+    with warehouse.connect() as conn:
+        added = embeddings.embed_new_texts(conn, progress=progress)
+        meta = table_metadata(conn, "features.post_text_embeddings")
+    meta["texts_embedded_this_run"] = dg.MetadataValue.int(added)
+    return dg.MaterializeResult(metadata=meta)
+
+
+feature_assets = [*feature_table_assets, post_text_embeddings]

@@ -1,0 +1,169 @@
+"""Group ``models``: one asset per model card, each gated by blocking checks.
+
+Every asset tunes with Optuna, trains, evaluates against its baseline on the
+latest period, registers a version (alias ``challenger``) and moves ``champion``
+only when every gate passed and it is at least as good as the champion on the
+same holdout (``nn_models.pipeline``). The gates are also reported as blocking
+ERROR checks, so nothing downstream in the same run consumes a failing model;
+across runs, forecasts read ``@champion`` only, which a failing version never gets.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from nn_models.pipeline import TrainingReport, train_and_register
+from nn_models.task import PROFILES, InsufficientData
+from nn_models.tasks import TASKS, get_task
+from resources.compute import TorchCompute
+from resources.mlflow_tracking import MlflowTracking
+from resources.warehouse import DuckDBWarehouse
+
+MODEL_DEPS: dict[str, list[str]] = {
+    "engagement": ["post_trajectories", "post_features"],
+    "growth": ["channel_daily_features"],
+    "content": ["post_features", "post_text_embeddings"],
+    "viral": ["post_features", "post_text_embeddings"],
+    "behavior": ["user_behavior_features", "truth_users"],
+    "schedule": ["post_features", "truth_slot_effects"],
+}
+
+CARD_CHECK = "meets_model_card"
+BASELINE_CHECK = "not_worse_than_baseline"
+
+
+class TrainingConfig(dg.Config):
+    """Run config: ``profile`` tiny | demo | full (50 Optuna trials as in the seed)."""
+
+    profile: str = "demo"
+    seed: int = 42
+
+
+def _gate_table(report: TrainingReport) -> str:
+    lines = ["| gate | value | threshold | passed |", "|---|---|---|---|"]
+    lines += [f"| {g.name} | {g.value:.4f} | {g.threshold:.4f} | {g.passed} |" for g in report.gates]
+    return "\n".join(lines)
+
+
+def _metadata(report: TrainingReport, tracking: MlflowTracking) -> dict:
+    meta: dict = {
+        "status": dg.MetadataValue.text(report.status),
+        "registered_model": dg.MetadataValue.text(report.registered_model),
+        "device": dg.MetadataValue.text(report.device),
+    }
+    if report.status != "registered":
+        meta["skip_reason"] = dg.MetadataValue.text(report.reason)
+        return meta
+    meta.update(
+        {
+            "version": dg.MetadataValue.text(str(report.version)),
+            "champion_version": dg.MetadataValue.text(str(report.champion_version)),
+            "promoted": dg.MetadataValue.bool(report.promoted),
+            "promotion_reason": dg.MetadataValue.text(report.promotion_reason),
+            "mlflow_run_id": dg.MetadataValue.text(str(report.run_id)),
+            "mlflow_run": dg.MetadataValue.url(tracking.run_url(str(report.run_id))),
+            "gates": dg.MetadataValue.md(_gate_table(report)),
+            "train_seconds": dg.MetadataValue.float(round(report.train_seconds, 2)),
+            "total_seconds": dg.MetadataValue.float(round(report.total_seconds, 2)),
+            "optuna_trials": dg.MetadataValue.int(report.n_trials),
+            "best_params": dg.MetadataValue.json(report.best_params),
+            "data": dg.MetadataValue.json({k: str(v) for k, v in report.data_info.items()}),
+        }
+    )
+    for key, value in report.metrics.items():
+        meta[f"holdout/{key}"] = dg.MetadataValue.float(float(value))
+    for key, value in report.baseline.items():
+        meta[f"holdout/{key}"] = dg.MetadataValue.float(float(value))
+    for name, uri in report.artifacts.items():
+        meta[f"plot/{name}"] = dg.MetadataValue.path(uri)
+    return meta
+
+
+def _check_results(report: TrainingReport) -> list[dg.AssetCheckResult]:
+    if report.status != "registered":
+        why = {"skipped": dg.MetadataValue.text(report.reason)}
+        return [
+            dg.AssetCheckResult(check_name=name, passed=False,
+                                severity=dg.AssetCheckSeverity.WARN, metadata=why)
+            for name in (CARD_CHECK, BASELINE_CHECK)
+        ]
+    results = []
+    for name, gates in (
+        (CARD_CHECK, [g for g in report.gates if not g.against_baseline]),
+        (BASELINE_CHECK, [g for g in report.gates if g.against_baseline]),
+    ):
+        results.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=bool(gates) and all(g.passed for g in gates),
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    **{g.name: dg.MetadataValue.float(float(g.value)) for g in gates},
+                    **{f"{g.name}_threshold": dg.MetadataValue.float(float(g.threshold))
+                       for g in gates},
+                    "version": dg.MetadataValue.text(str(report.version)),
+                    "rules": dg.MetadataValue.text("; ".join(g.description for g in gates)),
+                },
+            )
+        )
+    return results
+
+
+def _model_asset(name: str) -> dg.AssetsDefinition:
+    key = f"{name}_model"
+    task_path = TASKS[name]
+
+    @dg.asset(
+        name=key,
+        group_name="models",
+        deps=MODEL_DEPS[name],
+        pool="torch",
+        kinds={"pytorch", "mlflow", "optuna"},
+        description=f"{task_path.split(':')[1]}: tuned with Optuna, registered in MLflow, "
+        "gated by the model card.",
+        check_specs=[
+            dg.AssetCheckSpec(CARD_CHECK, asset=key, blocking=True,
+                              description="holdout metrics meet the model card's thresholds"),
+            dg.AssetCheckSpec(BASELINE_CHECK, asset=key, blocking=True,
+                              description="not worse than the named baseline on the same holdout"),
+        ],
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        warehouse: DuckDBWarehouse,
+        compute: TorchCompute,
+        mlflow_tracking: MlflowTracking,
+    ):
+        task = get_task(name)
+        choice = compute.choose()
+        context.log.info(f"{key}: device {choice.device} ({choice.reason}), profile {config.profile}")
+        report = TrainingReport(task.name, task.registered_model, "skipped", device=choice.device)
+        with warehouse.connect(read_only=True) as conn:
+            try:
+                data = task.load(conn)
+            except InsufficientData as exc:
+                report.reason = str(exc)
+                data = None
+        if data is not None:
+            report = train_and_register(
+                task,
+                data=data,
+                tracking_uri=mlflow_tracking.tracking_uri,
+                artifact_root=mlflow_tracking.artifact_root,
+                optuna_uri=mlflow_tracking.optuna_uri,
+                experiment=mlflow_tracking.experiment,
+                choice=choice,
+                profile=PROFILES[config.profile],
+                seed=config.seed,
+                progress=context.log.info,
+            )
+        else:
+            context.log.warning(f"{key} skipped: {report.reason}")
+        yield dg.MaterializeResult(metadata=_metadata(report, mlflow_tracking))
+        yield from _check_results(report)
+
+    return _asset
+
+
+model_assets = [_model_asset(name) for name in TASKS]

@@ -1,0 +1,1 @@
+"""PyTorch model classes, one module per model card (DESIGN §4)."""

@@ -1,0 +1,133 @@
+"""``EngagementPredictor``: how a post will do at 48 h, from its first hours of counters.
+
+An LSTM reads the post's trajectory on the 15-minute grid of
+``features.post_trajectories`` (log counters, also relative to the channel's usual
+48 h views and to its subscribers) and a small dense block adds the static context
+known at publication (publish hour/weekday, media, text length, channel size and
+baseline). One model serves every post age: the sequence is padded to the full grid
+and ``length`` says how many grid points have been observed; the LSTM is causal, so
+the hidden state at ``length - 1`` has seen exactly the observed prefix.
+
+Three heads share the trunk:
+
+* ``score``: sigmoid engagement score, the post's predicted percentile of 48 h views
+  within its channel (> 0.5 = above the channel's median);
+* log 48 h views and log 48 h interactions as quantiles p10/p50/p90 in ``log1p``
+  space. Counters are cumulative, so each quantile is the last observed value plus a
+  cumulative softplus: p10 >= observed, p10 <= p50 <= p90 by construction.
+
+Normalisation statistics are buffers, so a model loaded from the registry scores raw
+feature arrays (built by ``nn_models.tasks.engagement``) without the task object.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Per grid step, in this order (built by ``nn_models.tasks.engagement.sequence_features``).
+SEQUENCE_FEATURES: tuple[str, ...] = (
+    "log_views",            # log1p(views)
+    "log_forwards",         # log1p(forwards)
+    "log_replies",          # log1p(replies)
+    "log_reactions",        # log1p(reactions)
+    "log_interactions",     # log1p(forwards + replies + reactions)
+    "views_vs_channel",     # log1p(views) - log1p(channel prior median 48 h views)
+    "views_vs_subscribers", # log1p(views) - log1p(subscribers at publish)
+    "age_hours",            # grid age / 12 h
+)
+VIEWS = SEQUENCE_FEATURES.index("log_views")
+INTERACTIONS = SEQUENCE_FEATURES.index("log_interactions")
+
+# Per post, known at publication (built by ``nn_models.tasks.engagement.static_features``).
+STATIC_FEATURES: tuple[str, ...] = (
+    "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
+    "media_none", "media_photo", "media_video", "media_document", "media_poll", "media_other",
+    "log_text_length",
+    "log_subscribers", "has_subscribers",
+    "log_channel_median_views", "has_channel_median", "log_channel_prior_posts",
+)
+
+QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
+
+
+class EngagementPredictor(nn.Module):
+    """LSTM over the observed trajectory + static context → score and 48 h quantiles.
+
+    Inputs (keyword tensors, named like the arrays of the task's ``PreparedData``):
+    ``sequence`` (N, T, len(SEQUENCE_FEATURES)) float32 padded to the full grid,
+    ``length`` (N,) int64 observed grid points (1..T), ``static`` (N, len(STATIC_FEATURES)).
+    Returns ``(score (N,), log_views_q (N, 3), log_interactions_q (N, 3))``.
+    """
+
+    def __init__(
+        self,
+        n_sequence_features: int = len(SEQUENCE_FEATURES),
+        n_static_features: int = len(STATIC_FEATURES),
+        hidden: int = 128,
+        layers: int = 2,
+        dropout: float = 0.2,
+        dense: int = 64,
+        dense2: int = 32,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("sequence_mean", torch.zeros(n_sequence_features))
+        self.register_buffer("sequence_std", torch.ones(n_sequence_features))
+        self.register_buffer("static_mean", torch.zeros(n_static_features))
+        self.register_buffer("static_std", torch.ones(n_static_features))
+        self.lstm = nn.LSTM(
+            n_sequence_features, hidden, num_layers=layers, batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.trunk = nn.Sequential(
+            nn.Linear(hidden + n_static_features, dense),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dense, dense2),
+            nn.ReLU(),
+        )
+        self.score_head = nn.Linear(dense2, 1)
+        self.views_head = nn.Linear(dense2, len(QUANTILES))
+        self.interactions_head = nn.Linear(dense2, len(QUANTILES))
+
+    @torch.no_grad()
+    def set_normalisation(
+        self, sequence: torch.Tensor, length: torch.Tensor, static: torch.Tensor
+    ) -> None:
+        """Store mean/std of the observed steps and of the static features (training data)."""
+        steps = torch.arange(sequence.shape[1])[None, :] < length[:, None]
+        observed = sequence[steps]
+        self.sequence_mean.copy_(observed.mean(dim=0))
+        self.sequence_std.copy_(observed.std(dim=0).clamp_min(1e-3))
+        self.static_mean.copy_(static.mean(dim=0))
+        self.static_std.copy_(static.std(dim=0).clamp_min(1e-3))
+
+    @staticmethod
+    def _at_last(values: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """``values[i, length[i] - 1]`` for (N, T, D) values."""
+        index = (length.long() - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, values.shape[-1])
+        return values.gather(1, index).squeeze(1)
+
+    @staticmethod
+    def _cumulative_quantiles(reference: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """p10 = observed + softplus, p50 = p10 + softplus, p90 = p50 + softplus."""
+        return reference.unsqueeze(-1) + torch.cumsum(F.softplus(raw), dim=-1)
+
+    def forward(
+        self, sequence: torch.Tensor, length: torch.Tensor, static: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        steps = torch.arange(sequence.shape[1], device=sequence.device)[None, :]
+        observed = (steps < length.view(-1, 1)).unsqueeze(-1).to(sequence.dtype)
+        x = (sequence - self.sequence_mean) / self.sequence_std * observed
+        out, _ = self.lstm(x)
+        last = self._at_last(out, length)
+        context = (static - self.static_mean) / self.static_std
+        z = self.trunk(torch.cat([last, context], dim=-1))
+        score = torch.sigmoid(self.score_head(z)).squeeze(-1)
+        reference = self._at_last(sequence, length)
+        log_views = self._cumulative_quantiles(reference[:, VIEWS], self.views_head(z))
+        log_interactions = self._cumulative_quantiles(
+            reference[:, INTERACTIONS], self.interactions_head(z)
+        )
+        return score, log_views, log_interactions

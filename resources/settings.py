@@ -1,0 +1,54 @@
+"""Environment configuration (DESIGN §7), read once with documented defaults.
+
+Dagster's ``EnvVar`` fails when a variable is unset; Channel Pulse must run from
+a fresh clone with nothing set, so the defaults live here and the resolved values
+are passed into the resources (and show up in the Dagster UI's resource config).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCES = ("synthetic", "landing")
+SIZES = ("tiny", "demo", "large")
+
+
+@dataclass(frozen=True)
+class PulseSettings:
+    data_dir: Path
+    source: str
+    landing_dir: Path
+    size: str
+    seed: int
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def optuna_uri(self) -> str:
+        return f"sqlite:///{self.data_dir / 'optuna.db'}"
+
+
+def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
+    """Resolve PULSE_* variables, validating the enumerations early with clear errors."""
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("PULSE_DATA_DIR") or "data").resolve()
+    source = env.get("PULSE_SOURCE") or "synthetic"
+    size = env.get("PULSE_SIZE") or "demo"
+    if source not in SOURCES:
+        raise ValueError(f"PULSE_SOURCE={source!r}: expected one of {SOURCES}")
+    if size not in SIZES:
+        raise ValueError(f"PULSE_SIZE={size!r}: expected one of {SIZES}")
+    try:
+        seed = int(env.get("PULSE_SEED") or 42)
+    except ValueError as exc:
+        raise ValueError(f"PULSE_SEED={env.get('PULSE_SEED')!r} is not an integer") from exc
+    landing = Path(env.get("PULSE_LANDING_DIR") or data_dir / "landing").resolve()
+    return PulseSettings(data_dir=data_dir, source=source, landing_dir=landing, size=size, seed=seed)
