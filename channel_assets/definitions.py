@@ -1,15 +1,22 @@
 """The Dagster code location: assets, checks, jobs, sensors and resources."""
 
-from __future__ import annotations
 
 import dagster as dg
 
 from channel_assets.features import feature_assets
 from channel_assets.ingestion import raw_tables
 from channel_assets.ingestion_checks import ingestion_checks
-from channel_assets.jobs import everything_job, ingestion_job
+from channel_assets.jobs import (
+    everything_job,
+    ingestion_job,
+    training_job,
+    weekly_retrain_schedule,
+)
+from channel_assets.models import model_assets
 from channel_assets.sensors import landing_sensor
+from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
+from resources.mlflow_tracking import MlflowTracking
 from resources.settings import PulseSettings, load_settings
 from resources.warehouse import DuckDBWarehouse
 
@@ -23,15 +30,22 @@ def build_resources(settings: PulseSettings) -> dict:
             seed=settings.seed,
             landing_dir=str(settings.landing_dir),
         ),
+        "compute": TorchCompute(device=settings.device),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=settings.mlflow_uri,
+            artifact_root=str(settings.data_dir / "mlartifacts"),
+            optuna_uri=settings.optuna_uri,
+        ),
     }
 
 
 def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[raw_tables, *feature_assets],
+        assets=[raw_tables, *feature_assets, *model_assets],
         asset_checks=ingestion_checks,
-        jobs=[ingestion_job, everything_job],
+        jobs=[ingestion_job, training_job, everything_job],
+        schedules=[weekly_retrain_schedule],
         sensors=[landing_sensor],
         resources=build_resources(settings),
     )

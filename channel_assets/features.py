@@ -4,7 +4,6 @@ Each asset's key is the table name in schema ``features``; the SQL lives in
 ``warehouse/sql/<asset key>.sql``.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

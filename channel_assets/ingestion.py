@@ -1,6 +1,5 @@
 """Group ``ingestion``: raw tables (and the synthetic ground truth) from the data source."""
 
-from __future__ import annotations
 
 import dagster as dg
 

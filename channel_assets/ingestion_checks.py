@@ -4,7 +4,6 @@ Integrity checks block downstream features in the same run (ERROR severity);
 freshness only warns, because old-but-valid data is still worth analysing.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

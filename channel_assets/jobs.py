@@ -1,6 +1,5 @@
-"""Jobs: what a click, a sensor or a schedule materializes."""
+"""Jobs and schedules: what a click, a sensor or a clock materializes."""
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -10,8 +9,22 @@ ingestion_job = dg.define_asset_job(
     description="Load raw data from the configured source and rebuild the feature tables.",
 )
 
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("models"),
+    description="Tune, train, gate and register every model (weekly, or on drift).",
+)
+
 everything_job = dg.define_asset_job(
     "everything_job",
     selection=dg.AssetSelection.all(),
     description="Materialize the whole graph (what `make run` does).",
+)
+
+weekly_retrain_schedule = dg.ScheduleDefinition(
+    name="weekly_retrain_schedule",
+    job=training_job,
+    cron_schedule="0 3 * * 1",  # Mondays 03:00 UTC
+    execution_timezone="UTC",
+    description="Retrain every model weekly on the latest features.",
 )

@@ -1,6 +1,5 @@
 """Materialization metadata shared by the assets: row counts, previews, column schemas."""
 
-from __future__ import annotations
 
 import dagster as dg
 import duckdb
@@ -29,7 +28,7 @@ def _markdown(frame) -> str:
 
 def table_metadata(conn: duckdb.DuckDBPyConnection, table: str, preview_rows: int = 5) -> dict:
     """Row count and a preview of ``schema.table`` for the materialization event."""
-    rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    rows = conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     preview = conn.execute(f"SELECT * FROM {table} LIMIT {int(preview_rows)}").fetchdf()
     return {
         "table": dg.MetadataValue.text(table),

@@ -8,7 +8,6 @@ ERROR checks, so nothing downstream in the same run consumes a failing model;
 across runs, forecasts read ``@champion`` only, which a failing version never gets.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -17,6 +16,7 @@ from nn_models.task import PROFILES, InsufficientData
 from nn_models.tasks import TASKS, get_task
 from resources.compute import TorchCompute
 from resources.mlflow_tracking import MlflowTracking
+from resources.settings import load_settings
 from resources.warehouse import DuckDBWarehouse
 
 MODEL_DEPS: dict[str, list[str]] = {
@@ -32,11 +32,17 @@ CARD_CHECK = "meets_model_card"
 BASELINE_CHECK = "not_worse_than_baseline"
 
 
-class TrainingConfig(dg.Config):
-    """Run config: ``profile`` tiny | demo | full (50 Optuna trials as in the seed)."""
+_SETTINGS = load_settings()
 
-    profile: str = "demo"
-    seed: int = 42
+
+class TrainingConfig(dg.Config):
+    """Run config: ``profile`` tiny | demo | full (50 Optuna trials as in the seed).
+
+    Defaults come from PULSE_PROFILE (tiny when PULSE_SIZE=tiny, else demo) and PULSE_SEED.
+    """
+
+    profile: str = _SETTINGS.profile
+    seed: int = _SETTINGS.seed
 
 
 def _gate_table(report: TrainingReport) -> str:

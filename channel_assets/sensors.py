@@ -1,6 +1,5 @@
 """Sensors that react to new data."""
 
-from __future__ import annotations
 
 import hashlib
 import json

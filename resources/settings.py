@@ -13,6 +13,7 @@ from pathlib import Path
 
 SOURCES = ("synthetic", "landing")
 SIZES = ("tiny", "demo", "large")
+PROFILES = ("tiny", "demo", "full")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class PulseSettings:
     landing_dir: Path
     size: str
     seed: int
+    device: str = "auto"
+    profile: str = "demo"
 
     @property
     def warehouse_path(self) -> Path:
@@ -51,4 +54,9 @@ def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
     except ValueError as exc:
         raise ValueError(f"PULSE_SEED={env.get('PULSE_SEED')!r} is not an integer") from exc
     landing = Path(env.get("PULSE_LANDING_DIR") or data_dir / "landing").resolve()
-    return PulseSettings(data_dir=data_dir, source=source, landing_dir=landing, size=size, seed=seed)
+    device = env.get("PULSE_DEVICE") or "auto"
+    profile = env.get("PULSE_PROFILE") or ("tiny" if size == "tiny" else "demo")
+    if profile not in PROFILES:
+        raise ValueError(f"PULSE_PROFILE={profile!r}: expected one of {PROFILES}")
+    return PulseSettings(data_dir=data_dir, source=source, landing_dir=landing, size=size,
+                         seed=seed, device=device, profile=profile)

@@ -30,14 +30,14 @@ def summarize(warehouse: Path) -> None:
     conn = duckdb.connect(str(warehouse), read_only=True)
     rows = conn.execute(
         """
-        SELECT table_schema, table_name, estimated_size
-        FROM duckdb_tables() WHERE table_schema IN ('raw','truth','features','forecasts')
-        ORDER BY table_schema, table_name
+        SELECT schema_name, table_name, estimated_size
+        FROM duckdb_tables() WHERE schema_name IN ('raw','truth','features','forecasts')
+        ORDER BY schema_name, table_name
         """
     ).fetchall()
     print("\nTables in", warehouse)
     for schema, table, _ in rows:
-        n = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
+        n = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchall()[0][0]
         print(f"  {schema}.{table:<28} {n:>10,} rows")
     conn.close()
     print(

@@ -206,7 +206,7 @@ def _exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
         "SELECT count(*) FROM information_schema.tables "
         "WHERE table_schema = 'features' AND table_name = ?",
         [name],
-    ).fetchone()
+    ).fetchall()[0]
     return bool(row and row[0])
 
 
@@ -224,7 +224,7 @@ def build_feature_table(conn: duckdb.DuckDBPyConnection, name: str) -> int:
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(f"CREATE OR REPLACE TABLE features.{name} AS\n{sql}")
-        row = conn.execute(f"SELECT count(*) FROM features.{name}").fetchone()
+        row = conn.execute(f"SELECT count(*) FROM features.{name}").fetchall()[0]
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -26,7 +26,7 @@ class RuleResult:
 
 def _run(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> RuleResult:
     rows = conn.execute(f"SELECT * FROM ({sql}) LIMIT 5", params or []).fetchdf()
-    count = conn.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchone()[0]
+    count = conn.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchall()[0][0]
     return RuleResult(int(count), rows.astype(str).to_dict("records"))
 
 
@@ -74,7 +74,7 @@ def snapshots_before_post(conn: duckdb.DuckDBPyConnection) -> RuleResult:
 
 
 def latest_observation(conn: duckdb.DuckDBPyConnection) -> datetime | None:
-    return conn.execute("SELECT max(observed_at) FROM raw.post_snapshots").fetchone()[0]
+    return conn.execute("SELECT max(observed_at) FROM raw.post_snapshots").fetchall()[0][0]
 
 
 def staleness_hours(conn: duckdb.DuckDBPyConnection, as_of: datetime) -> float | None:

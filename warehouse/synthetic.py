@@ -31,7 +31,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from warehouse.schema import ACTIONS, MEDIA_TYPES, RAW_TABLES
+from warehouse.schema import ACTIONS, MEDIA_TYPES
 
 # --------------------------------------------------------------------------- config
 
@@ -320,15 +320,16 @@ class SyntheticWorld:
 
 @dataclass
 class _Clock:
-    """The observation window: ``n_days`` whole days ending at ``end`` (exclusive)."""
+    """The observation window: from midnight ``n_days`` before ``end`` up to ``end``.
 
-    start: np.datetime64  # window start, seconds resolution
+    Times are kept as seconds since ``start``; ``n_days`` counts calendar days touched
+    (one more than the config's when ``end`` is not at midnight).
+    """
+
+    start: np.datetime64  # window start (a midnight), seconds resolution
+    end_s: int  # config.end, seconds since start
     n_days: int
     weekday0: int  # weekday of the first day, 0 = Monday
-
-    @property
-    def end_s(self) -> int:
-        return self.n_days * 86400
 
     def weekday(self, day: np.ndarray) -> np.ndarray:
         return (self.weekday0 + day) % 7
@@ -490,7 +491,8 @@ def _curve_tail_weight(tau: np.ndarray, k: np.ndarray, ratio: np.ndarray) -> np.
     f48 = 1 - np.exp(-((48.0 / tau) ** k))
     f168 = 1 - np.exp(-((168.0 / tau) ** k))
     s48, s168 = 48.0 / 168.0, 1.0
-    return (ratio * f48 - f168) / ((s168 - f168) - ratio * (s48 - f48))
+    w = (ratio * f48 - f168) / ((s168 - f168) - ratio * (s48 - f48))
+    return np.clip(w, 0.0, 0.9)  # stays in range for the tau/k ranges drawn; clip for safety
 
 
 def _half_life(tau: np.ndarray, k: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -502,6 +504,7 @@ def _half_life(tau: np.ndarray, k: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _lognormal(rng: np.random.Generator, median: float, sigma: float, n: int) -> np.ndarray:
+    """Positive, right-skewed draws (sizes and rates are multiplicative in reality)."""
     return median * np.exp(sigma * rng.standard_normal(n))
 
 
@@ -569,9 +572,8 @@ def _make_channels(cfg: SyntheticConfig, rng: np.random.Generator) -> _Channels:
     # posting habit: partly at the audience's good hours, partly the owner's own schedule
     hourly_audience = activity.reshape(n, 7, 24).mean(axis=1) ** 2
     hourly_audience /= hourly_audience.sum(axis=1, keepdims=True)
-    owner = _circular_bump(
-        np.arange(24)[None, :] + 0.5, rng.uniform(8, 20, n)[:, None], rng.uniform(2, 4.5, n)[:, None]
-    )
+    owner_peak, owner_sd = rng.uniform(8, 20, n)[:, None], rng.uniform(2, 4.5, n)[:, None]
+    owner = _circular_bump(np.arange(24)[None, :] + 0.5, owner_peak, owner_sd)
     owner /= owner.sum(axis=1, keepdims=True)
     p_good = rng.uniform(0.3, 0.65, n)[:, None]
     post_hour_p = p_good * hourly_audience + (0.93 - p_good) * owner + 0.07 / 24
@@ -619,7 +621,7 @@ def _publish_times(
     cfg: SyntheticConfig, ch: _Channels, clock: _Clock, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posts per channel-day (over-dispersed Poisson) and their publish second, sorted."""
-    n, days = ch.n, cfg.n_days
+    n, days = ch.n, clock.n_days
     wd = clock.weekday(np.arange(days))
     lam = ch.post_rate[:, None] * ch.post_weekday[:, wd] * rng.gamma(4.0, 0.25, (n, days))
     counts = rng.poisson(lam).ravel()
@@ -628,6 +630,7 @@ def _publish_times(
     hour = _inverse_cdf(ch.post_hour_p[post_ch], rng.random(len(day)))
     pub_s = day * 86400 + hour * 3600 + rng.integers(0, 3600, len(day))
     order = np.lexsort((pub_s, post_ch))
+    order = order[pub_s[order] < clock.end_s]  # nothing is published after "now"
     return post_ch[order], pub_s[order].astype(np.int64)
 
 
@@ -791,7 +794,7 @@ def _post_effects(
         * np.exp(quality)
     )
     hook_mult = np.prod(np.where(hooks, HOOK_FORWARD[None, :], 1.0), axis=1)
-    fwd_mult = TOPIC_VIRALITY[topic] * hook_mult * np.exp(0.3 * rng.standard_normal(m))
+    fwd_mult = TOPIC_VIRALITY[topic] * hook_mult * np.exp(0.25 * rng.standard_normal(m))
     question = hooks[:, HOOKS.index("question")]
     emoji = hooks[:, HOOKS.index("emoji")]
     reply_mult = TOPIC_REPLIES[topic] * np.where(question, 1.8, 1.0) * np.exp(
@@ -834,6 +837,7 @@ def _curve(x: np.ndarray, tau, k, w, wave_frac, wave_delay, wave_tau) -> np.ndar
 
 
 def _base_curve(x: np.ndarray, tau, k, w) -> np.ndarray:
+    """The curve without the viral wave: what "base 48 h views" is normalised against."""
     return (1.0 - w) * (1.0 - np.exp(-((x / tau) ** k))) + w * np.minimum(x / 168.0, 1.0)
 
 
@@ -890,10 +894,12 @@ def _simulate_subscribers(
 
 @dataclass
 class _Snapshots:
+    """Snapshot rows (observed by ``end``) plus what interactions need per post."""
+
     ch: np.ndarray
     post_id: np.ndarray
     obs_s: np.ndarray
-    counts: np.ndarray  # (rows, 4) views, forwards, replies, reactions
+    counts: list[np.ndarray]  # contiguous views, forwards, replies, reactions columns
     last_obs_s: np.ndarray  # per post, -1 when never observed
     final: np.ndarray  # per post (m, 4) counters at the last observation
 
@@ -910,8 +916,8 @@ def _channel_snapshots(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observation times and counters (n_posts x n_ages) of one channel's posts."""
     pub_s = posts.pub_s[sl]
-    k_ages = len(SNAPSHOT_AGES_MINUTES)
-    jitter = rng.integers(-SNAPSHOT_JITTER_SECONDS, SNAPSHOT_JITTER_SECONDS + 1, (len(pub_s), k_ages))
+    size = (len(pub_s), len(SNAPSHOT_AGES_MINUTES))
+    jitter = rng.integers(-SNAPSHOT_JITTER_SECONDS, SNAPSHOT_JITTER_SECONDS + 1, size)
     obs_s = pub_s[:, None] + SNAPSHOT_AGES_MINUTES[None, :] * 60 + jitter
     pub_h = pub_s / 3600.0
     x0 = np.interp(pub_h, grid, cum[c])
@@ -963,13 +969,12 @@ def _make_snapshots(
         pid = np.broadcast_to(posts.post_id[sl, None], mask.shape)
         parts.append((np.full(mask.sum(), ch.ids[c]), pid[mask], obs_s[mask], counts[mask]))
     if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return _Snapshots(empty, empty, empty, np.zeros((0, 4), np.int64), last_obs, final)
+        parts.append(tuple(np.zeros((0, 4) if i == 3 else 0, np.int64) for i in range(4)))
     return _Snapshots(
         ch=np.concatenate([p[0] for p in parts]).astype(np.int64),
-        post_id=np.concatenate([p[1] for p in parts]),
+        post_id=np.concatenate([p[1] for p in parts]).astype(np.int64),
         obs_s=np.concatenate([p[2] for p in parts]).astype(np.int64),
-        counts=np.concatenate([p[3] for p in parts]).astype(np.int64),
+        counts=[np.concatenate([p[3][:, j] for p in parts]).astype(np.int64) for j in range(4)],
         last_obs_s=last_obs,
         final=final,
     )
@@ -990,6 +995,8 @@ def _persona_hour_pmf() -> np.ndarray:
 
 @dataclass
 class _Users:
+    """Per-user behaviour parameters (arrays indexed by user position)."""
+
     ids: np.ndarray
     persona: np.ndarray
     secondary: np.ndarray  # a second persona some of the user's activity follows
@@ -1040,6 +1047,12 @@ def _make_users(cfg: SyntheticConfig, ch: _Channels, rng: np.random.Generator) -
     )
 
 
+def _sample_pmf(pmf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Categorical draw from one shared pmf (cheaper than a per-row CDF)."""
+    cdf = np.cumsum(pmf) / pmf.sum()
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(pmf) - 1)
+
+
 def _interaction_times(
     users: _Users, uidx: np.ndarray, clock: _Clock, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1054,10 +1067,10 @@ def _interaction_times(
     day = first + 7 * np.floor(rng.random(k) * n_of).astype(np.int64)
     hour_pmf = _persona_hour_pmf()
     hour = np.empty(k)
+    u_hour = rng.random(k)
     for p in range(len(PERSONAS)):  # loop over personas only
         sel = persona == p
-        n_sel = int(sel.sum())
-        hour[sel] = _inverse_cdf(np.broadcast_to(hour_pmf[p], (n_sel, 24)), rng.random(n_sel))
+        hour[sel] = _sample_pmf(hour_pmf[p], u_hour[sel])
     hour = (hour + rng.random(k) + users.hour_shift[uidx]) % 24
     background = rng.random(k) < users.background[uidx]
     hour = np.where(background, rng.uniform(0, 24, k), hour)
@@ -1065,20 +1078,16 @@ def _interaction_times(
     return t_s, np.where(use_secondary, persona, -1)
 
 
-def _make_interactions(
-    users: _Users, ch: _Channels, posts: _Posts, snaps: _Snapshots, clock: _Clock,
+def _candidate_interactions(
+    users: _Users, uidx: np.ndarray, posts: _Posts, snaps: _Snapshots, clock: _Clock,
     rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Sample who did what when, consistent with the posts' observed counters.
+) -> tuple[np.ndarray, ...]:
+    """Accepted (user, post index, time, action) for the candidate users ``uidx``.
 
     A user is active at a time drawn from their persona's rhythm, opens a followed
-    channel and acts on a recent post there (recency and topic taste decide whether they
-    act). Rows beyond a post's final counter for that action are dropped.
+    channel and acts on the latest (or a slightly older) post there; recency and topic
+    taste decide whether they act at all.
     """
-    cols = list(RAW_TABLES["interactions"][0])
-    if len(users.ids) == 0 or posts.m == 0:
-        return _empty_interactions()
-    uidx = np.repeat(np.arange(len(users.ids)), users.target * 10)
     k = len(uidx)
     t_s, secondary = _interaction_times(users, uidx, clock, rng)
     follow_pos = np.floor(rng.random(k) * users.n_follow[uidx]).astype(np.int64)
@@ -1087,52 +1096,75 @@ def _make_interactions(
     lag = rng.geometric(0.55, k) - 1
     idx = np.searchsorted(key, c.astype(np.int64) * (1 << 40) + t_s, side="left") - 1 - lag
     idx = np.maximum(idx, 0)
-    ok = posts.ch[idx] == c
     delay_h = (t_s - posts.pub_s[idx]) / 3600.0
-    taste = PERSONA_TOPICS[users.persona[uidx], posts.topic[idx]] / PERSONA_TOPICS.max(axis=1)[
-        users.persona[uidx]
-    ]
-    ok &= (delay_h > 0) & (delay_h <= 72) & (t_s <= snaps.last_obs_s[idx])
+    persona = users.persona[uidx]
+    taste = PERSONA_TOPICS[persona, posts.topic[idx]] / PERSONA_TOPICS.max(axis=1)[persona]
+    ok = (posts.ch[idx] == c) & (delay_h > 0) & (delay_h <= 72) & (t_s <= snaps.last_obs_s[idx])
     ok &= rng.random(k) < np.exp(-delay_h / 24.0) * taste
     action_p = np.where(
         (secondary >= 0)[:, None], PERSONA_ACTIONS[np.maximum(secondary, 0)], users.action_p[uidx]
     )
     action = _inverse_cdf(action_p, rng.random(k))
-    uidx, idx, t_s, action = uidx[ok], idx[ok], t_s[ok], action[ok]
+    return uidx[ok], idx[ok], t_s[ok], action[ok]
 
-    # at most `target` per user (candidates are in random order within each user)
-    keep = _group_rank(uidx) < users.target[uidx]
-    uidx, idx, t_s, action = uidx[keep], idx[keep], t_s[keep], action[keep]
-    # one reaction per user and post; then never more rows than the post's counter
+
+def _make_interactions(
+    users: _Users, ch: _Channels, posts: _Posts, snaps: _Snapshots, clock: _Clock,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Sample who did what when, consistent with the posts' observed counters.
+
+    Candidates are drawn generously (users in chunks, to bound memory); a user reacts at
+    most once per post, rows beyond a post's final counter for that action are dropped,
+    and each user keeps a random subset of at most their target.
+    """
     n_users = len(users.ids)
+    if n_users == 0 or posts.m == 0:
+        return _empty_interactions()
+    chunks = []
+    for lo in range(0, n_users, 2000):  # loop over user chunks only
+        ids = np.arange(lo, min(lo + 2000, n_users))
+        uidx = np.repeat(ids, users.target[ids] * 10)
+        chunks.append(_candidate_interactions(users, uidx, posts, snaps, clock, rng))
+    uidx, idx, t_s, action = (np.concatenate(parts) for parts in zip(*chunks, strict=True))
+
+    # one reaction per user and post; no exact duplicate keys
     pair = (idx.astype(np.int64) * n_users + uidx) * 3 + action
     order = np.lexsort((t_s, pair))
-    dup = np.r_[False, pair[order][1:] == pair[order][:-1]] & (action[order] == 0)
-    order = order[~dup]
+    same_pair = np.r_[False, pair[order][1:] == pair[order][:-1]]
+    same_time = np.r_[False, t_s[order][1:] == t_s[order][:-1]]
+    order = order[~(same_pair & ((action[order] == 0) | same_time))]
     uidx, idx, t_s, action = uidx[order], idx[order], t_s[order], action[order]
-    cap_col = np.array([3, 2, 1])[action]  # reactions, replies, forwards in snaps.final
-    cap = snaps.final[idx, cap_col]
+    # never more rows than the post's final counter for that action
+    cap = snaps.final[idx, np.array([3, 2, 1])[action]]  # reactions, replies, forwards
     group = idx.astype(np.int64) * 3 + action
     order = np.lexsort((rng.random(len(group)), group))
-    within = _group_rank(group[order]) < cap[order]
-    order = order[within]
-    frame = pd.DataFrame(
+    order = order[_group_rank(group[order]) < cap[order]]
+    uidx, idx, t_s, action = uidx[order], idx[order], t_s[order], action[order]
+    # finally at most `target` per user, a random subset of what survived
+    order = np.lexsort((rng.random(len(uidx)), uidx))
+    order = order[_group_rank(uidx[order]) < users.target[uidx[order]]]
+    uidx, idx, t_s, action = uidx[order], idx[order], t_s[order], action[order]
+
+    channel_id, post_id, user_id = ch.ids[posts.ch[idx]], posts.post_id[idx], users.ids[uidx]
+    order = np.lexsort((action, user_id, t_s, post_id, channel_id))
+    return pd.DataFrame(
         {
-            "channel_id": ch.ids[posts.ch[idx[order]]],
-            "post_id": posts.post_id[idx[order]],
-            "user_id": users.ids[uidx[order]],
+            "channel_id": channel_id[order],
+            "post_id": post_id[order],
+            "user_id": user_id[order],
             "action": np.asarray(ACTIONS, dtype=object)[action[order]],
             "occurred_at": clock.timestamps(t_s[order]),
-        }
+        },
+        copy=False,
     )
-    frame = frame.drop_duplicates(cols)
-    return frame.sort_values(cols[:2] + ["occurred_at", "user_id", "action"]).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------ assembly
 
 
 def _empty_interactions() -> pd.DataFrame:
+    """Typed empty raw.interactions (no users or no posts)."""
     return pd.DataFrame(
         {
             "channel_id": pd.Series(dtype="int64"),
@@ -1201,20 +1233,23 @@ def _post_frames(ch: _Channels, posts: _Posts, clock: _Clock) -> tuple[pd.DataFr
 
 
 def _snapshot_frame(snaps: _Snapshots, clock: _Clock) -> pd.DataFrame:
+    """raw.post_snapshots, built once from the concatenated column arrays."""
     return pd.DataFrame(
         {
             "channel_id": snaps.ch,
             "post_id": snaps.post_id,
             "observed_at": clock.timestamps(snaps.obs_s),
-            "views": snaps.counts[:, 0],
-            "forwards": snaps.counts[:, 1],
-            "replies": snaps.counts[:, 2],
-            "reactions": snaps.counts[:, 3],
-        }
+            "views": snaps.counts[0],
+            "forwards": snaps.counts[1],
+            "replies": snaps.counts[2],
+            "reactions": snaps.counts[3],
+        },
+        copy=False,  # 10 M+ rows: keep one array per column, no consolidation copy
     )
 
 
 def _daily_frame(ch: _Channels, subs: np.ndarray, clock: _Clock) -> pd.DataFrame:
+    """raw.channel_daily: one row per channel and calendar day of the window."""
     days = clock.timestamps(np.arange(clock.n_days, dtype=np.int64) * 86400)
     return pd.DataFrame(
         {
@@ -1226,10 +1261,13 @@ def _daily_frame(ch: _Channels, subs: np.ndarray, clock: _Clock) -> pd.DataFrame
 
 
 def _clock(cfg: SyntheticConfig) -> _Clock:
+    """The window ending at ``cfg.end``, starting at the midnight ``n_days`` before it."""
     end = np.datetime64(cfg.end.replace(tzinfo=None), "s")
-    start = end - np.timedelta64(cfg.n_days * 86400, "s")
-    weekday0 = int((start.astype("datetime64[D]").astype(np.int64) + 3) % 7)  # 1970-01-01 = Thu
-    return _Clock(start=start, n_days=cfg.n_days, weekday0=weekday0)
+    start_day = (end - np.timedelta64(cfg.n_days * 86400, "s")).astype("datetime64[D]")
+    start = start_day.astype("datetime64[s]")
+    end_s = int((end - start) / np.timedelta64(1, "s"))
+    weekday0 = int((start_day.astype(np.int64) + 3) % 7)  # 1970-01-01 was a Thursday
+    return _Clock(start=start, end_s=end_s, n_days=-(-end_s // 86400), weekday0=weekday0)
 
 
 def generate(config: SyntheticConfig) -> SyntheticWorld:

@@ -8,7 +8,7 @@ import pandas as pd
 
 def table_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     """Row count of a contract table (``schema.table`` from our fixed DDL, never user input)."""
-    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
 def upsert_frame(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:

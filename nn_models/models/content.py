@@ -1,0 +1,114 @@
+"""ContentAnalyzer: a text CNN over frozen MiniLM token states that scores virality.
+
+Why a CNN: what makes a synthetic (and a real) post travel is mostly local — a topic
+word, a "BREAKING:" prefix, "!!!", a number hook, an emoji. Convolutions of a few
+tokens width with a global max pool detect such phrases wherever they sit, and each
+filter's strongest window is an explainable "phrase" (see ``filter_activations``), from
+which ``content_patterns`` derives the top phrases per filter.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from nn_models.text_encoder import EMBEDDING_DIM
+
+NEG = -1e4  # pooled value of windows that start on padding (below any ReLU output)
+
+
+class FilterActivations(NamedTuple):
+    """Per filter: strongest activation, where it starts and how many tokens it spans."""
+
+    values: torch.Tensor      # (batch, n_filters) max-pooled ReLU activation
+    positions: torch.Tensor   # (batch, n_filters) token index where the best window starts
+    widths: torch.Tensor      # (n_filters,) kernel size of each filter (window length)
+
+
+class ContentAnalyzer(nn.Module):
+    """MiniLM tokens → [linear bottleneck] → parallel Conv1d branches → max pool → dense → logit.
+
+    Args:
+        embed_dim: width of the token states (384 for all-MiniLM-L6-v2).
+        proj_dim: width of a per-token linear bottleneck before the convolutions (0 =
+            convolve the 384-wide states directly). The bottleneck keeps CPU training
+            within the demo budget at no loss of accuracy on short posts.
+        filters: output channels of each branch (model card: 64 / 128 / 256).
+        kernel_sizes: window width of each branch, in tokens.
+        hidden: width of the dense layer after pooling.
+        dropout: on the pooled features and the dense layer.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = EMBEDDING_DIM,
+        proj_dim: int = 96,
+        filters: tuple[int, ...] = (64, 128, 256),
+        kernel_sizes: tuple[int, ...] = (3, 4, 5),
+        hidden: int = 128,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        if len(filters) != len(kernel_sizes):
+            raise ValueError("filters and kernel_sizes need one entry per branch")
+        self.config = {"embed_dim": embed_dim, "proj_dim": proj_dim, "filters": tuple(filters),
+                       "kernel_sizes": tuple(kernel_sizes), "hidden": hidden, "dropout": dropout}
+        self.norm = nn.LayerNorm(embed_dim)
+        self.proj = nn.Linear(embed_dim, proj_dim) if proj_dim else nn.Identity()
+        width = proj_dim or embed_dim
+        self.convs = nn.ModuleList(
+            nn.Conv1d(width, f, k) for f, k in zip(filters, kernel_sizes, strict=True)
+        )
+        self.register_buffer(
+            "filter_widths",
+            torch.cat([torch.full((f,), k, dtype=torch.long)
+                       for f, k in zip(filters, kernel_sizes, strict=True)]),
+            persistent=False,
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(sum(filters), hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+        # log(pos_weight) of the class-weighted training loss, subtracted at inference so
+        # the logit is a calibrated log-odds again (0 while training).
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    def set_prior_correction(self, log_pos_weight: float) -> None:
+        """Remove the odds inflation of a ``pos_weight``-weighted BCE from the output."""
+        self.logit_offset.fill_(float(log_pos_weight))
+
+    def _feature_maps(self, tokens: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Per branch (batch, filters, windows) ReLU maps; windows starting on padding = NEG."""
+        mask = mask.to(torch.float32)
+        x = self.proj(self.norm(tokens.to(torch.float32))) * mask.unsqueeze(-1)
+        x = x.transpose(1, 2)                                   # (batch, width, length)
+        maps = []
+        for conv in self.convs:
+            out = torch.relu(conv(x))                            # (batch, f, L - k + 1)
+            starts_real = mask[:, : out.shape[-1]].unsqueeze(1) > 0
+            maps.append(out.masked_fill(~starts_real, NEG))
+        return maps
+
+    def filter_activations(self, tokens: torch.Tensor, mask: torch.Tensor) -> FilterActivations:
+        """Max-pooled activation of every filter and the start of its best window.
+
+        Window ``positions[b, f] .. positions[b, f] + widths[f] - 1`` are token indices
+        in the MiniLM tokenisation (index 0 is ``[CLS]``) of post ``b``.
+        """
+        values, positions = [], []
+        for fmap in self._feature_maps(tokens, mask):
+            v, p = fmap.max(dim=-1)
+            values.append(v)
+            positions.append(p)
+        return FilterActivations(torch.cat(values, 1), torch.cat(positions, 1),
+                                 self.filter_widths)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Viral logit (batch,) from token states ``(batch, L, 384)`` and mask ``(batch, L)``."""
+        pooled = torch.cat([m.amax(dim=-1) for m in self._feature_maps(tokens, mask)], 1)
+        return self.head(pooled).squeeze(-1) - self.logit_offset

@@ -1,0 +1,119 @@
+"""ViralDetector: a small Transformer over MiniLM tokens plus pre-publication channel context.
+
+Why: whether a post lands in its channel's top decile of forwards depends on what it
+says (topic, hooks — read by self-attention over the frozen MiniLM states, which sees
+word combinations a bag of n-grams misses) *and* on facts known before publishing —
+media type, publish slot, audience size and growth, the channel's recent forward rate.
+The context enters through a small MLP and is fused with the pooled text vector.
+Context normalisation (train mean / std) lives in buffers so a registered model scores
+raw features on its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nn_models.text_encoder import EMBEDDING_DIM
+
+
+class ViralDetector(nn.Module):
+    """[CLS] + projected tokens → TransformerEncoder → pool ⊕ context MLP → viral probability.
+
+    Args:
+        context_dim: number of channel-context features (``text_data.CONTEXT_FEATURES``).
+        embed_dim: width of the token states (384 for all-MiniLM-L6-v2).
+        d_model: Transformer width (tokens are projected 384 → d_model).
+        n_heads: attention heads.
+        n_layers: encoder layers.
+        ff_mult: feed-forward width as a multiple of ``d_model``.
+        dropout: inside the encoder and the head.
+        max_length: longest token sequence the learned positions cover.
+        pooling: ``"cls"`` (a learned [CLS] token) or ``"mean"`` (masked mean of tokens).
+        use_context: fuse the channel context (``False``: text only, for ablations).
+    """
+
+    def __init__(
+        self,
+        context_dim: int,
+        embed_dim: int = EMBEDDING_DIM,
+        d_model: int = 128,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        ff_mult: int = 2,
+        dropout: float = 0.1,
+        max_length: int = 64,
+        pooling: str = "cls",
+        use_context: bool = True,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.config = {"context_dim": context_dim, "embed_dim": embed_dim, "d_model": d_model,
+                       "n_heads": n_heads, "n_layers": n_layers, "ff_mult": ff_mult,
+                       "dropout": dropout, "max_length": max_length, "pooling": pooling,
+                       "use_context": use_context}
+        self.pooling = pooling
+        self.use_context = use_context
+        self.norm = nn.LayerNorm(embed_dim)
+        self.proj = nn.Linear(embed_dim, d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.position = nn.Parameter(torch.zeros(1, max_length + 1, d_model))
+        nn.init.normal_(self.cls, std=0.02)
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward=ff_mult * d_model, dropout=dropout,
+            activation="gelu", batch_first=True, norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.out_norm = nn.LayerNorm(d_model)
+        self.register_buffer("context_mean", torch.zeros(context_dim))
+        self.register_buffer("context_std", torch.ones(context_dim))
+        self.context_net = nn.Sequential(nn.Linear(context_dim, d_model), nn.GELU())
+        fused = 2 * d_model if use_context else d_model
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(fused, d_model), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(d_model, 1),
+        )
+        # log(pos_weight) of the class-weighted training loss, subtracted at inference so
+        # the probability is calibrated to the training base rate (0 while training).
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    def set_prior_correction(self, log_pos_weight: float) -> None:
+        """Remove the odds inflation of a ``pos_weight``-weighted BCE from the output."""
+        self.logit_offset.fill_(float(log_pos_weight))
+
+    def set_context_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the training set's context mean / std (std 0 → 1) on the model."""
+        self.context_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        std = torch.as_tensor(std, dtype=torch.float32)
+        self.context_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def text_vector(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pooled (batch, d_model) representation of the post text."""
+        real = mask.to(torch.float32) > 0
+        x = self.proj(self.norm(tokens.to(torch.float32)))
+        length = x.shape[1]
+        if self.pooling == "cls":
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+            real = torch.cat([torch.ones_like(real[:, :1]), real], dim=1)
+            x = x + self.position[:, : length + 1]
+        else:
+            x = x + self.position[:, 1 : length + 1]
+        x = self.out_norm(self.encoder(x, src_key_padding_mask=~real))
+        if self.pooling == "cls":
+            return x[:, 0]
+        weights = real.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def logit(self, tokens: torch.Tensor, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Viral logit (batch,); training uses this with ``BCEWithLogitsLoss``."""
+        text = self.text_vector(tokens, mask)
+        if self.use_context:
+            ctx = (context.to(torch.float32) - self.context_mean) / self.context_std
+            text = torch.cat([text, self.context_net(ctx)], dim=1)
+        return self.head(text).squeeze(-1) - self.logit_offset
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Viral probability (batch,) from token states, their mask and the channel context."""
+        return torch.sigmoid(self.logit(tokens, mask, context))

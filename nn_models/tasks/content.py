@@ -1,0 +1,188 @@
+"""Content model task: ``ContentAnalyzer`` (text CNN) predicting ``is_viral`` from text alone.
+
+``ViralLabelTask`` holds what the content and viral tasks share — data (posts with 48 h
+forwards split by publish time, frozen MiniLM token states from ``nn_models.text_data``),
+weighted BCE for the ~10 % positives, holdout metrics, the TF-IDF + logistic regression
+baseline, gates and plots; the two subclasses differ in model and inputs only.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import optuna
+import torch
+from torch import nn
+
+from nn_models import plots, text_data
+from nn_models.baselines_text import BASELINE_NAME, binary_metrics, tfidf_logreg_scores
+from nn_models.device import DeviceChoice
+from nn_models.models.content import ContentAnalyzer
+from nn_models.task import Gate, ModelTask, PreparedData
+from nn_models.training import TrainConfig, TrainResult, fit, seed_everything
+
+AUC_THRESHOLD = 0.75
+LABEL = text_data.LABEL
+SCORE_BATCH = 512
+
+
+class ViralLabelTask(ModelTask):
+    """Shared parts of the content and viral tasks (see the module docstring)."""
+
+    primary_metric = "roc_auc"
+    higher_is_better = True
+    with_context: bool = False
+    input_names: tuple[str, ...] = ("tokens", "mask")
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir if cache_dir is not None else text_data.default_cache_dir()
+
+    # ---------------------------------------------------------------- data
+
+    def load(self, conn: duckdb.DuckDBPyConnection) -> PreparedData:
+        return text_data.prepare(conn, with_context=self.with_context, cache_dir=self.cache_dir)
+
+    # --------------------------------------------------------------- model
+
+    def build_model(self, params: dict[str, Any], data: PreparedData) -> nn.Module:
+        raise NotImplementedError
+
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training logits (before the class-weight prior correction)."""
+        raise NotImplementedError
+
+    def probabilities(self, model: nn.Module, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Viral probability of every row, scored in batches on the CPU."""
+        raise NotImplementedError
+
+    def train(
+        self,
+        params: dict[str, Any],
+        data: PreparedData,
+        choice: DeviceChoice,
+        max_epochs: int,
+        seed: int,
+        on_epoch=None,
+    ) -> TrainResult:
+        seed_everything(seed)
+        model = self.build_model(params, data)
+        y = data.train[LABEL]
+        pos_weight = torch.tensor(
+            float((len(y) - y.sum()) / max(y.sum(), 1.0)), device=choice.torch_device
+        )
+
+        def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return nn.functional.binary_cross_entropy_with_logits(
+                self.logits(m, batch), batch[LABEL], pos_weight=pos_weight
+            )
+
+        cfg = TrainConfig(
+            max_epochs=max_epochs,
+            lr=params["lr"],
+            weight_decay=params["weight_decay"],
+            batch_size=params["batch_size"],
+            patience=params.get("patience", 4),
+            seed=seed,
+        )
+        result = fit(model, data.train, data.val, loss_fn, cfg, choice, on_epoch)
+        # Weighted BCE learns odds x pos_weight; undo it so outputs are probabilities.
+        result.model.set_prior_correction(math.log(float(pos_weight)))
+        return result
+
+    # ---------------------------------------------------------- evaluation
+
+    def evaluate(self, model: nn.Module, data: PreparedData) -> dict[str, float]:
+        y = data.holdout[LABEL]
+        prob = self.probabilities(model, data.holdout)
+        metrics = binary_metrics(y, prob)
+        metrics["brier"] = float(np.mean((prob - y) ** 2))
+        metrics["n_holdout"] = float(len(y))
+        metrics["viral_rate_holdout"] = float(y.mean())
+        metrics["mean_probability"] = float(prob.mean())
+        return metrics
+
+    def baseline_scores(self, data: PreparedData) -> np.ndarray:
+        texts = data.texts  # type: ignore[attr-defined]
+        return tfidf_logreg_scores(texts["train"], data.train[LABEL], texts["holdout"])
+
+    def baseline(self, data: PreparedData) -> dict[str, float]:
+        metrics = binary_metrics(data.holdout[LABEL], self.baseline_scores(data))
+        return {f"baseline_{k}": v for k, v in metrics.items()}
+
+    def gates(self, metrics: dict[str, float], baseline: dict[str, float]) -> list[Gate]:
+        auc, base = metrics["roc_auc"], baseline["baseline_roc_auc"]
+        return [
+            Gate("roc_auc", bool(auc >= AUC_THRESHOLD), auc, AUC_THRESHOLD,
+                 f"holdout ROC AUC >= {AUC_THRESHOLD}"),
+            Gate("beats_baseline", bool(auc > base), auc, base,
+                 f"holdout ROC AUC > {BASELINE_NAME} ({base:.4f})"),
+        ]
+
+    def plots(self, model: nn.Module, data: PreparedData, result: TrainResult) -> dict:
+        y = data.holdout[LABEL]
+        prob = self.probabilities(model, data.holdout)
+        return {
+            "roc_holdout": plots.roc_plot(
+                y, {self.model_label: prob, BASELINE_NAME: self.baseline_scores(data)},
+                f"{self.name}: holdout ROC",
+            ),
+            "calibration_holdout": plots.calibration_plot(
+                y, prob, f"{self.name}: holdout calibration"
+            ),
+        }
+
+    def input_example(self, data: PreparedData) -> dict[str, np.ndarray]:
+        return {k: data.holdout[k][:3].astype(np.float32) for k in self.input_names}
+
+    model_label = "model"
+
+
+def _batched(arrays: dict[str, np.ndarray], names: tuple[str, ...]):
+    n = len(arrays[names[0]])
+    for start in range(0, n, SCORE_BATCH):
+        yield {k: torch.as_tensor(arrays[k][start : start + SCORE_BATCH]) for k in names}
+
+
+class ContentTask(ViralLabelTask):
+    """Text-only viral score from the CNN (model card: ROC AUC >= 0.75 and > TF-IDF)."""
+
+    name = "content"
+    registered_model = "channel_pulse_content"
+    model_label = "ContentAnalyzer (CNN)"
+    with_context = False
+    input_names = ("tokens", "mask")
+
+    def default_params(self) -> dict[str, Any]:
+        return {"proj_dim": 96, "hidden": 128, "dropout": 0.3, "lr": 2e-3,
+                "weight_decay": 1e-4, "batch_size": 128}
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "proj_dim": trial.suggest_categorical("proj_dim", [64, 96, 128]),
+            "hidden": 128,
+            "dropout": trial.suggest_float("dropout", 0.1, 0.5),
+            "lr": trial.suggest_float("lr", 5e-4, 5e-3, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
+            "batch_size": 128,
+        }
+
+    def build_model(self, params: dict[str, Any], data: PreparedData) -> nn.Module:
+        return ContentAnalyzer(
+            proj_dim=int(params["proj_dim"]), hidden=int(params["hidden"]),
+            dropout=float(params["dropout"]),
+        )
+
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(tokens=batch["tokens"], mask=batch["mask"])
+
+    def probabilities(self, model: nn.Module, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        model = model.cpu().eval()
+        out = []
+        with torch.no_grad():
+            for batch in _batched(arrays, self.input_names):
+                out.append(torch.sigmoid(model(**batch)).numpy())
+        return np.concatenate(out).astype(np.float64)

@@ -1,0 +1,355 @@
+"""Inputs shared by the content and viral models: posts, labels, time split, token states.
+
+Both models read the same posts (those whose 48 h forwards are known, so ``is_viral``
+is defined), split them by publication time (train < validation < holdout, the holdout
+being the latest ~20 %) and feed frozen all-MiniLM-L6-v2 token states to a small
+network. Encoding ~10 k texts costs minutes of CPU, so the states are computed once
+and cached on disk as float16, keyed by ``md5(text)`` (the same key as
+``features.post_text_embeddings``), under ``$PULSE_DATA_DIR/cache/text_tokens/`` when
+that variable is set; the content model, the viral model and every re-run share them.
+Without the variable nothing is cached (each load encodes its texts again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from nn_models.task import InsufficientData, PreparedData
+from nn_models.text_encoder import EMBEDDING_DIM, ENCODER_NAME
+
+log = logging.getLogger(__name__)
+
+TOKEN_MAX_LENGTH = 48           # MiniLM tokens per post (99 % of synthetic posts fit in 46)
+HOLDOUT_FRACTION = 0.20         # latest share of posts (by publish time)
+VAL_FRACTION = 0.15             # the share just before the holdout
+MIN_POSTS = 100                 # below this a viral top-decile label is meaningless
+MIN_CLASS_PER_SPLIT = 3         # each split needs this many viral and non-viral posts
+LABEL = "is_viral"
+
+MEDIA_TYPES = ("none", "photo", "video", "document", "poll", "other")
+
+# Channel context known before publishing (the viral model's second input).
+CONTEXT_FEATURES: tuple[str, ...] = (
+    *(f"media_{m}" for m in MEDIA_TYPES),
+    "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
+    "log_subscribers",          # ln(1 + subscribers at publish)
+    "subscriber_growth",        # ln subscribers now - mean ln subscribers at the channel's prior posts
+    "prior_log_median_views",   # ln(1 + channel prior median views_48h)
+    "prior_forward_rate",       # channel prior sum(forwards_48h) / sum(views_48h), per mille
+    "prior_log_forwards_q90",   # channel prior 90th percentile of ln(1 + forwards_48h)
+    "log_prior_posts",          # ln(1 + channel prior posts with 48 h data)
+    "has_prior",                # 1 when the channel had such posts
+    "log_text_length",          # ln(1 + characters)
+)
+
+# Posts with a defined viral label, and context computed from earlier posts only: a
+# post's "prior" window holds the channel's posts published >= 48 h 5 min before it,
+# whose 48 h counters were already observed when it was published (as in post_features).
+POSTS_SQL = """
+SELECT
+    channel_id, post_id, published_at, coalesce(text, '') AS text,
+    md5(coalesce(text, '')) AS text_hash, media_type, hour, weekday, text_length,
+    subscribers_at_publish, channel_prior_posts_48h, channel_prior_median_views_48h,
+    prior_forward_rate, prior_log_subscribers, prior_log_forwards_q90, is_viral
+FROM (
+    SELECT
+        *,
+        sum(forwards_48h) OVER prior_48h / NULLIF(sum(views_48h) OVER prior_48h, 0)
+            AS prior_forward_rate,
+        avg(ln(1 + subscribers_at_publish)) OVER prior_48h AS prior_log_subscribers,
+        quantile_cont(ln(1 + forwards_48h), 0.9) OVER prior_48h AS prior_log_forwards_q90
+    FROM features.post_features
+    WINDOW prior_48h AS (
+        PARTITION BY channel_id ORDER BY published_at
+        RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '48 hours 5 minutes' PRECEDING
+    )
+)
+WHERE forwards_48h IS NOT NULL AND is_viral IS NOT NULL
+ORDER BY published_at, channel_id, post_id
+"""
+
+
+def text_hash(text: str | None) -> str:
+    """md5 hex of the UTF-8 text, equal to DuckDB's ``md5(coalesce(text, ''))``."""
+    return hashlib.md5((text or "").encode("utf-8")).hexdigest()
+
+
+def default_cache_dir() -> Path | None:
+    """``$PULSE_DATA_DIR/cache/text_tokens`` when the variable is set, else no cache."""
+    root = os.environ.get("PULSE_DATA_DIR")
+    return Path(root) / "cache" / "text_tokens" if root else None
+
+
+# --------------------------------------------------------------------- token cache
+
+
+class TokenCache:
+    """Float16 MiniLM token states on disk, keyed by text hash.
+
+    Each write adds one ``.npz`` chunk (hashes, token counts, the concatenated states of
+    the real tokens only: padding is not stored) via a temporary file and an atomic
+    rename, so concurrent writers never corrupt each other and an interrupted encode
+    keeps the chunks already written.
+    """
+
+    def __init__(self, directory: Path | None, max_length: int = TOKEN_MAX_LENGTH) -> None:
+        self.directory = (
+            Path(directory) / f"{ENCODER_NAME}_L{max_length}" if directory is not None else None
+        )
+        self.max_length = max_length
+
+    def load(self, wanted: set[str]) -> dict[str, np.ndarray]:
+        """hash -> (tokens, 384) float16 states for the wanted hashes found on disk."""
+        found: dict[str, np.ndarray] = {}
+        if self.directory is None or not self.directory.is_dir():
+            return found
+        for path in sorted(self.directory.glob("chunk-*.npz")):
+            try:
+                with np.load(path) as chunk:
+                    hashes = chunk["hashes"]
+                    hit = [i for i, h in enumerate(hashes) if h in wanted and h not in found]
+                    if not hit:
+                        continue
+                    offsets = np.concatenate([[0], np.cumsum(chunk["lengths"])])
+                    flat = chunk["states"]
+                    for i in hit:
+                        found[str(hashes[i])] = flat[offsets[i] : offsets[i + 1]]
+            except (OSError, ValueError, KeyError) as exc:  # a damaged chunk is re-encoded
+                log.warning("ignoring unreadable token cache chunk %s (%s)", path, exc)
+        return found
+
+    def save(self, hashes: Sequence[str], states: Sequence[np.ndarray]) -> None:
+        if self.directory is None or not hashes:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha1("".join(hashes).encode()).hexdigest()[:16]
+        final = self.directory / f"chunk-{name}.npz"
+        tmp = self.directory / f".tmp-{uuid.uuid4().hex}.npz"
+        np.savez(
+            tmp,
+            hashes=np.asarray(hashes),
+            lengths=np.asarray([len(s) for s in states], dtype=np.int32),
+            states=np.concatenate(states).astype(np.float16),
+        )
+        os.replace(tmp, final)
+
+
+@dataclass
+class EncodedTexts:
+    """Token states of a list of texts, padded to ``max_length``."""
+
+    tokens: np.ndarray          # (n, max_length, 384) float16; zeros at padding
+    mask: np.ndarray            # (n, max_length) float32; 1 = real token
+    n_encoded: int              # texts encoded now
+    n_cached: int               # texts read from the cache
+    encode_seconds: float       # time spent in MiniLM (0 when everything was cached)
+
+
+def _encode_missing(
+    texts: list[str],
+    max_length: int,
+    batch_size: int,
+    on_chunk: Callable[[list[int], list[np.ndarray]], None],
+    encoder=None,
+) -> None:
+    """Encode with ``MiniLMEncoder.encode_tokens``, shortest texts first.
+
+    Texts are grouped by token count and each batch is padded only to its longest text
+    (BERT's attention mask makes the real tokens' states independent of padding), which
+    roughly halves the encoding time for short posts.
+    """
+    from nn_models.text_encoder import MiniLMEncoder
+
+    encoder = encoder or MiniLMEncoder(max_length=max_length)
+    lengths = np.array(
+        [len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=max_length)[
+            "input_ids"]]
+    )
+    order = np.argsort(lengths, kind="stable")
+    saved_length = encoder.max_length
+    flush_every = 2048
+    done_idx: list[int] = []
+    done_states: list[np.ndarray] = []
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            encoder.max_length = int(lengths[idx].max())
+            states, mask = encoder.encode_tokens([texts[i] for i in idx])
+            for row, i in enumerate(idx):
+                n_real = int(mask[row].sum())
+                done_idx.append(int(i))
+                done_states.append(states[row, :n_real].astype(np.float16))
+            if len(done_idx) >= flush_every:
+                on_chunk(done_idx, done_states)
+                done_idx, done_states = [], []
+        if done_idx:
+            on_chunk(done_idx, done_states)
+    finally:
+        encoder.max_length = saved_length
+
+
+def encode_texts(
+    texts: Sequence[str],
+    max_length: int = TOKEN_MAX_LENGTH,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    encoder=None,
+) -> EncodedTexts:
+    """Frozen MiniLM token states for ``texts``, from the cache where possible."""
+    texts = [t or "" for t in texts]
+    hashes = [text_hash(t) for t in texts]
+    cache = TokenCache(cache_dir, max_length)
+    states = cache.load(set(hashes))
+    n_cached = len(states)
+    missing: dict[str, str] = {}
+    for h, t in zip(hashes, texts, strict=True):
+        if h not in states:
+            missing.setdefault(h, t)
+    seconds = 0.0
+    if missing:
+        todo_hashes, todo_texts = list(missing), list(missing.values())
+
+        def on_chunk(idx: list[int], chunk: list[np.ndarray]) -> None:
+            for i, s in zip(idx, chunk, strict=True):
+                states[todo_hashes[i]] = s
+            cache.save([todo_hashes[i] for i in idx], chunk)
+
+        started = time.perf_counter()
+        _encode_missing(todo_texts, max_length, batch_size, on_chunk, encoder)
+        seconds = time.perf_counter() - started
+        log.info("encoded %d texts with %s in %.1fs", len(todo_texts), ENCODER_NAME, seconds)
+    tokens = np.zeros((len(texts), max_length, EMBEDDING_DIM), dtype=np.float16)
+    mask = np.zeros((len(texts), max_length), dtype=np.float32)
+    for row, h in enumerate(hashes):
+        s = states[h][:max_length]
+        tokens[row, : len(s)] = s
+        mask[row, : len(s)] = 1.0
+    return EncodedTexts(tokens, mask, len(missing), n_cached, seconds)
+
+
+# ----------------------------------------------------------------- posts and split
+
+
+def load_posts(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Posts with a defined viral label, ordered by publish time (see ``POSTS_SQL``)."""
+    try:
+        return conn.execute(POSTS_SQL).fetchdf()
+    except duckdb.CatalogException as exc:
+        raise InsufficientData(f"features.post_features is not built yet ({exc})") from exc
+
+
+def context_features(posts: pd.DataFrame) -> np.ndarray:
+    """(n, len(CONTEXT_FEATURES)) float32 channel context, NULLs (no history yet) as 0."""
+    media = posts["media_type"].fillna("other").to_numpy()
+    hour = posts["hour"].to_numpy(dtype=float)
+    weekday = posts["weekday"].to_numpy(dtype=float)
+    log_subs = np.log1p(posts["subscribers_at_publish"].astype(float).fillna(0).to_numpy())
+    prior_subs = posts["prior_log_subscribers"].astype(float).to_numpy()
+    prior_posts = posts["channel_prior_posts_48h"].astype(float).fillna(0).to_numpy()
+    columns = [
+        *((media == m).astype(float) for m in MEDIA_TYPES),
+        np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24),
+        np.sin(2 * np.pi * weekday / 7), np.cos(2 * np.pi * weekday / 7),
+        log_subs,
+        np.nan_to_num(log_subs - prior_subs, nan=0.0),
+        np.log1p(posts["channel_prior_median_views_48h"].astype(float).fillna(0).to_numpy()),
+        1000 * posts["prior_forward_rate"].astype(float).fillna(0).to_numpy(),
+        posts["prior_log_forwards_q90"].astype(float).fillna(0).to_numpy(),
+        np.log1p(prior_posts),
+        (prior_posts > 0).astype(float),
+        np.log1p(posts["text_length"].astype(float).fillna(0).to_numpy()),
+    ]
+    out = np.stack(columns, axis=1).astype(np.float32)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass
+class TextPreparedData(PreparedData):
+    """``PreparedData`` plus the raw texts per split (the TF-IDF baseline reads them)."""
+
+    texts: dict[str, list[str]] = field(default_factory=dict)
+
+
+def time_split(published_at: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Boolean masks train / validation / holdout by publish time, and the boundaries.
+
+    Boundaries are publish-time quantiles, so posts published at the same instant never
+    straddle two splits and every holdout post is later than every training post.
+    """
+    ts = pd.to_datetime(published_at).to_numpy()
+    order = np.sort(ts)
+    n = len(order)
+    holdout_start = order[int(np.floor(n * (1 - HOLDOUT_FRACTION)))]
+    val_start = order[int(np.floor(n * (1 - HOLDOUT_FRACTION - VAL_FRACTION)))]
+    train = ts < val_start
+    val = (ts >= val_start) & (ts < holdout_start)
+    holdout = ts >= holdout_start
+    info = {"val_start": str(pd.Timestamp(val_start)),
+            "holdout_start": str(pd.Timestamp(holdout_start)),
+            "holdout_end": str(pd.Timestamp(order[-1]))}
+    return train, val, holdout, info
+
+
+def prepare(
+    conn: duckdb.DuckDBPyConnection,
+    with_context: bool,
+    max_length: int = TOKEN_MAX_LENGTH,
+    cache_dir: Path | None = None,
+) -> TextPreparedData:
+    """Arrays ``tokens``, ``mask`` [, ``context``] and ``is_viral`` per time split.
+
+    Raises ``InsufficientData`` when there are too few posts or a split lacks viral or
+    non-viral posts (ROC AUC is undefined then).
+    """
+    posts = load_posts(conn)
+    if len(posts) < MIN_POSTS:
+        raise InsufficientData(
+            f"{len(posts)} posts with 48 h forwards; the viral models need >= {MIN_POSTS}"
+        )
+    train, val, holdout, info = time_split(posts["published_at"])
+    labels = posts[LABEL].astype(bool).to_numpy()
+    for name, sel in (("train", train), ("validation", val), ("holdout", holdout)):
+        pos, neg = int(labels[sel].sum()), int((~labels[sel]).sum())
+        if min(pos, neg) < MIN_CLASS_PER_SPLIT:
+            raise InsufficientData(
+                f"{name} split has {pos} viral and {neg} non-viral posts; need >= "
+                f"{MIN_CLASS_PER_SPLIT} of each (posts with 48 h data: {len(posts)})"
+            )
+    encoded = encode_texts(posts["text"].tolist(), max_length, cache_dir)
+    arrays = {"tokens": encoded.tokens, "mask": encoded.mask,
+              LABEL: labels.astype(np.float32)}
+    if with_context:
+        arrays["context"] = context_features(posts)
+    texts = posts["text"].tolist()
+    splits = {}
+    text_splits = {}
+    for name, sel in (("train", train), ("val", val), ("holdout", holdout)):
+        splits[name] = {k: v[sel] for k, v in arrays.items()}
+        text_splits[name] = [t for t, keep in zip(texts, sel, strict=True) if keep]
+    info.update({
+        "n_train": int(train.sum()), "n_val": int(val.sum()), "n_holdout": int(holdout.sum()),
+        "viral_rate_train": round(float(labels[train].mean()), 4),
+        "viral_rate_val": round(float(labels[val].mean()), 4),
+        "viral_rate_holdout": round(float(labels[holdout].mean()), 4),
+        "n_channels": int(posts["channel_id"].nunique()),
+        "token_max_length": max_length,
+        "texts_encoded": encoded.n_encoded,
+        "texts_from_cache": encoded.n_cached,
+        "encode_seconds": round(encoded.encode_seconds, 2),
+        "encoder": ENCODER_NAME,
+    })
+    return TextPreparedData(
+        train=splits["train"], val=splits["val"], holdout=splits["holdout"],
+        info=info, texts=text_splits,
+    )
