@@ -10,6 +10,7 @@ holdout* — so a failed or crashed run leaves the registry's aliases as they we
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from optuna_integration.mlflow import MLflowCallback
 
 from nn_models import plots
 from nn_models.device import DeviceChoice
+from nn_models.onnx_export import ParityReport, check_parity, export_onnx
 from nn_models.registry import CHALLENGER, CHAMPION, champion_uri, version_by_alias
 from nn_models.task import Gate, InsufficientData, ModelTask, PreparedData, Profile
 from nn_models.tuning import pruning_reporter, run_study
@@ -127,6 +129,26 @@ def _log_figures(figures: dict, artifacts: dict[str, str], run_id: str) -> None:
         mlflow.log_figure(fig, path)
         artifacts[name] = f"{mlflow.get_artifact_uri()}/{path}"
         plots.close(fig)
+
+
+def _export_onnx(task: ModelTask, model, data: PreparedData) -> dict[str, str]:
+    """Export to ONNX, check parity against PyTorch, log it; tags say whether to use it."""
+    examples = task.onnx_examples(data)
+    if not examples:
+        return {"onnx_parity": "skipped", "onnx_reason": "task provides no ONNX examples"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            export_onnx(model, examples[0], path, task.onnx_dynamic_axes)
+            parity = check_parity(model, path, examples)
+        except Exception as exc:  # an unexportable op must not lose the trained model
+            parity = ParityReport(False, float("inf"), f"export failed: {exc}"[:500])
+        if path.exists():
+            mlflow.log_artifact(str(path), "onnx")
+    mlflow.log_metric("onnx_max_abs_diff", parity.max_abs_diff if np.isfinite(
+        parity.max_abs_diff) else -1.0)
+    return {"onnx_parity": "passed" if parity.passed else "failed",
+            "onnx_max_abs_diff": f"{parity.max_abs_diff:.3g}", "onnx_reason": parity.reason}
 
 
 def _champion_on_holdout(task: ModelTask, data: PreparedData, client: MlflowClient):
@@ -236,12 +258,14 @@ def train_and_register(
             pip_requirements=["torch"],
             serialization_format="pickle",
         )
+        onnx_tags = _export_onnx(task, final.model, data)
         version = mlflow.register_model(info.model_uri, task.registered_model)
         report.version = str(version.version)
         report.status = "registered"
         tags = {"gates_passed": str(report.gates_passed), "run_id": report.run_id,
                 **{f"gate.{g.name}": str(g.passed) for g in report.gates},
-                **{f"metric.{k}": f"{v:.6g}" for k, v in _flat("", report.metrics).items()}}
+                **{f"metric.{k}": f"{v:.6g}" for k, v in _flat("", report.metrics).items()},
+                **onnx_tags}
         for key, value in tags.items():
             client.set_model_version_tag(task.registered_model, report.version, key, value)
         client.set_registered_model_alias(task.registered_model, CHALLENGER, report.version)

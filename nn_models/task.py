@@ -132,6 +132,18 @@ class ModelTask(ABC):
         """A few holdout rows of model inputs, for the MLflow signature."""
         return {}
 
+    # extra dynamic ONNX axes beyond batch (axis 0) and steps (axis 1 of 3-D inputs),
+    # e.g. {"mask": {1: "steps"}} for a 2-D padding mask
+    onnx_dynamic_axes: dict[str, dict[int, str]] = {}
+
+    def onnx_examples(self, data: PreparedData) -> list[dict[str, np.ndarray]]:
+        """Batches for the ONNX parity check; override to vary sequence lengths too."""
+        example = self.input_example(data)
+        if not example:
+            return []
+        single = {k: v[:1] for k, v in example.items()}
+        return [single, example]
+
     def better(self, new: float, old: float) -> bool:
         """Is ``new`` at least as good as ``old`` on the primary metric?"""
         return new >= old if self.higher_is_better else new <= old

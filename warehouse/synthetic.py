@@ -618,7 +618,7 @@ def _make_channels(cfg: SyntheticConfig, rng: np.random.Generator) -> _Channels:
 
 
 def _publish_times(
-    cfg: SyntheticConfig, ch: _Channels, clock: _Clock, rng: np.random.Generator
+    ch: _Channels, clock: _Clock, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posts per channel-day (over-dispersed Poisson) and their publish second, sorted."""
     n, days = ch.n, clock.n_days
@@ -659,11 +659,10 @@ def _draw_hooks(ch: _Channels, post_ch: np.ndarray, topic: np.ndarray, media: np
 
 
 def _make_posts(
-    cfg: SyntheticConfig, ch: _Channels, clock: _Clock, rng: np.random.Generator,
-    text_rng: np.random.Generator,
-) -> tuple[np.ndarray, ...]:
+    ch: _Channels, clock: _Clock, rng: np.random.Generator, text_rng: np.random.Generator
+) -> tuple:
     """Publish times, ids, topic, media, hooks and text for every post."""
-    post_ch, pub_s = _publish_times(cfg, ch, clock, rng)
+    post_ch, pub_s = _publish_times(ch, clock, rng)
     post_id = _post_ids(post_ch, ch.n, rng)
     m = len(post_ch)
     topic = _inverse_cdf(ch.topic_mix[post_ch], rng.random(m))
@@ -1279,7 +1278,7 @@ def generate(config: SyntheticConfig) -> SyntheticWorld:
     ch = _make_channels(config, rngs["channels"])
 
     post_ch, post_id, pub_s, topic, media, hooks, text = _make_posts(
-        config, ch, clock, rngs["posts"], rngs["text"]
+        ch, clock, rngs["posts"], rngs["text"]
     )
     day = pub_s // 86400
     how = clock.weekday(day) * 24 + (pub_s % 86400) // 3600
