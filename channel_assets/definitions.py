@@ -13,6 +13,7 @@ from channel_assets.jobs import (
     weekly_retrain_schedule,
 )
 from channel_assets.models import model_assets
+from channel_assets.monitoring import AlertOutbox, alerts_sensor, alerts_table
 from channel_assets.sensors import landing_sensor
 from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
@@ -30,6 +31,7 @@ def build_resources(settings: PulseSettings) -> dict:
             seed=settings.seed,
             landing_dir=str(settings.landing_dir),
         ),
+        "alert_outbox": AlertOutbox(path=str(settings.data_dir / "alerts" / "outbox.jsonl")),
         "compute": TorchCompute(device=settings.device),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.mlflow_uri,
@@ -42,11 +44,11 @@ def build_resources(settings: PulseSettings) -> dict:
 def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[raw_tables, *feature_assets, *model_assets],
+        assets=[raw_tables, *feature_assets, *model_assets, alerts_table],
         asset_checks=ingestion_checks,
         jobs=[ingestion_job, training_job, everything_job],
         schedules=[weekly_retrain_schedule],
-        sensors=[landing_sensor],
+        sensors=[landing_sensor, alerts_sensor],
         resources=build_resources(settings),
     )
 

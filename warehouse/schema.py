@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMAS = ("raw", "truth", "features", "forecasts", "staging")
+SCHEMAS = ("raw", "truth", "features", "forecasts", "monitoring", "staging")
 
 MEDIA_TYPES = ("none", "photo", "video", "document", "poll", "other")
 ACTIONS = ("reaction", "reply", "forward")

@@ -114,20 +114,35 @@ class EngagementPredictor(nn.Module):
         """p10 = observed + softplus, p50 = p10 + softplus, p90 = p50 + softplus."""
         return reference.unsqueeze(-1) + torch.cumsum(F.softplus(raw), dim=-1)
 
+    def forward_steps(
+        self, sequence: torch.Tensor, static: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predictions after every grid step at once: (N, T), (N, T, 3), (N, T, 3).
+
+        The LSTM is causal, so step ``t`` is exactly what ``forward`` returns for
+        ``length = t + 1``; training uses this to learn every post age in one pass.
+        """
+        out, _ = self.lstm((sequence - self.sequence_mean) / self.sequence_std)
+        context = (static - self.static_mean) / self.static_std
+        context = context.unsqueeze(1).expand(-1, sequence.shape[1], -1)
+        z = self.trunk(torch.cat([out, context], dim=-1))
+        score = torch.sigmoid(self.score_head(z)).squeeze(-1)
+        log_views = self._cumulative_quantiles(sequence[..., VIEWS], self.views_head(z))
+        log_interactions = self._cumulative_quantiles(
+            sequence[..., INTERACTIONS], self.interactions_head(z)
+        )
+        return score, log_views, log_interactions
+
     def forward(
         self, sequence: torch.Tensor, length: torch.Tensor, static: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         steps = torch.arange(sequence.shape[1], device=sequence.device)[None, :]
-        observed = (steps < length.view(-1, 1)).unsqueeze(-1).to(sequence.dtype)
-        x = (sequence - self.sequence_mean) / self.sequence_std * observed
-        out, _ = self.lstm(x)
-        last = self._at_last(out, length)
-        context = (static - self.static_mean) / self.static_std
-        z = self.trunk(torch.cat([last, context], dim=-1))
-        score = torch.sigmoid(self.score_head(z)).squeeze(-1)
-        reference = self._at_last(sequence, length)
-        log_views = self._cumulative_quantiles(reference[:, VIEWS], self.views_head(z))
-        log_interactions = self._cumulative_quantiles(
-            reference[:, INTERACTIONS], self.interactions_head(z)
+        observed = (steps < length.view(-1, 1)).unsqueeze(-1)
+        sequence = torch.where(observed, sequence, torch.zeros_like(sequence))
+        score, log_views, log_interactions = self.forward_steps(sequence, static)
+        index = (length.long() - 1).clamp_min(0).view(-1, 1)
+        return (
+            score.gather(1, index).squeeze(1),
+            self._at_last(log_views, length),
+            self._at_last(log_interactions, length),
         )
-        return score, log_views, log_interactions

@@ -177,39 +177,42 @@ def prior_percentile(posts: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 # -------------------------------------------------------------------------- loss
 
 
-_KEY_LENGTHS = torch.tensor([LENGTHS[h] for h in HOURS])
+def step_weights(n_steps: int = len(GRID_MINUTES), other: float = 0.2) -> torch.Tensor:
+    """Loss weight of each grid step: 1 at 1/3/6/12 h, ``other`` at the ages between."""
+    weights = torch.full((n_steps,), other)
+    weights[[LENGTHS[h] - 1 for h in HOURS if LENGTHS[h] <= n_steps]] = 1.0
+    return weights
 
 
-def random_truncation(length: torch.Tensor) -> torch.Tensor:
-    """Half the posts at 1/3/6/12 h, the rest at any grid point (never past the observed)."""
-    n = len(length)
-    key = _KEY_LENGTHS[torch.randint(len(_KEY_LENGTHS), (n,))]
-    any_point = torch.randint(1, len(GRID_MINUTES) + 1, (n,))
-    chosen = torch.where(torch.rand(n) < 0.5, key, any_point).to(length.device)
-    return torch.minimum(chosen, length)
-
-
-def _pinball(predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _pinball(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N, T) pinball loss summed over the quantiles; ``target`` is (N,)."""
     q = torch.tensor(QUANTILES, device=predicted.device, dtype=predicted.dtype)
-    diff = target.unsqueeze(-1) - predicted
-    loss = torch.maximum(q * diff, (q - 1) * diff).sum(dim=-1)
-    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+    diff = target.view(-1, 1, 1) - predicted
+    return torch.maximum(q * diff, (q - 1) * diff).sum(dim=-1)
+
+
+def _weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (loss * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
 def engagement_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """BCE of the score vs the percentile target + pinball of both 48 h quantile heads."""
-    length = random_truncation(batch["length"]) if model.training else batch["length"]
-    score, log_views, log_interactions = model(
-        sequence=batch["sequence"], length=length, static=batch["static"]
+    """BCE of the score vs the percentile target + pinball of both 48 h quantile heads,
+    at every observed age of every post at once (see ``forward_steps``)."""
+    sequence = batch["sequence"]
+    score, log_views, log_interactions = model.forward_steps(
+        sequence=sequence, static=batch["static"])
+    steps = torch.arange(sequence.shape[1], device=sequence.device)[None, :]
+    observed = (steps < batch["length"].view(-1, 1)).to(score.dtype)
+    weight = observed * step_weights(sequence.shape[1]).to(score.device)
+    bce = F.binary_cross_entropy(
+        score.clamp(1e-6, 1 - 1e-6),
+        batch["score_target"].view(-1, 1).expand_as(score), reduction="none")
+    return (
+        _weighted_mean(bce, weight * batch["score_weight"].view(-1, 1))
+        + _weighted_mean(_pinball(log_views, batch["log_views_48h"]), weight)
+        + _weighted_mean(_pinball(log_interactions, batch["log_interactions_48h"]),
+                         weight * batch["interactions_weight"].view(-1, 1))
     )
-    weight = batch["score_weight"]
-    bce = F.binary_cross_entropy(score.clamp(1e-6, 1 - 1e-6), batch["score_target"],
-                                 reduction="none")
-    score_loss = (bce * weight).sum() / weight.sum().clamp_min(1.0)
-    views_loss = _pinball(log_views, batch["log_views_48h"], torch.ones_like(weight))
-    interactions_loss = _pinball(log_interactions, batch["log_interactions_48h"],
-                                 batch["interactions_weight"])
-    return score_loss + views_loss + interactions_loss
 
 
 # -------------------------------------------------------------------------- task
@@ -238,16 +241,6 @@ def _split_arrays(posts: pd.DataFrame, sequence: np.ndarray, length: np.ndarray,
         "above_median": p["above_channel_median"].fillna(False).to_numpy(bool),
         **{f"views_{h}h": p[f"views_{h}h"].to_numpy(np.float64) for h in HOURS},
     }
-
-
-def at_ages(split: dict[str, np.ndarray], hours=HOURS) -> dict[str, np.ndarray]:
-    """Every post of ``split`` once per age in ``hours`` (sequence cut at that age)."""
-    out: dict[str, list[np.ndarray]] = {k: [] for k in TRAIN_ARRAYS}
-    for h in hours:
-        for key in TRAIN_ARRAYS:
-            value = split[key]
-            out[key].append(np.minimum(value, LENGTHS[h]) if key == "length" else value)
-    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def predict(model: nn.Module, split: dict[str, np.ndarray], hours: int,
@@ -364,7 +357,8 @@ class EngagementTask(ModelTask):
                           weight_decay=params["weight_decay"], batch_size=params["batch_size"],
                           patience=4, seed=seed)
         train = {k: data.train[k] for k in TRAIN_ARRAYS}
-        return fit(model, train, at_ages(data.val), engagement_loss, cfg, choice, on_epoch)
+        val = {k: data.val[k] for k in TRAIN_ARRAYS}
+        return fit(model, train, val, engagement_loss, cfg, choice, on_epoch)
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, model: nn.Module, data: PreparedData) -> dict[str, float]:
