@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from channel_assets.drift import drift_retrain_sensor, feature_drift
 from channel_assets.features import feature_assets
 from channel_assets.ingestion import raw_tables
 from channel_assets.ingestion_checks import ingestion_checks
@@ -44,11 +45,11 @@ def build_resources(settings: PulseSettings) -> dict:
 def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[raw_tables, *feature_assets, *model_assets, alerts_table],
+        assets=[raw_tables, *feature_assets, *model_assets, alerts_table, feature_drift],
         asset_checks=ingestion_checks,
         jobs=[ingestion_job, training_job, everything_job],
         schedules=[weekly_retrain_schedule],
-        sensors=[landing_sensor, alerts_sensor],
+        sensors=[landing_sensor, alerts_sensor, drift_retrain_sensor],
         resources=build_resources(settings),
     )
 

@@ -394,31 +394,38 @@ def _snapshot_verdicts(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
     loaded before, so it is left out of the comparison (idempotence). NULL
     counters compare as unknown, never as a violation.
     """
-    below = " ".join(
-        f"WHEN n.{c} < max(s.{c}) FILTER (WHERE s.observed_at < n.observed_at) "
-        f"THEN 'counter decreased: {c} ' || n.{c} || ' < ' || "
-        f"max(s.{c}) FILTER (WHERE s.observed_at < n.observed_at) || ' at an earlier snapshot' "
-        f"WHEN n.{c} > min(s.{c}) FILTER (WHERE s.observed_at > n.observed_at) "
-        f"THEN 'counter increased past a stored later snapshot: {c} ' || n.{c} || ' > ' || "
-        f"min(s.{c}) FILTER (WHERE s.observed_at > n.observed_at) "
+    bounds = ", ".join(
+        f"max(s.{c}) FILTER (WHERE s.observed_at < n.observed_at) AS earlier_{c}, "
+        f"min(s.{c}) FILTER (WHERE s.observed_at > n.observed_at) AS later_{c}"
         for c in schema.COUNTER_COLUMNS
     )
+    checks = ", ".join(
+        f"CASE WHEN {c} < earlier_{c} THEN 'counter decreased: {c} ' || {c} || ' < ' "
+        f"|| earlier_{c} || ' at an earlier snapshot' END, "
+        f"CASE WHEN {c} > later_{c} THEN 'counter increased past a stored later snapshot: "
+        f"{c} ' || {c} || ' > ' || later_{c} END"
+        for c in schema.COUNTER_COLUMNS
+    )
+    counters = ", ".join(f"n.{c}" for c in schema.COUNTER_COLUMNS)
     rows = conn.execute(
         f"""
-        SELECT n.post_id,
-               CASE WHEN n.observed_at < any_value(p.published_at)
-                    THEN 'snapshot before post published: observed_at ' || n.observed_at
-                         || ' < published_at ' || any_value(p.published_at)
-                    {below} END AS reason
-        FROM _export_snapshots n
-        JOIN raw.posts p USING (channel_id, post_id)
-        LEFT JOIN raw.post_snapshots s
-            ON s.channel_id = n.channel_id AND s.post_id = n.post_id
-            AND s.observed_at <> n.observed_at
-        GROUP BY ALL
+        WITH history AS (
+            SELECT n.post_id, n.observed_at, p.published_at, {counters}, {bounds}
+            FROM _export_snapshots n
+            JOIN raw.posts p USING (channel_id, post_id)
+            LEFT JOIN raw.post_snapshots s
+                ON s.channel_id = n.channel_id AND s.post_id = n.post_id
+                AND s.observed_at <> n.observed_at
+            GROUP BY n.post_id, n.observed_at, p.published_at, {counters}
+        )
+        SELECT post_id, concat_ws('; ',
+            CASE WHEN observed_at < published_at THEN 'snapshot before post published: '
+                 || 'observed_at ' || observed_at || ' < published_at ' || published_at END,
+            {checks}) AS reason
+        FROM history
         """
     ).fetchall()
-    return {post_id: reason for post_id, reason in rows if reason is not None}
+    return {post_id: reason for post_id, reason in rows if reason}
 
 
 def _load_snapshots(

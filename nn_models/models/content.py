@@ -28,7 +28,7 @@ class FilterActivations(NamedTuple):
 
 
 class ContentAnalyzer(nn.Module):
-    """MiniLM tokens → [linear bottleneck] → parallel Conv1d branches → max pool → dense → logit.
+    """MiniLM tokens → linear bottleneck → LayerNorm → parallel Conv1d branches → max pool → dense → logit.
 
     Args:
         embed_dim: width of the token states (384 for all-MiniLM-L6-v2).
@@ -44,7 +44,7 @@ class ContentAnalyzer(nn.Module):
     def __init__(
         self,
         embed_dim: int = EMBEDDING_DIM,
-        proj_dim: int = 96,
+        proj_dim: int = 32,
         filters: tuple[int, ...] = (64, 128, 256),
         kernel_sizes: tuple[int, ...] = (3, 4, 5),
         hidden: int = 128,
@@ -55,9 +55,9 @@ class ContentAnalyzer(nn.Module):
             raise ValueError("filters and kernel_sizes need one entry per branch")
         self.config = {"embed_dim": embed_dim, "proj_dim": proj_dim, "filters": tuple(filters),
                        "kernel_sizes": tuple(kernel_sizes), "hidden": hidden, "dropout": dropout}
-        self.norm = nn.LayerNorm(embed_dim)
-        self.proj = nn.Linear(embed_dim, proj_dim) if proj_dim else nn.Identity()
         width = proj_dim or embed_dim
+        self.proj = nn.Linear(embed_dim, proj_dim) if proj_dim else nn.Identity()
+        self.norm = nn.LayerNorm(width)
         self.convs = nn.ModuleList(
             nn.Conv1d(width, f, k) for f, k in zip(filters, kernel_sizes, strict=True)
         )
@@ -85,7 +85,7 @@ class ContentAnalyzer(nn.Module):
     def _feature_maps(self, tokens: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Per branch (batch, filters, windows) ReLU maps; windows starting on padding = NEG."""
         mask = mask.to(torch.float32)
-        x = self.proj(self.norm(tokens.to(torch.float32))) * mask.unsqueeze(-1)
+        x = self.norm(self.proj(tokens.to(torch.float32))) * mask.unsqueeze(-1)
         x = x.transpose(1, 2)                                   # (batch, width, length)
         maps = []
         for conv in self.convs:

@@ -55,8 +55,8 @@ class ViralDetector(nn.Module):
                        "use_context": use_context}
         self.pooling = pooling
         self.use_context = use_context
-        self.norm = nn.LayerNorm(embed_dim)
         self.proj = nn.Linear(embed_dim, d_model)
+        self.norm = nn.LayerNorm(d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
         self.position = nn.Parameter(torch.zeros(1, max_length + 1, d_model))
         nn.init.normal_(self.cls, std=0.02)
@@ -92,7 +92,7 @@ class ViralDetector(nn.Module):
     def text_vector(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pooled (batch, d_model) representation of the post text."""
         real = mask.to(torch.float32) > 0
-        x = self.proj(self.norm(tokens.to(torch.float32)))
+        x = self.norm(self.proj(tokens.to(torch.float32)))
         length = x.shape[1]
         if self.pooling == "cls":
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)

@@ -1,0 +1,154 @@
+"""``GrowthForecaster``: 30-day subscriber quantiles from the last weeks of a channel.
+
+Channel sizes span three orders of magnitude and grow by compounding (new readers
+arrive through forwards of recent posts, in proportion to the audience), so the model
+works in log space and on the channel's own scale: every window is expressed relative
+to the last observed subscribers ``S0`` and divided by ``sigma``, the window's mean
+absolute weekly change of log subscribers (the seasonal-naive error that MASE also
+uses). Post activity enters as rates per subscriber on the same scale, so "forwards
+per subscriber yesterday" means the same thing for a 2 k and a 2 M channel.
+
+A GRU reads the window, additive attention pools its states (subscriber jumps follow
+specific viral days, not only the last one), and a dense block maps
+``[attention context, last state]`` to 30 days x 3 quantiles. Quantiles are monotone
+by construction: p10 = a, p50 = a + softplus(b), p90 = p50 + softplus(c). The forecast
+is ``S0 * exp(sigma * q)``.
+
+Post statistics that need 48 h of hindsight (views/forwards/interactions sums,
+engagement rate, reach, viral posts) are not yet known for the last two days before
+the forecast origin; ``forward`` zeroes them there, so training, the holdout and live
+scoring all see what a forecaster would see on the origin day.
+
+Inputs are the raw columns of ``features.channel_daily_features`` named in
+``RAW_FEATURES``; standardisation statistics of the derived features are buffers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Raw daily columns the model reads, in this order (from features.channel_daily_features).
+RAW_FEATURES: tuple[str, ...] = (
+    "subscribers", "posts", "views_48h_sum", "forwards_48h_sum", "interactions_48h_sum",
+    "engagement_rate", "reach_48h", "viral_posts", "mean_text_length", "weekday",
+)
+_R = {name: i for i, name in enumerate(RAW_FEATURES)}
+# Columns computed from 48 h views: unknown for the last UNKNOWN_48H_DAYS days of a window.
+NEEDS_48H = ("views_48h_sum", "forwards_48h_sum", "interactions_48h_sum", "engagement_rate",
+             "reach_48h", "viral_posts")
+UNKNOWN_48H_DAYS = 2
+
+DERIVED_FEATURES: tuple[str, ...] = (
+    "level",              # (log S_t - log S0) / sigma
+    "daily_change",       # (log S_t - log S_{t-1}) / sigma
+    "log_posts",
+    "forwards_rate",      # asinh(forwards / subscribers / sigma)
+    "interactions_rate",  # asinh(interactions / subscribers / sigma)
+    "log_reach",          # log1p(views / subscribers)
+    "engagement_rate",
+    "log_viral_posts",
+    "log_text_length",
+    "weekday_sin",
+    "weekday_cos",
+    "known_48h",          # 0 on the days whose 48 h statistics are not known yet
+)
+QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
+
+
+class GrowthForecaster(nn.Module):
+    """GRU + attention over ``history`` (N, L, len(RAW_FEATURES)) → subscribers (N, H, 3).
+
+    ``forward(history)`` returns the p10/p50/p90 subscribers of the ``horizon`` days
+    after the last day of the window; ``normalised(history)`` returns the same in the
+    model's own units (what training's pinball loss sees).
+    """
+
+    def __init__(
+        self,
+        history_days: int = 56,
+        horizon: int = 30,
+        hidden: int = 256,
+        layers: int = 2,
+        dropout: float = 0.2,
+        dense: int = 128,
+    ) -> None:
+        super().__init__()
+        self.history_days = history_days
+        self.horizon = horizon
+        n_features = len(DERIVED_FEATURES)
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.gru = nn.GRU(n_features, hidden, num_layers=layers, batch_first=True,
+                          dropout=dropout if layers > 1 else 0.0)
+        self.attention = nn.Sequential(nn.Linear(hidden, hidden // 2), nn.Tanh(),
+                                       nn.Linear(hidden // 2, 1))
+        self.head = nn.Sequential(
+            nn.Linear(2 * hidden, dense), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(dense, horizon * len(QUANTILES)),
+        )
+
+    # ----------------------------------------------------------- scaling
+    @staticmethod
+    def scale(history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log S0, sigma) per window: last log subscribers and the mean absolute
+        7-day change of log subscribers (floored so a flat channel stays finite)."""
+        log_s = torch.log(history[..., _R["subscribers"]].clamp_min(1.0))
+        sigma = (log_s[:, 7:] - log_s[:, :-7]).abs().mean(dim=1).clamp_min(1e-4)
+        return log_s[:, -1], sigma
+
+    def derive(self, history: torch.Tensor) -> torch.Tensor:
+        """(N, L, len(DERIVED_FEATURES)) scale-free inputs, before standardisation."""
+        log0, sigma = self.scale(history)
+        subscribers = history[..., _R["subscribers"]].clamp_min(1.0)
+        log_s = torch.log(subscribers)
+        sig = sigma.unsqueeze(1)
+        steps = history.shape[1]
+        known = (torch.arange(steps, device=history.device) < steps - UNKNOWN_48H_DAYS)
+        known = known.to(history.dtype).unsqueeze(0).expand(history.shape[0], -1)
+        daily = torch.cat([torch.zeros_like(log_s[:, :1]), log_s[:, 1:] - log_s[:, :-1]], 1)
+        weekday = history[..., _R["weekday"]] * (2 * torch.pi / 7)
+        columns = {
+            "level": (log_s - log0.unsqueeze(1)) / sig,
+            "daily_change": daily / sig,
+            "log_posts": torch.log1p(history[..., _R["posts"]].clamp_min(0)),
+            "forwards_rate": torch.asinh(history[..., _R["forwards_48h_sum"]] / subscribers / sig),
+            "interactions_rate": torch.asinh(
+                history[..., _R["interactions_48h_sum"]] / subscribers / sig),
+            "log_reach": torch.log1p(history[..., _R["reach_48h"]].clamp_min(0)),
+            "engagement_rate": history[..., _R["engagement_rate"]],
+            "log_viral_posts": torch.log1p(history[..., _R["viral_posts"]].clamp_min(0)),
+            "log_text_length": torch.log1p(history[..., _R["mean_text_length"]].clamp_min(0)),
+            "weekday_sin": torch.sin(weekday),
+            "weekday_cos": torch.cos(weekday),
+            "known_48h": known,
+        }
+        for name in ("forwards_rate", "interactions_rate", "log_reach", "engagement_rate",
+                     "log_viral_posts"):
+            columns[name] = columns[name] * known
+        return torch.stack([columns[name] for name in DERIVED_FEATURES], dim=-1)
+
+    @torch.no_grad()
+    def set_normalisation(self, history: torch.Tensor) -> None:
+        """Store mean/std of the derived features over the training windows."""
+        derived = self.derive(history).reshape(-1, len(DERIVED_FEATURES))
+        self.feature_mean.copy_(derived.mean(dim=0))
+        self.feature_std.copy_(derived.std(dim=0).clamp_min(1e-3))
+
+    # ----------------------------------------------------------- forward
+    def normalised(self, history: torch.Tensor) -> torch.Tensor:
+        """Quantiles of (log S_{t+h} - log S0) / sigma, shape (N, horizon, 3)."""
+        x = (self.derive(history) - self.feature_mean) / self.feature_std
+        states, _ = self.gru(x)
+        weights = torch.softmax(self.attention(states), dim=1)
+        context = (weights * states).sum(dim=1)
+        raw = self.head(torch.cat([context, states[:, -1]], dim=-1))
+        raw = raw.view(-1, self.horizon, len(QUANTILES))
+        return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(F.softplus(raw[..., 1:]), -1)],
+                         dim=-1)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        log0, sigma = self.scale(history)
+        q = self.normalised(history)
+        return torch.exp(log0.view(-1, 1, 1) + sigma.view(-1, 1, 1) * q)
