@@ -36,7 +36,7 @@ def build_resources(settings: PulseSettings) -> dict:
         "compute": TorchCompute(device=settings.device),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.mlflow_uri,
-            artifact_root=str(settings.data_dir / "mlartifacts"),
+            artifact_root=settings.mlflow_artifacts,
             optuna_uri=settings.optuna_uri,
         ),
     }

@@ -9,6 +9,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from channel_assets.jobs import training_job
+from nn_models.pipeline import configure_mlflow
 from nn_models.registry import CHAMPION, version_by_alias
 from resources.mlflow_tracking import MlflowTracking
 from resources.warehouse import DuckDBWarehouse
@@ -57,10 +58,9 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     result = drift.detect_drift(reference, current, config.drift_share)
     result.windows = {**windows, "reference": "champion training period"
                       if cutoff else "before the recent window (no champion yet)"}
-    mlflow.set_tracking_uri(mlflow_tracking.tracking_uri)
-    mlflow_tracking.client()
-    experiment = mlflow.set_experiment(f"{mlflow_tracking.experiment}_monitoring")
-    with mlflow.start_run(run_name="feature_drift", experiment_id=experiment.experiment_id) as run:
+    experiment_id = configure_mlflow(mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root,
+                                     f"{mlflow_tracking.experiment}_monitoring")
+    with mlflow.start_run(run_name="feature_drift", experiment_id=experiment_id) as run:
         mlflow.log_metrics({"drifted_share": result.drifted_share,
                             **{f"drift.{c}": v["score"] for c, v in result.columns.items()}})
         with tempfile.TemporaryDirectory() as tmp:

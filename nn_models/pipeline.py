@@ -76,8 +76,12 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
     if found is not None:
         exp_id = found.experiment_id
     else:
-        Path(artifact_root).mkdir(parents=True, exist_ok=True)
-        exp_id = client.create_experiment(experiment, artifact_location=Path(artifact_root).as_uri())
+        if "://" in artifact_root:  # object storage (s3://…) on a cluster
+            location = artifact_root
+        else:
+            Path(artifact_root).mkdir(parents=True, exist_ok=True)
+            location = Path(artifact_root).resolve().as_uri()
+        exp_id = client.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

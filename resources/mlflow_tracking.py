@@ -26,7 +26,8 @@ class MlflowTracking(dg.ConfigurableResource):
     experiment: str = "channel_pulse"
 
     def client(self) -> MlflowClient:
-        Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+        if "://" not in self.artifact_root:
+            Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
         return MlflowClient(self.tracking_uri)
 
     def champion_version(self, registered_model: str) -> str | None:

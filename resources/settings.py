@@ -25,6 +25,11 @@ class PulseSettings:
     seed: int
     device: str = "auto"
     profile: str = "demo"
+    # scale-out overrides (deploy/k8s): same code, other backends
+    mlflow_uri_override: str = ""
+    mlflow_artifacts_override: str = ""
+    optuna_uri_override: str = ""
+    parquet_uri_override: str = ""
 
     @property
     def warehouse_path(self) -> Path:
@@ -32,11 +37,20 @@ class PulseSettings:
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        return self.mlflow_uri_override or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        return self.mlflow_artifacts_override or str(self.data_dir / "mlartifacts")
 
     @property
     def optuna_uri(self) -> str:
-        return f"sqlite:///{self.data_dir / 'optuna.db'}"
+        return self.optuna_uri_override or f"sqlite:///{self.data_dir / 'optuna.db'}"
+
+    @property
+    def parquet_uri(self) -> str:
+        """Where published tables go for readers (a folder, or s3://… with httpfs)."""
+        return self.parquet_uri_override or str(self.data_dir / "published")
 
 
 def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
@@ -58,5 +72,11 @@ def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
     profile = env.get("PULSE_PROFILE") or ("tiny" if size == "tiny" else "demo")
     if profile not in PROFILES:
         raise ValueError(f"PULSE_PROFILE={profile!r}: expected one of {PROFILES}")
-    return PulseSettings(data_dir=data_dir, source=source, landing_dir=landing, size=size,
-                         seed=seed, device=device, profile=profile)
+    return PulseSettings(
+        data_dir=data_dir, source=source, landing_dir=landing, size=size, seed=seed,
+        device=device, profile=profile,
+        mlflow_uri_override=env.get("PULSE_MLFLOW_URI", ""),
+        mlflow_artifacts_override=env.get("PULSE_MLFLOW_ARTIFACTS", ""),
+        optuna_uri_override=env.get("PULSE_OPTUNA_URI", ""),
+        parquet_uri_override=env.get("PULSE_PARQUET_URI", ""),
+    )

@@ -11,14 +11,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
 from pydantic import Field
 
+from resources.warehouse import DuckDBWarehouse
 from warehouse.telegram_collect import (
     CollectPolicy,
     CollectReport,
-    collect,
     credentials_from_env,
+    fetch,
+    store,
     telethon_client,
 )
 
@@ -43,17 +44,18 @@ class TelegramCollector(dg.ConfigurableResource):
             max_messages=self.max_messages, flood_wait_cap_seconds=self.flood_wait_cap_seconds
         )
 
-    def collect(
-        self, conn: duckdb.DuckDBPyConnection, now: datetime | None = None
-    ) -> CollectReport:
-        """Connect with the environment's credentials and collect every configured channel.
+    def collect(self, warehouse: DuckDBWarehouse, now: datetime | None = None) -> CollectReport:
+        """Read every configured channel from Telegram, then write it to the warehouse.
 
-        Raises ``TelegramCredentialsError`` naming the variable when credentials
-        are missing, before any connection is attempted.
+        Credentials are checked first (``TelegramCredentialsError`` names the
+        missing variable) and the warehouse is opened only after the network
+        phase, so DuckDB's single writer slot is not held through flood waits.
         """
         credentials = credentials_from_env()
         now = now or datetime.now(UTC)
-        if not self.channels:
-            return CollectReport(observed_at=now.astimezone(UTC).replace(tzinfo=None))
-        with telethon_client(credentials) as client:
-            return collect(conn, client, self.channels, now, self.policy())
+        reads = []
+        if self.channels:
+            with telethon_client(credentials) as client:
+                reads = fetch(client, self.channels, now, self.policy())
+        with warehouse.connect() as conn:
+            return store(conn, reads, now, self.policy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import duckdb
 import pytest
 
 from resources.telegram_collector import TelegramCollector
+from resources.warehouse import DuckDBWarehouse
 from warehouse import quality
 from warehouse.telegram_collect import (
     CollectPolicy,
@@ -264,6 +266,20 @@ def test_unchanged_counters_are_not_stored_again(conn):
     assert len(snapshots(conn)) == 2
 
 
+def test_unchanged_post_is_still_stored_once_past_each_feature_age(conn):
+    post = message(1, NOW - timedelta(minutes=50))
+    client = FakeClient({"news": [post]})
+    run(conn, client, NOW)
+    before_1h = run(conn, client, NOW + timedelta(minutes=9)).channels["news"]
+    past_1h = run(conn, client, NOW + timedelta(minutes=11)).channels["news"]
+    again = run(conn, client, NOW + timedelta(minutes=20)).channels["news"]
+    assert (before_1h.unchanged_skipped, past_1h.snapshots_written, again.unchanged_skipped) \
+        == (1, 1, 1)
+    policy = CollectPolicy()
+    assert policy.keeps_unchanged(timedelta(hours=47), timedelta(hours=71))
+    assert not policy.keeps_unchanged(timedelta(hours=49), timedelta(hours=73))
+
+
 def test_withdrawn_reactions_never_make_counters_decrease(conn):
     post = message(1, NOW - timedelta(minutes=20), views=100, reactions=(5,))
     client = FakeClient({"news": [post]})
@@ -374,22 +390,41 @@ def test_credentials_are_read_and_not_printed():
         credentials_from_env({**FULL_ENV, "TELEGRAM_API_ID": "abc"})
 
 
-def test_resource_fails_clearly_without_credentials(conn, monkeypatch):
+def test_resource_fails_clearly_without_credentials(tmp_path, monkeypatch):
     for name in FULL_ENV:
         monkeypatch.delenv(name, raising=False)
     resource = TelegramCollector(channels=["news"], max_messages=50)
     with pytest.raises(TelegramCredentialsError, match="TELEGRAM_API_ID, TELEGRAM_API_HASH"):
-        resource.collect(conn)
+        resource.collect(DuckDBWarehouse(path=str(tmp_path / "w.duckdb")))
     assert resource.policy() == CollectPolicy(max_messages=50)
 
 
-def test_resource_rejects_a_malformed_session_before_connecting(conn, monkeypatch):
+def test_resource_rejects_a_malformed_session_before_connecting(tmp_path, monkeypatch):
     pytest.importorskip("telethon")
     for name, value in FULL_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("TELEGRAM_SESSION", "not a session")
     with pytest.raises(TelegramCredentialsError, match="not a valid Telethon StringSession"):
-        TelegramCollector(channels=["news"]).collect(conn)
+        TelegramCollector(channels=["news"]).collect(
+            DuckDBWarehouse(path=str(tmp_path / "w.duckdb")))
+
+
+def test_resource_reads_then_writes_the_warehouse(tmp_path, monkeypatch):
+    for name, value in FULL_ENV.items():
+        monkeypatch.setenv(name, value)
+    fake = FakeClient({"news": [message(1, NOW - timedelta(hours=1), views=321)]})
+
+    @contextmanager
+    def fake_telethon_client(credentials):
+        assert credentials.api_id == 12345
+        yield fake
+
+    monkeypatch.setattr("resources.telegram_collector.telethon_client", fake_telethon_client)
+    warehouse = DuckDBWarehouse(path=str(tmp_path / "w.duckdb"))
+    report = TelegramCollector(channels=["news"]).collect(warehouse, now=NOW)
+    assert report.channels["news"].snapshots_written == 1 and not report.errors
+    with warehouse.connect(read_only=True) as conn:
+        assert conn.execute("SELECT views FROM raw.post_snapshots").fetchall() == [(321,)]
 
 
 def test_sync_adapter_drives_an_async_telethon_shaped_client(conn):

@@ -18,11 +18,18 @@ older                 never (unless it has none yet)
 ====================  ===============================
 
 A due snapshot whose counters equal the post's previous snapshot is skipped:
-it would add rows, not information. Telegram counts reactions as they stand,
+it would add rows, not information. Except at the feature ages (1, 3, 6, 12,
+24, 48 h): the feature SQL reads "no snapshot at or after age h" as "not yet
+observed", so the first poll past each of those ages is stored even when
+unchanged (at most six extra rows per post). Telegram counts reactions as they stand,
 so a withdrawn reaction can make a counter go down; the contract's counters
 are cumulative and a decrease would fail the blocking ``counters_non_decreasing``
 check, so each counter is stored as the highest value seen so far and the
 clamp is counted in the report.
+
+``collect`` = ``fetch`` (Telegram only) then ``store`` (DuckDB only, one
+transaction per channel), so the warehouse file is not held through network
+calls and flood-wait sleeps.
 
 The logic talks to a small *synchronous* client protocol (``ChannelClient``)
 with Telethon's names and return shapes, so tests use a plain fake object and
@@ -113,6 +120,10 @@ DEFAULT_TIERS = (
 )
 
 
+# Ages at which features.post_features reads a post's counters (its as-of ages).
+FEATURE_AGES = tuple(timedelta(hours=h) for h in (1, 3, 6, 12, 24, 48))
+
+
 @dataclass(frozen=True)
 class CollectPolicy:
     """How much to read and how often to snapshot; tiers ordered by ``max_age``."""
@@ -120,6 +131,7 @@ class CollectPolicy:
     max_messages: int = 200
     flood_wait_cap_seconds: float = 300.0
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
+    milestones: tuple[timedelta, ...] = FEATURE_AGES
 
     def is_due(self, age: timedelta, since_last: timedelta | None) -> bool:
         """Whether a post of this age, last snapshotted ``since_last`` ago, needs a snapshot.
@@ -135,6 +147,10 @@ class CollectPolicy:
             if age < tier.max_age:
                 return since_last >= tier.min_interval
         return False
+
+    def keeps_unchanged(self, last_age: timedelta, age: timedelta) -> bool:
+        """Whether an unchanged snapshot must still be stored: a milestone age was crossed."""
+        return any(last_age < milestone <= age for milestone in self.milestones)
 
 
 # --------------------------------------------------------------------------- client protocol
@@ -235,7 +251,8 @@ def telethon_client(credentials: TelegramCredentials) -> Iterator[TelethonSyncCl
 class ChannelCollect:
     """What one collection did for one channel.
 
-    ``posts_seen = snapshots_written + unchanged_skipped + not_due``.
+    ``posts_seen = snapshots_written + unchanged_skipped + not_due`` when
+    ``error`` is None; a channel with an error wrote nothing.
     """
 
     channel: str
@@ -403,7 +420,67 @@ def _seen(message: Any) -> _Seen:
     )
 
 
-# --------------------------------------------------------------------------- warehouse
+@dataclass
+class ChannelRead:
+    """What Telegram returned for one channel, as plain values (or the error in ``result``)."""
+
+    result: ChannelCollect
+    username: str | None = None
+    title: str | None = None
+    posts: list[_Seen] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- network phase
+
+
+def _read_channel(
+    client: ChannelClient, username: str, now: datetime, policy: CollectPolicy,
+    sleep: Callable[[float], None], read: ChannelRead,
+) -> None:
+    """Read one channel; every client call is retried once after a flood wait."""
+
+    def call(fn: Callable[[], T]) -> T:
+        return _with_flood_retry(fn, policy, sleep, read.result)
+
+    entity = call(lambda: client.get_entity(username))
+    full = call(lambda: client.get_full_channel(entity))
+    messages = call(lambda: list(client.iter_messages(
+        entity, limit=policy.max_messages, offset_date=now.replace(tzinfo=UTC))))
+    read.result.channel_id = int(entity.id)
+    read.result.subscribers = getattr(getattr(full, "full_chat", None), "participants_count", None)
+    read.username = getattr(entity, "username", None)
+    read.title = getattr(entity, "title", None)
+    read.posts = [_seen(m) for m in messages if _is_post(m)]
+    read.result.posts_seen = len(read.posts)
+
+
+def fetch(
+    client: ChannelClient,
+    channels: Iterable[str],
+    now: datetime,
+    policy: CollectPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[ChannelRead]:
+    """Read every channel from Telegram without touching the warehouse.
+
+    Kept apart from ``store`` so the DuckDB file (one writer at a time) is not
+    held open through network calls and flood-wait sleeps.
+    """
+    policy = policy or CollectPolicy()
+    now = _naive_utc(now)
+    reads = []
+    for username in channels:
+        read = ChannelRead(result=ChannelCollect(channel=username))
+        try:
+            _read_channel(client, username, now, policy, sleep, read)
+        except Exception as err:  # recorded per channel: the others still get read
+            read.result.error = f"{type(err).__name__}: {err}"
+            read.posts = []
+        reads.append(read)
+    return reads
+
+
+# --------------------------------------------------------------------------- warehouse phase
 
 
 @dataclass
@@ -454,76 +531,89 @@ def _plan_snapshots(
         counters = _clamp(post.counters, past.highest) if past else post.counters
         if counters != post.counters:
             result.counters_clamped += 1
-        if past and counters == past.last:
+        unchanged = past is not None and counters == past.last
+        if unchanged and not policy.keeps_unchanged(
+            past.last_at - post.published_at, now - post.published_at
+        ):
             result.unchanged_skipped += 1
             continue
         rows.append((post.post_id, now, *counters))
     return rows
 
 
+def _upsert_channel(conn: duckdb.DuckDBPyConnection, read: ChannelRead, now: datetime) -> None:
+    """raw.channels (known values never nulled) and today's raw.channel_daily row."""
+    conn.execute(
+        """INSERT INTO raw.channels (channel_id, username, title, created_at)
+        VALUES ($id, $username, $title, NULL)
+        ON CONFLICT (channel_id) DO UPDATE SET
+            username = coalesce(excluded.username, username),
+            title = coalesce(excluded.title, title)""",
+        {"id": read.result.channel_id, "username": read.username, "title": read.title},
+    )
+    if read.result.subscribers is not None:
+        conn.execute(
+            """INSERT INTO raw.channel_daily VALUES ($id, $day, $subs)
+            ON CONFLICT (channel_id, day) DO UPDATE SET subscribers = excluded.subscribers""",
+            {"id": read.result.channel_id, "day": now.date(), "subs": read.result.subscribers},
+        )
+
+
 def _write_channel(
-    conn: duckdb.DuckDBPyConnection, entity: Any, subscribers: int | None, seen: list[_Seen],
-    now: datetime, policy: CollectPolicy, result: ChannelCollect,
+    conn: duckdb.DuckDBPyConnection, read: ChannelRead, now: datetime, policy: CollectPolicy
 ) -> None:
     """All writes of one channel, in one transaction (nothing partial on failure)."""
-    channel_id = result.channel_id
+    channel_id = read.result.channel_id
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(
-            """INSERT INTO raw.channels (channel_id, username, title, created_at)
-            VALUES ($id, $username, $title, NULL)
-            ON CONFLICT (channel_id) DO UPDATE SET
-                username = coalesce(excluded.username, username),
-                title = coalesce(excluded.title, title)""",
-            {"id": channel_id, "username": getattr(entity, "username", None),
-             "title": getattr(entity, "title", None)},
-        )
-        if seen:
+        _upsert_channel(conn, read, now)
+        if read.posts:
             conn.executemany(
                 """INSERT INTO raw.posts VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (channel_id, post_id) DO UPDATE SET
                     published_at = excluded.published_at, text = excluded.text,
                     media_type = excluded.media_type""",
-                [(channel_id, p.post_id, p.published_at, p.text, p.media_type) for p in seen],
+                [(channel_id, p.post_id, p.published_at, p.text, p.media_type)
+                 for p in read.posts],
             )
-        if subscribers is not None:
-            conn.execute(
-                """INSERT INTO raw.channel_daily VALUES ($id, $day, $subs)
-                ON CONFLICT (channel_id, day) DO UPDATE SET subscribers = excluded.subscribers""",
-                {"id": channel_id, "day": now.date(), "subs": subscribers},
-            )
-        history = _history(conn, channel_id, [p.post_id for p in seen])
-        rows = _plan_snapshots(seen, history, now, policy, result)
+        history = _history(conn, channel_id, [p.post_id for p in read.posts])
+        rows = _plan_snapshots(read.posts, history, now, policy, read.result)
         if rows:
             conn.executemany(
-                "INSERT INTO raw.post_snapshots VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO raw.post_snapshots VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 [(channel_id, *row) for row in rows],
             )
-        result.snapshots_written = len(rows)
+        read.result.snapshots_written = len(rows)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
-def _collect_channel(
-    conn: duckdb.DuckDBPyConnection, client: ChannelClient, username: str, now: datetime,
-    policy: CollectPolicy, sleep: Callable[[float], None], result: ChannelCollect,
-) -> None:
-    """Read one channel from Telegram (each call retried once on a flood wait), then write."""
-
-    def call(fn: Callable[[], T]) -> T:
-        return _with_flood_retry(fn, policy, sleep, result)
-
-    entity = call(lambda: client.get_entity(username))
-    full = call(lambda: client.get_full_channel(entity))
-    messages = call(lambda: list(client.iter_messages(
-        entity, limit=policy.max_messages, offset_date=now.replace(tzinfo=UTC))))
-    result.channel_id = int(entity.id)
-    result.subscribers = getattr(getattr(full, "full_chat", None), "participants_count", None)
-    seen = [_seen(m) for m in messages if _is_post(m)]
-    result.posts_seen = len(seen)
-    _write_channel(conn, entity, result.subscribers, seen, now, policy, result)
+def store(
+    conn: duckdb.DuckDBPyConnection,
+    reads: Iterable[ChannelRead],
+    now: datetime,
+    policy: CollectPolicy | None = None,
+) -> CollectReport:
+    """Write fetched channels, one transaction each; a failed channel writes nothing."""
+    policy = policy or CollectPolicy()
+    now = _naive_utc(now)
+    schema.ensure_schema(conn)
+    report = CollectReport(observed_at=now)
+    for read in reads:
+        report.channels[read.result.channel] = read.result
+        if read.result.error:
+            continue
+        try:
+            _write_channel(conn, read, now, policy)
+        except Exception as err:  # counts describe what was written: nothing
+            result = read.result
+            result.snapshots_written = result.unchanged_skipped = 0
+            result.not_due = result.counters_clamped = 0
+            result.error = f"{type(err).__name__}: {err}"
+    return report
 
 
 def collect(
@@ -534,22 +624,9 @@ def collect(
     policy: CollectPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CollectReport:
-    """Collect every channel; one channel's failure is recorded and the others go on.
+    """Fetch every channel, then store them; one channel's failure never stops the others.
 
     ``now`` (naive = UTC) is the ``observed_at`` of every snapshot written and
     the clock the cadence is judged by. ``sleep`` is injectable for tests.
     """
-    policy = policy or CollectPolicy()
-    now = _naive_utc(now)
-    schema.ensure_schema(conn)
-    report = CollectReport(observed_at=now)
-    for username in channels:
-        result = report.channels[username] = ChannelCollect(channel=username)
-        try:
-            _collect_channel(conn, client, username, now, policy, sleep, result)
-        except Exception as err:  # recorded per channel: the others still get collected
-            counts = ChannelCollect(channel=username, channel_id=result.channel_id,
-                                    flood_wait_seconds=result.flood_wait_seconds)
-            report.channels[username] = counts
-            counts.error = f"{type(err).__name__}: {err}"
-    return report
+    return store(conn, fetch(client, channels, now, policy, sleep), now, policy)

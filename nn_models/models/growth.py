@@ -11,8 +11,9 @@ per subscriber yesterday" means the same thing for a 2 k and a 2 M channel.
 A GRU reads the window, additive attention pools its states (subscriber jumps follow
 specific viral days, not only the last one), and a dense block maps
 ``[attention context, last state]`` to 30 days x 3 quantiles. Quantiles are monotone
-by construction: p10 = a, p50 = a + softplus(b), p90 = p50 + softplus(c). The forecast
-is ``S0 * exp(sigma * q)``.
+by construction around a median that continues the window's log-linear drift plus a
+learned correction: p50 = h * drift + a, p10 = p50 - softplus(b), p90 = p50 + softplus(c).
+The forecast is ``S0 * exp(sigma * q)``.
 
 Post statistics that need 48 h of hindsight (views/forwards/interactions sums,
 engagement rate, reach, viral posts) are not yet known for the last two days before
@@ -137,16 +138,30 @@ class GrowthForecaster(nn.Module):
         self.feature_std.copy_(derived.std(dim=0).clamp_min(1e-3))
 
     # ----------------------------------------------------------- forward
+    @staticmethod
+    def drift(history: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Mean daily change of log subscribers over the window, in units of ``sigma``."""
+        log_s = torch.log(history[..., _R["subscribers"]].clamp_min(1.0))
+        return (log_s[:, -1] - log_s[:, 0]) / (history.shape[1] - 1) / sigma
+
     def normalised(self, history: torch.Tensor) -> torch.Tensor:
-        """Quantiles of (log S_{t+h} - log S0) / sigma, shape (N, horizon, 3)."""
+        """Quantiles of (log S_{t+h} - log S0) / sigma, shape (N, horizon, 3).
+
+        The median is the window's log-linear drift continued plus a learned
+        correction; p10/p90 sit a learned softplus distance below/above it.
+        """
         x = (self.derive(history) - self.feature_mean) / self.feature_std
         states, _ = self.gru(x)
         weights = torch.softmax(self.attention(states), dim=1)
         context = (weights * states).sum(dim=1)
         raw = self.head(torch.cat([context, states[:, -1]], dim=-1))
         raw = raw.view(-1, self.horizon, len(QUANTILES))
-        return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(F.softplus(raw[..., 1:]), -1)],
-                         dim=-1)
+        _, sigma = self.scale(history)
+        days = torch.arange(1, self.horizon + 1, device=history.device, dtype=history.dtype)
+        median = self.drift(history, sigma).unsqueeze(1) * days + raw[..., 0]
+        return torch.stack(
+            [median - F.softplus(raw[..., 1]), median, median + F.softplus(raw[..., 2])], dim=-1
+        )
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         log0, sigma = self.scale(history)
