@@ -8,8 +8,10 @@ from channel_assets.features import feature_assets
 from channel_assets.ingestion import raw_tables
 from channel_assets.ingestion_checks import ingestion_checks
 from channel_assets.jobs import (
+    collect_job,
     everything_job,
     ingestion_job,
+    telegram_schedule,
     training_job,
     weekly_retrain_schedule,
 )
@@ -20,6 +22,7 @@ from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
 from resources.mlflow_tracking import MlflowTracking
 from resources.settings import PulseSettings, load_settings
+from resources.telegram_collector import TelegramCollector
 from resources.warehouse import DuckDBWarehouse
 
 
@@ -33,6 +36,7 @@ def build_resources(settings: PulseSettings) -> dict:
             landing_dir=str(settings.landing_dir),
         ),
         "alert_outbox": AlertOutbox(path=str(settings.data_dir / "alerts" / "outbox.jsonl")),
+        "telegram": TelegramCollector(channels=list(settings.telegram_channels)),
         "compute": TorchCompute(device=settings.device),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.mlflow_uri,
@@ -47,8 +51,8 @@ def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_tables, *feature_assets, *model_assets, alerts_table, feature_drift],
         asset_checks=ingestion_checks,
-        jobs=[ingestion_job, training_job, everything_job],
-        schedules=[weekly_retrain_schedule],
+        jobs=[ingestion_job, collect_job, training_job, everything_job],
+        schedules=[weekly_retrain_schedule, telegram_schedule(settings.source == "telegram")],
         sensors=[landing_sensor, alerts_sensor, drift_retrain_sensor],
         resources=build_resources(settings),
     )

@@ -28,3 +28,23 @@ weekly_retrain_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     description="Retrain every model weekly on the latest features.",
 )
+
+collect_job = dg.define_asset_job(
+    "collect_job",
+    selection=dg.AssetSelection.groups("ingestion", "truth"),
+    description="Poll Telegram (PULSE_SOURCE=telegram) and append snapshots; features follow "
+    "through automation.",
+)
+
+
+def telegram_schedule(enabled: bool) -> dg.ScheduleDefinition:
+    """Every 5 minutes (the finest snapshot tier); running by default only for the telegram source."""
+    return dg.ScheduleDefinition(
+        name="telegram_collect_schedule",
+        job=collect_job,
+        cron_schedule="*/5 * * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING if enabled
+        else dg.DefaultScheduleStatus.STOPPED,
+        description="Age-tiered Telegram collection with change detection.",
+    )

@@ -9,6 +9,7 @@ import dagster as dg
 
 from channel_assets.jobs import ingestion_job
 from resources.data_source import ChannelDataSource
+from warehouse.desktop_export import find_exports
 from warehouse.landing import landing_files
 
 
@@ -36,6 +37,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, data_source: ChannelData
         for paths in landing_files(folder).values()
         for path in paths
     }
+    current |= {str(path): file_digest(path) for path in find_exports(folder)}
     changed = {path: digest for path, digest in current.items() if seen.get(path) != digest}
     if not changed:
         return dg.SkipReason(f"no new landing files in {folder}")

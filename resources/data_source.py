@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 
-from warehouse import landing, synthetic
+from warehouse import desktop_export, landing, synthetic
 from warehouse.schema import RAW_TABLES
 from warehouse.upsert import table_count, upsert_frame
 
@@ -29,8 +29,12 @@ class SourceLoad:
     details: dict = field(default_factory=dict)
 
 
+EXPORT_TABLES = ("channels", "posts", "post_snapshots")  # what a Desktop export can fill
+
+
 class ChannelDataSource(dg.ConfigurableResource):
-    """``synthetic`` (seeded generator, writes ``truth.*`` too) or ``landing`` (user files)."""
+    """``synthetic`` (seeded generator, writes ``truth.*`` too), ``landing`` (user files and
+    Telegram Desktop exports) or ``telegram`` (live collector, see ``TelegramCollector``)."""
 
     source: str = "synthetic"
     size: str = "demo"
@@ -52,7 +56,10 @@ class ChannelDataSource(dg.ConfigurableResource):
             return self._load_synthetic(conn)
         if self.source == "landing":
             return self._load_landing(conn)
-        raise ValueError(f"unknown source {self.source!r}: expected 'synthetic' or 'landing'")
+        if self.source == "telegram":
+            raise ValueError("the telegram source is collected by the TelegramCollector resource "
+                             "(raw_tables asset), not loaded from here")
+        raise ValueError(f"unknown source {self.source!r}: expected synthetic, landing or telegram")
 
     def _load_synthetic(self, conn: duckdb.DuckDBPyConnection) -> SourceLoad:
         world = synthetic.generate(self.synthetic_config())
@@ -70,15 +77,26 @@ class ChannelDataSource(dg.ConfigurableResource):
 
     def _load_landing(self, conn: duckdb.DuckDBPyConnection) -> SourceLoad:
         report = landing.load_landing(conn, self.landing_dir)
+        exports = [desktop_export.load_desktop_export(conn, path)
+                   for path in desktop_export.find_exports(self.landing_dir)]
         out = SourceLoad(source="landing", as_of=self.as_of(), details=report.as_metadata())
         for table in RAW_TABLES:
             name = f"raw.{table}"
             loaded = report.tables.get(table)
             out.rows_loaded[name] = loaded.rows_loaded if loaded else 0
             out.rows_quarantined[name] = loaded.rows_quarantined if loaded else 0
-            if table in report.missing_tables:
+            if table in report.missing_tables and not (exports and table in EXPORT_TABLES):
                 out.notes[name] = (
                     f"no landing file for {table} in {self.landing_dir}; "
                     f"table holds {table_count(conn, name)} rows from earlier loads"
                 )
+        if exports:
+            out.details["desktop_exports"] = [e.as_metadata() for e in exports]
+            for e in exports:
+                out.rows_loaded["raw.posts"] += e.posts_loaded
+                out.rows_loaded["raw.post_snapshots"] += e.snapshots_loaded
+                out.rows_quarantined["raw.posts"] += e.posts_quarantined + (
+                    e.file_rejected is not None)
+                out.rows_quarantined["raw.post_snapshots"] += e.snapshots_quarantined
+            out.notes["raw.post_snapshots"] = desktop_export.LIMITATIONS
         return out

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SOURCES = ("synthetic", "landing")
+SOURCES = ("synthetic", "landing", "telegram")
 SIZES = ("tiny", "demo", "large")
 PROFILES = ("tiny", "demo", "full")
 
@@ -30,6 +30,7 @@ class PulseSettings:
     mlflow_artifacts_override: str = ""
     optuna_uri_override: str = ""
     parquet_uri_override: str = ""
+    telegram_channels: tuple[str, ...] = ()
 
     @property
     def warehouse_path(self) -> Path:
@@ -79,4 +80,7 @@ def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
         mlflow_artifacts_override=env.get("PULSE_MLFLOW_ARTIFACTS", ""),
         optuna_uri_override=env.get("PULSE_OPTUNA_URI", ""),
         parquet_uri_override=env.get("PULSE_PARQUET_URI", ""),
+        telegram_channels=tuple(
+            c.strip() for c in (env.get("PULSE_TELEGRAM_CHANNELS") or "").split(",") if c.strip()
+        ),
     )

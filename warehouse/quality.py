@@ -45,16 +45,21 @@ def negative_counters(conn: duckdb.DuckDBPyConnection) -> RuleResult:
 
 
 def decreasing_counters(conn: duckdb.DuckDBPyConnection) -> RuleResult:
-    """Cumulative counters must never go down between consecutive snapshots of a post."""
+    """Cumulative counters must never drop below any earlier snapshot of the post.
+
+    Compared with the running maximum rather than ``lag()``: a NULL counter (a
+    reactions-only Desktop export snapshot) must not hide a drop around it.
+    """
     return _run(
         conn,
         """
         SELECT * FROM (
             SELECT channel_id, post_id, observed_at, views, forwards, replies, reactions,
-                   lag(views) OVER w AS prev_views, lag(forwards) OVER w AS prev_forwards,
-                   lag(replies) OVER w AS prev_replies, lag(reactions) OVER w AS prev_reactions
+                   max(views) OVER w AS prev_views, max(forwards) OVER w AS prev_forwards,
+                   max(replies) OVER w AS prev_replies, max(reactions) OVER w AS prev_reactions
             FROM raw.post_snapshots
-            WINDOW w AS (PARTITION BY channel_id, post_id ORDER BY observed_at)
+            WINDOW w AS (PARTITION BY channel_id, post_id ORDER BY observed_at
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
         )
         WHERE views < prev_views OR forwards < prev_forwards
            OR replies < prev_replies OR reactions < prev_reactions

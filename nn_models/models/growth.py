@@ -89,6 +89,8 @@ class GrowthForecaster(nn.Module):
             nn.Linear(2 * hidden, dense), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(dense, horizon * len(QUANTILES)),
         )
+        # structured part: slope correction, intercept, sqrt(h) and h spreads below/above
+        self.trend = nn.Linear(dense, 6)
 
     # ----------------------------------------------------------- scaling
     @staticmethod
@@ -154,14 +156,19 @@ class GrowthForecaster(nn.Module):
         states, _ = self.gru(x)
         weights = torch.softmax(self.attention(states), dim=1)
         context = (weights * states).sum(dim=1)
-        raw = self.head(torch.cat([context, states[:, -1]], dim=-1))
-        raw = raw.view(-1, self.horizon, len(QUANTILES))
+        hidden = self.head[:3](torch.cat([context, states[:, -1]], dim=-1))
+        raw = self.head[3](hidden).view(-1, self.horizon, len(QUANTILES))
+        t = self.trend(hidden).unsqueeze(1)
         _, sigma = self.scale(history)
         days = torch.arange(1, self.horizon + 1, device=history.device, dtype=history.dtype)
-        median = self.drift(history, sigma).unsqueeze(1) * days + raw[..., 0]
-        return torch.stack(
-            [median - F.softplus(raw[..., 1]), median, median + F.softplus(raw[..., 2])], dim=-1
-        )
+        days = days.view(1, -1)
+        median = (self.drift(history, sigma).unsqueeze(1) + t[..., 0]) * days + t[..., 1] \
+            + 0.1 * raw[..., 0]
+        below = F.softplus(t[..., 2]) * days.sqrt() + F.softplus(t[..., 3]) * days \
+            + 0.1 * F.softplus(raw[..., 1])
+        above = F.softplus(t[..., 4]) * days.sqrt() + F.softplus(t[..., 5]) * days \
+            + 0.1 * F.softplus(raw[..., 2])
+        return torch.stack([median - below, median, median + above], dim=-1)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         log0, sigma = self.scale(history)

@@ -14,11 +14,13 @@ observed AS (
     SELECT
         channel_id,
         post_id,
-        max(observed_at) AS last_observed_at,
-        arg_max(views, observed_at) AS views_latest,
-        arg_max(forwards, observed_at) AS forwards_latest,
-        arg_max(replies, observed_at) AS replies_latest,
-        arg_max(reactions, observed_at) AS reactions_latest
+        -- snapshots without views (a Telegram Desktop export carries reactions only)
+        -- must not count as "observed at this age" for the view features
+        max(observed_at) FILTER (WHERE views IS NOT NULL) AS last_observed_at,
+        arg_max(views, observed_at) FILTER (WHERE views IS NOT NULL) AS views_latest,
+        arg_max(forwards, observed_at) FILTER (WHERE forwards IS NOT NULL) AS forwards_latest,
+        arg_max(replies, observed_at) FILTER (WHERE replies IS NOT NULL) AS replies_latest,
+        arg_max(reactions, observed_at) FILTER (WHERE reactions IS NOT NULL) AS reactions_latest
     FROM raw.post_snapshots
     GROUP BY channel_id, post_id
 ),
@@ -37,7 +39,7 @@ as_of_age AS (
     SELECT pr.channel_id, pr.post_id, pr.age_minutes,
            s.views, s.forwards, s.replies, s.reactions
     FROM probe AS pr
-    ASOF JOIN raw.post_snapshots AS s
+    ASOF JOIN (SELECT * FROM raw.post_snapshots WHERE views IS NOT NULL) AS s
         ON pr.channel_id = s.channel_id
         AND pr.post_id = s.post_id
         AND pr.lookup_at >= s.observed_at

@@ -12,6 +12,7 @@ WITH grid AS (
 observed AS (
     SELECT channel_id, post_id, max(observed_at) AS last_observed_at
     FROM raw.post_snapshots
+    WHERE views IS NOT NULL  -- reactions-only snapshots (Desktop exports) are no trajectory
     GROUP BY channel_id, post_id
 ),
 probe AS (
@@ -36,7 +37,7 @@ SELECT
     s.reactions,
     date_diff('second', pr.published_at, s.observed_at) / 60.0 AS snapshot_age_minutes
 FROM probe AS pr
-ASOF LEFT JOIN raw.post_snapshots AS s
+ASOF LEFT JOIN (SELECT * FROM raw.post_snapshots WHERE views IS NOT NULL) AS s
     ON pr.channel_id = s.channel_id
     AND pr.post_id = s.post_id
     AND pr.lookup_at >= s.observed_at
