@@ -9,7 +9,9 @@ from channel_assets.ingestion import raw_tables
 from channel_assets.ingestion_checks import ingestion_checks
 from channel_assets.jobs import (
     collect_job,
+    daily_forecasts_schedule,
     everything_job,
+    forecasts_job,
     ingestion_job,
     telegram_schedule,
     training_job,
@@ -17,18 +19,20 @@ from channel_assets.jobs import (
 )
 from channel_assets.models import model_assets
 from channel_assets.monitoring import AlertOutbox, alerts_sensor, alerts_table
-from channel_assets.sensors import landing_sensor
+from channel_assets.forecasts import forecast_assets
+from channel_assets.sensors import champion_sensor, landing_sensor
 from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
 from resources.mlflow_tracking import MlflowTracking
 from resources.settings import PulseSettings, load_settings
 from resources.telegram_collector import TelegramCollector
-from resources.warehouse import DuckDBWarehouse
+from resources.warehouse import DuckDBWarehouse, PublishedTables
 
 
 def build_resources(settings: PulseSettings) -> dict:
     return {
         "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+        "published": PublishedTables(root=settings.parquet_uri),
         "data_source": ChannelDataSource(
             source=settings.source,
             size=settings.size,
@@ -49,11 +53,13 @@ def build_resources(settings: PulseSettings) -> dict:
 def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[raw_tables, *feature_assets, *model_assets, alerts_table, feature_drift],
+        assets=[raw_tables, *feature_assets, *model_assets, *forecast_assets, alerts_table,
+                feature_drift],
         asset_checks=ingestion_checks,
-        jobs=[ingestion_job, collect_job, training_job, everything_job],
-        schedules=[weekly_retrain_schedule, telegram_schedule(settings.source == "telegram")],
-        sensors=[landing_sensor, alerts_sensor, drift_retrain_sensor],
+        jobs=[ingestion_job, collect_job, training_job, forecasts_job, everything_job],
+        schedules=[weekly_retrain_schedule, daily_forecasts_schedule,
+                   telegram_schedule(settings.source == "telegram")],
+        sensors=[landing_sensor, champion_sensor, alerts_sensor, drift_retrain_sensor],
         resources=build_resources(settings),
     )
 

@@ -8,7 +8,7 @@ Each asset's key is the table name in schema ``features``; the SQL lives in
 import dagster as dg
 
 from channel_assets.metadata import column_schema, table_metadata
-from resources.warehouse import DuckDBWarehouse
+from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse import embeddings, features
 
 # what each feature table reads (drives lineage in the UI and automation)
@@ -21,6 +21,9 @@ FEATURE_DEPS: dict[str, list[str]] = {
     "channel_metrics": ["raw_channels", "raw_channel_daily", "raw_posts", "post_features"],
     "trending_posts": ["post_features"],
 }
+
+# analyst-facing feature tables also published as Parquet for lock-free reads
+PUBLISHED_FEATURES = ("channel_metrics", "trending_posts")
 
 # A feature table is only worth rebuilding once its inputs changed and passed their
 # blocking checks; new landing data flows through without anyone clicking.
@@ -45,11 +48,17 @@ def _feature_asset(name: str) -> dg.AssetsDefinition:
         },
         automation_condition=FEATURE_AUTOMATION,
     )
-    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse):
+    def _asset(
+        context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, published: PublishedTables
+    ):
         with warehouse.connect() as conn:
             rows = features.build_feature_table(conn, name)
             context.log.info(f"features.{name}: {rows} rows")
-            return dg.MaterializeResult(metadata=table_metadata(conn, f"features.{name}"))
+            meta = table_metadata(conn, f"features.{name}")
+            if name in PUBLISHED_FEATURES:
+                meta["published_parquet"] = dg.MetadataValue.path(
+                    published.publish(conn, "features", name))
+            return dg.MaterializeResult(metadata=meta)
 
     return _asset
 

@@ -48,3 +48,17 @@ def telegram_schedule(enabled: bool) -> dg.ScheduleDefinition:
         else dg.DefaultScheduleStatus.STOPPED,
         description="Age-tiered Telegram collection with change detection.",
     )
+
+forecasts_job = dg.define_asset_job(
+    "forecasts_job",
+    selection=dg.AssetSelection.groups("forecasts"),
+    description="Score every forecast table from the current champions.",
+)
+
+daily_forecasts_schedule = dg.ScheduleDefinition(
+    name="daily_forecasts_schedule",
+    job=forecasts_job,
+    cron_schedule="30 4 * * *",
+    execution_timezone="UTC",
+    description="Refresh the forecast tables daily.",
+)

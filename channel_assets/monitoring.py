@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from channel_assets.metadata import column_schema, table_metadata
-from resources.warehouse import DuckDBWarehouse
+from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse import alerts
 
 
@@ -34,7 +34,7 @@ class AlertConfig(dg.Config):
     automation_condition=dg.AutomationCondition.eager(),
 )
 def alerts_table(context: dg.AssetExecutionContext, config: AlertConfig,
-                 warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+                 warehouse: DuckDBWarehouse, published: PublishedTables) -> dg.MaterializeResult:
     """monitoring.alerts: view spikes, quiet periods, unusual subscriber change, ghost audiences."""
     thresholds = alerts.AlertThresholds(**config.model_dump())
     with warehouse.connect() as conn:
@@ -43,6 +43,8 @@ def alerts_table(context: dg.AssetExecutionContext, config: AlertConfig,
             "SELECT kind, count(*) FROM monitoring.alerts GROUP BY kind ORDER BY kind"
         ).fetchall()
         meta = table_metadata(conn, "monitoring.alerts")
+        meta["published_parquet"] = dg.MetadataValue.path(
+            published.publish(conn, "monitoring", "alerts"))
     context.log.info(f"{added} new alerts")
     meta["new_alerts"] = dg.MetadataValue.int(added)
     meta["alerts_by_kind"] = dg.MetadataValue.json(dict(by_kind))

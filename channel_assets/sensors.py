@@ -7,8 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from channel_assets.jobs import ingestion_job
+from channel_assets.jobs import forecasts_job, ingestion_job
+from nn_models.registry import CHAMPION, version_by_alias
+from nn_models.tasks import TASKS, get_task
 from resources.data_source import ChannelDataSource
+from resources.mlflow_tracking import MlflowTracking
 from warehouse.desktop_export import find_exports
 from warehouse.landing import landing_files
 
@@ -46,4 +49,32 @@ def landing_sensor(context: dg.SensorEvaluationContext, data_source: ChannelData
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=run_key, tags={"landing_files": str(len(changed))})],
         cursor=json.dumps({**seen, **current}, sort_keys=True),
+    )
+
+
+@dg.sensor(job=forecasts_job, minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def champion_sensor(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
+    """Re-score the forecasts whenever any model's ``champion`` alias moves."""
+    client = mlflow_tracking.client()
+    current = {}
+    for name in TASKS:
+        registered = get_task(name).registered_model
+        try:
+            version = version_by_alias(client, registered, CHAMPION)
+        except Exception:  # registry not created yet
+            version = None
+        current[registered] = str(version.version) if version else None
+    seen = json.loads(context.cursor) if context.cursor else {}
+    if current == seen:
+        return dg.SkipReason("no champion changed")
+    changed = {k: v for k, v in current.items() if seen.get(k) != v and v is not None}
+    cursor = json.dumps(current, sort_keys=True)
+    if not changed:
+        return dg.SensorResult(skip_reason="no new champion", cursor=cursor)
+    key = hashlib.sha256(cursor.encode()).hexdigest()[:16]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"champions-{key}",
+                                    tags={"pulse/trigger": "new_champion"})],
+        cursor=cursor,
     )

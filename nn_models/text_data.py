@@ -36,6 +36,15 @@ VAL_FRACTION = 0.15             # the share just before the holdout
 MIN_POSTS = 100                 # below this a viral top-decile label is meaningless
 MIN_CLASS_PER_SPLIT = 3         # each split needs this many viral and non-viral posts
 LABEL = "is_viral"
+AUX = "aux_targets"
+
+# Dense training-only targets (standardised): the ~10 % viral labels alone are too few
+# to learn which words travel, the forwards of every post are not.
+AUX_TARGETS: tuple[str, ...] = (
+    "relative_log_forward_rate",  # ln((forwards+.5)/(views+1)) - the channel's train mean
+    "relative_log_forwards",      # ln(1 + forwards_48h) - the channel's train mean
+    "forwards_percentile",        # within-channel percentile of forwards_48h
+)
 
 MEDIA_TYPES = ("none", "photo", "video", "document", "poll", "other")
 
@@ -48,23 +57,23 @@ CONTEXT_FEATURES: tuple[str, ...] = (
     "prior_log_median_views",   # ln(1 + channel prior median views_48h)
     "prior_forward_rate",       # channel prior sum(forwards_48h) / sum(views_48h), per mille
     "prior_log_forwards_q90",   # channel prior 90th percentile of ln(1 + forwards_48h)
+    "prior_slot_effect",        # channel prior log reach at this hour (+-1 h) vs its mean, shrunk
+    "prior_weekday_effect",     # the same for the weekday
     "log_prior_posts",          # ln(1 + channel prior posts with 48 h data)
     "has_prior",                # 1 when the channel had such posts
     "log_text_length",          # ln(1 + characters)
 )
 
 # Posts with a defined viral label, and context computed from earlier posts only: a
-# post's "prior" window holds the channel's posts published >= 48 h 5 min before it,
-# whose 48 h counters were already observed when it was published (as in post_features).
+# post's "prior" posts are the channel's posts published >= 48 h 5 min before it, whose
+# 48 h counters were already observed when it was published (as in post_features).
+# Slot effects: mean log reach (ln views_48h - ln subscribers) of prior posts published
+# within +-1 h of the same hour (or on the same weekday) minus the channel's prior mean.
 POSTS_SQL = """
-SELECT
-    channel_id, post_id, published_at, coalesce(text, '') AS text,
-    md5(coalesce(text, '')) AS text_hash, media_type, hour, weekday, text_length,
-    subscribers_at_publish, channel_prior_posts_48h, channel_prior_median_views_48h,
-    prior_forward_rate, prior_log_subscribers, prior_log_forwards_q90, is_viral
-FROM (
+WITH posts AS (
     SELECT
         *,
+        ln(1 + views_48h) - ln(1 + subscribers_at_publish) AS log_reach,
         sum(forwards_48h) OVER prior_48h / NULLIF(sum(views_48h) OVER prior_48h, 0)
             AS prior_forward_rate,
         avg(ln(1 + subscribers_at_publish)) OVER prior_48h AS prior_log_subscribers,
@@ -74,10 +83,38 @@ FROM (
         PARTITION BY channel_id ORDER BY published_at
         RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '48 hours 5 minutes' PRECEDING
     )
+),
+slots AS (
+    SELECT
+        a.channel_id,
+        a.post_id,
+        avg(b.log_reach) AS prior_log_reach,
+        count(b.log_reach) FILTER (WHERE least(abs(a.hour - b.hour), 24 - abs(a.hour - b.hour)) <= 1)
+            AS prior_slot_posts,
+        avg(b.log_reach) FILTER (WHERE least(abs(a.hour - b.hour), 24 - abs(a.hour - b.hour)) <= 1)
+            AS prior_slot_log_reach,
+        count(b.log_reach) FILTER (WHERE a.weekday = b.weekday) AS prior_weekday_posts,
+        avg(b.log_reach) FILTER (WHERE a.weekday = b.weekday) AS prior_weekday_log_reach
+    FROM posts AS a
+    JOIN posts AS b
+        ON a.channel_id = b.channel_id
+        AND b.published_at <= a.published_at - INTERVAL '48 hours 5 minutes'
+    GROUP BY a.channel_id, a.post_id
 )
-WHERE forwards_48h IS NOT NULL AND is_viral IS NOT NULL
-ORDER BY published_at, channel_id, post_id
+SELECT
+    p.channel_id, p.post_id, p.published_at, coalesce(p.text, '') AS text,
+    p.media_type, p.hour, p.weekday, p.text_length,
+    p.subscribers_at_publish, p.channel_prior_posts_48h, p.channel_prior_median_views_48h,
+    p.prior_forward_rate, p.prior_log_subscribers, p.prior_log_forwards_q90,
+    s.prior_log_reach, s.prior_slot_posts, s.prior_slot_log_reach,
+    s.prior_weekday_posts, s.prior_weekday_log_reach,
+    p.views_48h, p.forwards_48h, p.forwards_percentile_48h, p.is_viral
+FROM posts AS p
+LEFT JOIN slots AS s USING (channel_id, post_id)
+WHERE p.forwards_48h IS NOT NULL AND p.is_viral IS NOT NULL
+ORDER BY p.published_at, p.channel_id, p.post_id
 """
+SLOT_SHRINKAGE = 5.0  # prior posts' weight k in n / (n + k) shrinkage of slot effects
 
 
 def text_hash(text: str | None) -> str:
@@ -249,6 +286,13 @@ def load_posts(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         raise InsufficientData(f"features.post_features is not built yet ({exc})") from exc
 
 
+def _shrunk_effect(posts: pd.DataFrame, prefix: str) -> np.ndarray:
+    """(slot mean - channel mean) log reach x n / (n + k): few prior posts -> near 0."""
+    n = posts[f"{prefix}_posts"].astype(float).fillna(0).to_numpy()
+    diff = (posts[f"{prefix}_log_reach"].astype(float) - posts["prior_log_reach"].astype(float))
+    return np.nan_to_num(diff.to_numpy() * n / (n + SLOT_SHRINKAGE), nan=0.0)
+
+
 def context_features(posts: pd.DataFrame) -> np.ndarray:
     """(n, len(CONTEXT_FEATURES)) float32 channel context, NULLs (no history yet) as 0."""
     media = posts["media_type"].fillna("other").to_numpy()
@@ -266,12 +310,34 @@ def context_features(posts: pd.DataFrame) -> np.ndarray:
         np.log1p(posts["channel_prior_median_views_48h"].astype(float).fillna(0).to_numpy()),
         1000 * posts["prior_forward_rate"].astype(float).fillna(0).to_numpy(),
         posts["prior_log_forwards_q90"].astype(float).fillna(0).to_numpy(),
+        _shrunk_effect(posts, "prior_slot"),
+        _shrunk_effect(posts, "prior_weekday"),
         np.log1p(prior_posts),
         (prior_posts > 0).astype(float),
         np.log1p(posts["text_length"].astype(float).fillna(0).to_numpy()),
     ]
     out = np.stack(columns, axis=1).astype(np.float32)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def aux_targets(posts: pd.DataFrame, train: np.ndarray) -> np.ndarray:
+    """(n, len(AUX_TARGETS)) float32, channel-centred and scaled on training rows only."""
+    forwards = posts["forwards_48h"].astype(float).to_numpy()
+    views = posts["views_48h"].astype(float).to_numpy()
+    raw = np.stack([
+        np.log((forwards + 0.5) / (views + 1.0)),
+        np.log1p(forwards),
+        posts["forwards_percentile_48h"].astype(float).to_numpy(),
+    ], axis=1)
+    channel = posts["channel_id"].to_numpy()
+    out = raw.copy()
+    for col in (0, 1):  # centre per channel on its training posts (global mean if none)
+        values = pd.Series(raw[train, col]).groupby(channel[train]).mean()
+        centre = pd.Series(channel).map(values).fillna(raw[train, col].mean()).to_numpy()
+        out[:, col] = raw[:, col] - centre
+    out -= out[train].mean(axis=0)
+    out /= np.where(out[train].std(axis=0) > 0, out[train].std(axis=0), 1.0)
+    return np.nan_to_num(out, nan=0.0).astype(np.float32)
 
 
 @dataclass
@@ -307,7 +373,7 @@ def prepare(
     max_length: int = TOKEN_MAX_LENGTH,
     cache_dir: Path | None = None,
 ) -> TextPreparedData:
-    """Arrays ``tokens``, ``mask`` [, ``context``] and ``is_viral`` per time split.
+    """Arrays ``tokens``, ``mask`` [, ``context``], ``is_viral`` and ``aux_targets`` per split.
 
     Raises ``InsufficientData`` when there are too few posts or a split lacks viral or
     non-viral posts (ROC AUC is undefined then).
@@ -328,7 +394,7 @@ def prepare(
             )
     encoded = encode_texts(posts["text"].tolist(), max_length, cache_dir)
     arrays = {"tokens": encoded.tokens, "mask": encoded.mask,
-              LABEL: labels.astype(np.float32)}
+              LABEL: labels.astype(np.float32), AUX: aux_targets(posts, train)}
     if with_context:
         arrays["context"] = context_features(posts)
     texts = posts["text"].tolist()

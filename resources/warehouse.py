@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from warehouse.publish import open_reader, publish_table
 from warehouse.schema import ensure_schema
 
 
@@ -48,3 +49,15 @@ class DuckDBWarehouse(dg.ConfigurableResource):
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+
+class PublishedTables(dg.ConfigurableResource):
+    """Parquet copies of analyst-facing tables (``warehouse.publish``): reads never block."""
+
+    root: str
+
+    def publish(self, conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
+        return publish_table(conn, self.root, schema, table)
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        return open_reader(self.root)

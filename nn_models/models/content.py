@@ -39,6 +39,9 @@ class ContentAnalyzer(nn.Module):
         kernel_sizes: window width of each branch, in tokens.
         hidden: width of the dense layer after pooling.
         dropout: on the pooled features and the dense layer.
+        n_aux: auxiliary regression outputs used during training only (dense targets
+            such as the post's channel-relative forward rate: ~10 % positives alone are
+            too few to learn which words travel).
     """
 
     def __init__(
@@ -49,12 +52,14 @@ class ContentAnalyzer(nn.Module):
         kernel_sizes: tuple[int, ...] = (3, 4, 5),
         hidden: int = 128,
         dropout: float = 0.3,
+        n_aux: int = 0,
     ) -> None:
         super().__init__()
         if len(filters) != len(kernel_sizes):
             raise ValueError("filters and kernel_sizes need one entry per branch")
         self.config = {"embed_dim": embed_dim, "proj_dim": proj_dim, "filters": tuple(filters),
-                       "kernel_sizes": tuple(kernel_sizes), "hidden": hidden, "dropout": dropout}
+                       "kernel_sizes": tuple(kernel_sizes), "hidden": hidden, "dropout": dropout,
+                       "n_aux": n_aux}
         width = proj_dim or embed_dim
         self.proj = nn.Linear(embed_dim, proj_dim) if proj_dim else nn.Identity()
         self.norm = nn.LayerNorm(width)
@@ -67,13 +72,14 @@ class ContentAnalyzer(nn.Module):
                        for f, k in zip(filters, kernel_sizes, strict=True)]),
             persistent=False,
         )
-        self.head = nn.Sequential(
+        self.dense = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(sum(filters), hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden, 1),
         )
+        self.out = nn.Linear(hidden, 1)
+        self.aux_out = nn.Linear(hidden, n_aux) if n_aux else None
         # log(pos_weight) of the class-weighted training loss, subtracted at inference so
         # the logit is a calibrated log-odds again (0 while training).
         self.register_buffer("logit_offset", torch.zeros(()))
@@ -108,7 +114,15 @@ class ContentAnalyzer(nn.Module):
         return FilterActivations(torch.cat(values, 1), torch.cat(positions, 1),
                                  self.filter_widths)
 
+    def heads(
+        self, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training outputs: uncorrected viral logit (batch,) and auxiliary (batch, n_aux)."""
+        pooled = torch.cat([m.amax(dim=-1) for m in self._feature_maps(tokens, mask)], 1)
+        hidden = self.dense(pooled)
+        aux = self.aux_out(hidden) if self.aux_out is not None else None
+        return self.out(hidden).squeeze(-1), aux
+
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Viral logit (batch,) from token states ``(batch, L, 384)`` and mask ``(batch, L)``."""
-        pooled = torch.cat([m.amax(dim=-1) for m in self._feature_maps(tokens, mask)], 1)
-        return self.head(pooled).squeeze(-1) - self.logit_offset
+        return self.heads(tokens, mask)[0] - self.logit_offset

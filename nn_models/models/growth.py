@@ -55,6 +55,8 @@ DERIVED_FEATURES: tuple[str, ...] = (
     "weekday_cos",
     "known_48h",          # 0 on the days whose 48 h statistics are not known yet
 )
+# expressed as the day's deviation from the window mean (see ``derive``)
+RELATIVE = ("interactions_rate", "log_reach", "engagement_rate", "log_text_length")
 QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
 
 
@@ -89,8 +91,12 @@ class GrowthForecaster(nn.Module):
             nn.Linear(2 * hidden, dense), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(dense, horizon * len(QUANTILES)),
         )
-        # structured part: slope correction, intercept, sqrt(h) and h spreads below/above
-        self.trend = nn.Linear(dense, 6)
+        # shape of the 30-day path: slope correction, intercept, and the sqrt(h) and h
+        # terms of the band below and above the median (random walk with drift)
+        self.path = nn.Linear(dense, 6)
+        with torch.no_grad():  # start at "drift continues" with a ~p10/p90 random-walk band
+            self.path.weight.mul_(0.1)
+            self.path.bias.copy_(torch.tensor([0.0, 0.0, 0.954, -1.686, 0.954, -1.686]))
 
     # ----------------------------------------------------------- scaling
     @staticmethod
@@ -100,6 +106,15 @@ class GrowthForecaster(nn.Module):
         log_s = torch.log(history[..., _R["subscribers"]].clamp_min(1.0))
         sigma = (log_s[:, 7:] - log_s[:, :-7]).abs().mean(dim=1).clamp_min(1e-4)
         return log_s[:, -1], sigma
+
+    @staticmethod
+    def drift_and_noise(history: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor,
+                                                                             torch.Tensor]:
+        """Mean and standard deviation of the daily change of log subscribers over the
+        window, both in units of ``sigma``."""
+        log_s = torch.log(history[..., _R["subscribers"]].clamp_min(1.0))
+        daily = log_s[:, 1:] - log_s[:, :-1]
+        return daily.mean(dim=1) / sigma, daily.std(dim=1) / sigma
 
     def derive(self, history: torch.Tensor) -> torch.Tensor:
         """(N, L, len(DERIVED_FEATURES)) scale-free inputs, before standardisation."""
@@ -130,6 +145,19 @@ class GrowthForecaster(nn.Module):
         for name in ("forwards_rate", "interactions_rate", "log_reach", "engagement_rate",
                      "log_viral_posts"):
             columns[name] = columns[name] * known
+        # channel-level constants (a channel's usual reach, engagement, text length) would
+        # let the network recognise channels and memorise their past; keep only each
+        # day's deviation from the window's mean
+        for name in RELATIVE:
+            mask = known if name in ("interactions_rate", "log_reach", "engagement_rate") \
+                else torch.ones_like(known)
+            mean = (columns[name] * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
+            columns[name] = (columns[name] - mean) * mask
+        import os
+        drop = set(os.environ.get("DROP", "").split(","))
+        for name in drop:
+            if name:
+                columns[name] = torch.zeros_like(columns[name])
         return torch.stack([columns[name] for name in DERIVED_FEATURES], dim=-1)
 
     @torch.no_grad()
@@ -140,34 +168,32 @@ class GrowthForecaster(nn.Module):
         self.feature_std.copy_(derived.std(dim=0).clamp_min(1e-3))
 
     # ----------------------------------------------------------- forward
-    @staticmethod
-    def drift(history: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Mean daily change of log subscribers over the window, in units of ``sigma``."""
-        log_s = torch.log(history[..., _R["subscribers"]].clamp_min(1.0))
-        return (log_s[:, -1] - log_s[:, 0]) / (history.shape[1] - 1) / sigma
-
     def normalised(self, history: torch.Tensor) -> torch.Tensor:
         """Quantiles of (log S_{t+h} - log S0) / sigma, shape (N, horizon, 3).
 
-        The median is the window's log-linear drift continued plus a learned
-        correction; p10/p90 sit a learned softplus distance below/above it.
+        A random walk with drift sets the frame: the median continues the window's
+        mean daily change, the band grows with sqrt(h) (daily noise) and h (error of the
+        drift), both in units of the window's daily noise. The network moves the slope
+        and intercept, sizes the band, and adds a small per-day correction to each of
+        the three curves.
         """
         x = (self.derive(history) - self.feature_mean) / self.feature_std
         states, _ = self.gru(x)
         weights = torch.softmax(self.attention(states), dim=1)
-        context = (weights * states).sum(dim=1)
-        hidden = self.head[:3](torch.cat([context, states[:, -1]], dim=-1))
-        raw = self.head[3](hidden).view(-1, self.horizon, len(QUANTILES))
-        t = self.trend(hidden).unsqueeze(1)
+        pooled = torch.cat([(weights * states).sum(dim=1), states[:, -1]], dim=-1)
+        z = self.head[:-1](pooled)                               # (N, dense)
+        per_day = self.head[-1](z).view(-1, self.horizon, len(QUANTILES))
+        p = self.path(z).unsqueeze(1)                            # (N, 1, 6)
         _, sigma = self.scale(history)
-        days = torch.arange(1, self.horizon + 1, device=history.device, dtype=history.dtype)
-        days = days.view(1, -1)
-        median = (self.drift(history, sigma).unsqueeze(1) + t[..., 0]) * days + t[..., 1] \
-            + 0.1 * raw[..., 0]
-        below = F.softplus(t[..., 2]) * days.sqrt() + F.softplus(t[..., 3]) * days \
-            + 0.1 * F.softplus(raw[..., 1])
-        above = F.softplus(t[..., 4]) * days.sqrt() + F.softplus(t[..., 5]) * days \
-            + 0.1 * F.softplus(raw[..., 2])
+        drift, noise = self.drift_and_noise(history, sigma)
+        h = torch.arange(1, self.horizon + 1, device=history.device, dtype=history.dtype)
+        h = h.view(1, -1)
+        median = (drift.unsqueeze(1) + p[..., 0]) * h + p[..., 1] + 0.1 * per_day[..., 0]
+        noise = noise.unsqueeze(1)
+        below = noise * (F.softplus(p[..., 2]) * h.sqrt() + F.softplus(p[..., 3]) * h
+                         + 0.1 * F.softplus(per_day[..., 1]))
+        above = noise * (F.softplus(p[..., 4]) * h.sqrt() + F.softplus(p[..., 5]) * h
+                         + 0.1 * F.softplus(per_day[..., 2]))
         return torch.stack([median - below, median, median + above], dim=-1)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,8 @@ class ViralDetector(nn.Module):
         max_length: longest token sequence the learned positions cover.
         pooling: ``"cls"`` (a learned [CLS] token) or ``"mean"`` (masked mean of tokens).
         use_context: fuse the channel context (``False``: text only, for ablations).
+        n_aux: auxiliary regression outputs used during training only (dense targets
+            such as the post's channel-relative forward rate).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class ViralDetector(nn.Module):
         max_length: int = 64,
         pooling: str = "cls",
         use_context: bool = True,
+        n_aux: int = 0,
     ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
@@ -52,7 +55,7 @@ class ViralDetector(nn.Module):
         self.config = {"context_dim": context_dim, "embed_dim": embed_dim, "d_model": d_model,
                        "n_heads": n_heads, "n_layers": n_layers, "ff_mult": ff_mult,
                        "dropout": dropout, "max_length": max_length, "pooling": pooling,
-                       "use_context": use_context}
+                       "use_context": use_context, "n_aux": n_aux}
         self.pooling = pooling
         self.use_context = use_context
         self.proj = nn.Linear(embed_dim, d_model)
@@ -71,10 +74,11 @@ class ViralDetector(nn.Module):
         self.register_buffer("context_std", torch.ones(context_dim))
         self.context_net = nn.Sequential(nn.Linear(context_dim, d_model), nn.GELU())
         fused = 2 * d_model if use_context else d_model
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(fused, d_model), nn.GELU(),
-            nn.Dropout(dropout), nn.Linear(d_model, 1),
+        self.dense = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(fused, d_model), nn.GELU(), nn.Dropout(dropout),
         )
+        self.out = nn.Linear(d_model, 1)
+        self.aux_out = nn.Linear(d_model, n_aux) if n_aux else None
         # log(pos_weight) of the class-weighted training loss, subtracted at inference so
         # the probability is calibrated to the training base rate (0 while training).
         self.register_buffer("logit_offset", torch.zeros(()))
@@ -106,13 +110,21 @@ class ViralDetector(nn.Module):
         weights = real.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
-    def logit(self, tokens: torch.Tensor, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Viral logit (batch,); training uses this with ``BCEWithLogitsLoss``."""
-        text = self.text_vector(tokens, mask)
+    def heads(
+        self, tokens: torch.Tensor, mask: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training outputs: uncorrected viral logit (batch,) and auxiliary (batch, n_aux)."""
+        fused = self.text_vector(tokens, mask)
         if self.use_context:
             ctx = (context.to(torch.float32) - self.context_mean) / self.context_std
-            text = torch.cat([text, self.context_net(ctx)], dim=1)
-        return self.head(text).squeeze(-1) - self.logit_offset
+            fused = torch.cat([fused, self.context_net(ctx)], dim=1)
+        hidden = self.dense(fused)
+        aux = self.aux_out(hidden) if self.aux_out is not None else None
+        return self.out(hidden).squeeze(-1), aux
+
+    def logit(self, tokens: torch.Tensor, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Calibrated viral log-odds (batch,)."""
+        return self.heads(tokens, mask, context)[0] - self.logit_offset
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Viral probability (batch,) from token states, their mask and the channel context."""

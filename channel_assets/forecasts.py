@@ -1,0 +1,75 @@
+"""Group ``forecasts``: what analysts query, scored from ``champion`` versions only.
+
+A version that failed its gates never holds the ``champion`` alias, so it can never
+reach these tables — in this run or any later one. Each table is also published as
+Parquet (``warehouse.publish``) so readers never wait on a writing run.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from channel_assets.metadata import table_metadata
+from nn_models.champions import load_champion
+from nn_models.forecasts import FORECASTS, get_scorer
+from resources.mlflow_tracking import MlflowTracking
+from resources.warehouse import DuckDBWarehouse, PublishedTables
+from warehouse.forecast_tables import write_forecast
+
+FEATURE_INPUTS: dict[str, list[str]] = {
+    "post_engagement_forecasts": ["post_trajectories", "post_features"],
+    "channel_growth_forecasts": ["channel_daily_features"],
+    "post_viral_scores": ["post_features", "post_text_embeddings"],
+    "content_patterns": ["post_features", "post_text_embeddings"],
+    "user_segments": ["user_behavior_features"],
+    "posting_schedule_recommendations": ["post_features", "posting_slot_features"],
+    "content_recommendations": ["post_features", "post_text_embeddings", "posting_slot_features"],
+    "channel_insights": ["channel_metrics", "post_engagement_forecasts",
+                         "channel_growth_forecasts", "post_viral_scores", "user_segments",
+                         "posting_schedule_recommendations", "content_recommendations"],
+}
+
+
+def _forecast_asset(table: str) -> dg.AssetsDefinition:
+    _, needs = FORECASTS[table]
+
+    @dg.asset(
+        name=table,
+        group_name="forecasts",
+        deps=[f"{name}_model" for name in needs] + FEATURE_INPUTS[table],
+        pool="duckdb",
+        kinds={"duckdb", "pytorch"},
+        description=f"forecasts.{table}, scored from the champion of: {', '.join(needs)}.",
+        metadata={"dagster/table_name": f"forecasts.{table}"},
+        automation_condition=dg.AutomationCondition.all_deps_blocking_checks_passed()
+        & dg.AutomationCondition.eager(),
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        warehouse: DuckDBWarehouse,
+        mlflow_tracking: MlflowTracking,
+        published: PublishedTables,
+    ) -> dg.MaterializeResult:
+        champions = {name: load_champion(mlflow_tracking.tracking_uri, name) for name in needs}
+        scored_at = datetime.now(UTC).replace(tzinfo=None)
+        with warehouse.connect() as conn:
+            result = get_scorer(table)(conn, champions, scored_at)
+            rows = write_forecast(conn, table, result.frame)
+            path = published.publish(conn, "forecasts", table)
+            meta = table_metadata(conn, f"forecasts.{table}")
+        context.log.info(f"forecasts.{table}: {rows} rows from {result.models or 'no champion'}")
+        meta.update(
+            {
+                "champions": dg.MetadataValue.json(
+                    {n: (f"v{m.version} ({m.backend})" if m else None)
+                     for n, m in champions.items()}),
+                "published_parquet": dg.MetadataValue.path(path),
+                **{f"note/{k}": dg.MetadataValue.text(v) for k, v in result.notes.items()},
+            }
+        )
+        return dg.MaterializeResult(metadata=meta)
+
+    return _asset
+
+
+forecast_assets = [_forecast_asset(table) for table in FORECASTS]

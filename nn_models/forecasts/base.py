@@ -1,0 +1,46 @@
+"""What every forecast scorer returns, and how the frame is stamped with its model versions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+
+from nn_models.champions import LoadedModel
+
+Champions = dict[str, LoadedModel | None]
+LINEAGE_COLUMNS = ("model_name", "model_version", "scored_at")
+
+
+@dataclass
+class ForecastResult:
+    """Rows for ``forecasts.<table>`` plus why some could not be computed."""
+
+    frame: pd.DataFrame
+    notes: dict[str, str] = field(default_factory=dict)        # e.g. {"skipped": "..."}
+    models: dict[str, str] = field(default_factory=dict)       # registered name -> version
+
+
+Scorer = Callable[[duckdb.DuckDBPyConnection, Champions, datetime], ForecastResult]
+
+
+def stamp(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
+          model_name: str | None = None) -> pd.DataFrame:
+    """Add model_name, model_version and scored_at (every forecast row carries them)."""
+    out = frame.copy()
+    out["model_name"] = model_name or (model.registered_model if model else "traditional")
+    out["model_version"] = model.version if model else "none"
+    out["scored_at"] = pd.Timestamp(scored_at)
+    return out
+
+
+def missing_champion(table: str, names: tuple[str, ...], champions: Champions) -> str | None:
+    """A reason when a needed champion is absent (no version has passed its gates)."""
+    missing = [n for n in names if champions.get(n) is None]
+    if not missing:
+        return None
+    return (f"{table}: no champion for {', '.join(missing)} — no version has passed its "
+            "gates yet, so nothing is scored from it")
