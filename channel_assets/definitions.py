@@ -5,6 +5,7 @@ import dagster as dg
 
 from channel_assets.drift import drift_retrain_sensor, feature_drift
 from channel_assets.features import feature_assets
+from channel_assets.forecasts import forecast_assets
 from channel_assets.ingestion import raw_tables
 from channel_assets.ingestion_checks import ingestion_checks
 from channel_assets.jobs import (
@@ -19,7 +20,6 @@ from channel_assets.jobs import (
 )
 from channel_assets.models import model_assets
 from channel_assets.monitoring import AlertOutbox, alerts_sensor, alerts_table
-from channel_assets.forecasts import forecast_assets
 from channel_assets.sensors import champion_sensor, landing_sensor
 from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
