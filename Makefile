@@ -40,3 +40,6 @@ lint: install
 
 clean:
 	rm -rf data .pytest_cache build *.egg-info
+
+serve: install
+	$(VENV)/bin/uvicorn --factory api.app:create_app --host 127.0.0.1 --port 8000

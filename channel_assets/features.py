@@ -22,8 +22,9 @@ FEATURE_DEPS: dict[str, list[str]] = {
     "trending_posts": ["post_features"],
 }
 
-# analyst-facing feature tables also published as Parquet for lock-free reads
-PUBLISHED_FEATURES = ("channel_metrics", "trending_posts")
+# every feature table is also published as Parquet: the API and analysts read those
+# while a run holds the warehouse file
+PUBLISHED_FEATURES = features.FEATURE_TABLES
 
 # A feature table is only worth rebuilding once its inputs changed and passed their
 # blocking checks; new landing data flows through without anyone clicking.
@@ -77,7 +78,9 @@ feature_table_assets = [_feature_asset(name) for name in features.FEATURE_TABLES
     },
     automation_condition=FEATURE_AUTOMATION,
 )
-def post_text_embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse):
+def post_text_embeddings(
+    context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, published: PublishedTables
+):
     """all-MiniLM-L6-v2 sentence embeddings of post texts, keyed by text hash (incremental)."""
 
     def progress(done: int, total: int) -> None:
@@ -87,6 +90,8 @@ def post_text_embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBWar
     with warehouse.connect() as conn:
         added = embeddings.embed_new_texts(conn, progress=progress)
         meta = table_metadata(conn, "features.post_text_embeddings")
+        meta["published_parquet"] = dg.MetadataValue.path(
+            published.publish(conn, "features", "post_text_embeddings"))
     meta["texts_embedded_this_run"] = dg.MetadataValue.int(added)
     return dg.MaterializeResult(metadata=meta)
 

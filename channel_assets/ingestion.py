@@ -6,10 +6,11 @@ import dagster as dg
 from channel_assets.metadata import column_schema, table_metadata
 from resources.data_source import ChannelDataSource, SourceLoad
 from resources.telegram_collector import TelegramCollector
-from resources.warehouse import DuckDBWarehouse
+from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse.schema import RAW_DESCRIPTIONS, RAW_TABLES
 
 TRUTH_TABLES = ("channels", "slot_effects", "topics", "posts", "users")
+PUBLISHED_RAW = ("channels", "posts")  # what the API needs besides features and forecasts
 
 RAW_SPECS = [
     dg.AssetSpec(
@@ -44,6 +45,7 @@ def raw_tables(
     warehouse: DuckDBWarehouse,
     data_source: ChannelDataSource,
     telegram: TelegramCollector,
+    published: PublishedTables,
 ):
     """Load every raw table from the configured source as one idempotent upsert transaction."""
     context.log.info(f"loading source={data_source.source} size={data_source.size}")
@@ -70,6 +72,9 @@ def raw_tables(
                 meta["landing_report"] = dg.MetadataValue.json(load.details)
             if name in load.notes:
                 meta["note"] = dg.MetadataValue.text(load.notes[name])
+            if table in PUBLISHED_RAW:
+                meta["published_parquet"] = dg.MetadataValue.path(
+                    published.publish(conn, "raw", table))
             yield dg.MaterializeResult(asset_key=f"raw_{table}", metadata=meta)
         for table in TRUTH_TABLES:
             name = f"truth.{table}"

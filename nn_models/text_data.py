@@ -41,7 +41,8 @@ AUX = "aux_targets"
 # Dense training-only targets (standardised): the ~10 % viral labels alone are too few
 # to learn which words travel, the forwards of every post are not.
 AUX_TARGETS: tuple[str, ...] = (
-    "relative_log_forward_rate",  # ln((forwards+.5)/(views+1)) - the channel's train mean
+    "log_forward_rate",           # ln((forwards + .5) / (views + 1))
+    "relative_log_forward_rate",  # the same minus the channel's train mean
     "relative_log_forwards",      # ln(1 + forwards_48h) - the channel's train mean
     "forwards_percentile",        # within-channel percentile of forwards_48h
 )
@@ -326,12 +327,13 @@ def aux_targets(posts: pd.DataFrame, train: np.ndarray) -> np.ndarray:
     views = posts["views_48h"].astype(float).to_numpy()
     raw = np.stack([
         np.log((forwards + 0.5) / (views + 1.0)),
+        np.log((forwards + 0.5) / (views + 1.0)),
         np.log1p(forwards),
         posts["forwards_percentile_48h"].astype(float).to_numpy(),
     ], axis=1)
     channel = posts["channel_id"].to_numpy()
     out = raw.copy()
-    for col in (0, 1):  # centre per channel on its training posts (global mean if none)
+    for col in (1, 2):  # centre per channel on its training posts (global mean if none)
         values = pd.Series(raw[train, col]).groupby(channel[train]).mean()
         centre = pd.Series(channel).map(values).fillna(raw[train, col].mean()).to_numpy()
         out[:, col] = raw[:, col] - centre

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-PUBLISHED_SCHEMAS = ("forecasts", "features", "monitoring")
+PUBLISHED_SCHEMAS = ("raw", "forecasts", "features", "monitoring")
 
 
 def _is_remote(root: str) -> bool:

@@ -3,11 +3,13 @@
 Why an autoencoder: a user's hour/weekday/action shares come from a few dozen
 interactions, so they are noisy histograms. Squeezing them through a small, noisy
 latent layer (Gaussian noise of fixed scale plus an L2 pull towards the origin, i.e.
-a VAE with fixed posterior variance) keeps only what survives the noise — the
-persona-level rhythm and action mix — and gives the latent space a metric (units of
-the noise) that k-means can use. The k-means centroids are then refined together
-with the encoder (IDEC: Student-t soft assignments sharpened towards their own
-confident targets, reconstruction kept as a regulariser).
+a VAE with fixed posterior variance) keeps what survives the noise — the persona's
+rhythm and action mix — and gives the latent space a metric (units of the noise)
+that k-means can use. Encoder and decoder are MLPs with a linear skip path that
+starts as the PCA projection, so training begins at the linear solution and the
+MLPs learn only the non-linear correction. After k-means, centroids and encoder are
+refined together (IDEC: Student-t soft assignments sharpened towards their own
+confident targets, with reconstruction kept as a regulariser).
 """
 
 from __future__ import annotations
@@ -22,27 +24,15 @@ from torch import nn
 HOUR_FEATURES = tuple(f"hour_{h:02d}" for h in range(24))
 WEEKDAY_FEATURES = tuple(f"wd_{d}" for d in range(7))
 ACTION_FEATURES = ("share_reaction", "share_reply", "share_forward")
-SHARE_FEATURES = HOUR_FEATURES + WEEKDAY_FEATURES + ACTION_FEATURES
-# activity statistics derived from features.user_behavior_features (see behavior_inputs)
-STAT_FEATURES = ("log_interactions_per_active_day", "log1p_median_delay_hours")
-FEATURES = SHARE_FEATURES + STAT_FEATURES
+FEATURES = HOUR_FEATURES + WEEKDAY_FEATURES + ACTION_FEATURES
+
+HOUR_SMOOTHING = 2.0                   # sd (hours) of the circular smoothing of hour shares
+GROUP_WEIGHTS = (1 / 1.5, 1 / 1.2, 1.0)  # hours, weekdays, actions after standardising
 
 
 def behavior_inputs(frame: pd.DataFrame, feature_names: Sequence[str] = FEATURES) -> np.ndarray:
     """Model input matrix (float32, columns ``feature_names``) from user_behavior_features rows."""
-    derived = {
-        "log_interactions_per_active_day": lambda f: np.log(
-            f["n_interactions"].astype(float) / f["active_days"].clip(lower=1).astype(float)
-        ),
-        "log1p_median_delay_hours": lambda f: np.log1p(
-            f["median_delay_hours"].astype(float).fillna(0.0).clip(lower=0.0)
-        ),
-    }
-    columns = [
-        derived[name](frame) if name in derived else frame[name].astype(float).fillna(0.0)
-        for name in feature_names
-    ]
-    return np.column_stack(columns).astype(np.float32) if columns else np.zeros((len(frame), 0))
+    return frame[list(feature_names)].astype(float).fillna(0.0).to_numpy(np.float32)
 
 
 def hour_smoothing_kernel(sd_hours: float) -> np.ndarray:
@@ -55,19 +45,30 @@ def hour_smoothing_kernel(sd_hours: float) -> np.ndarray:
     return kernel / kernel.sum(axis=0, keepdims=True)
 
 
-def preprocessing(feature_names: Sequence[str], hour_smoothing: float) -> tuple[np.ndarray, np.ndarray]:
-    """(F × F mixing matrix that smooths the hour shares, F mask of share columns)."""
+def preprocessing(
+    feature_names: Sequence[str],
+    hour_smoothing: float = HOUR_SMOOTHING,
+    group_weights: Sequence[float] = GROUP_WEIGHTS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(F × F matrix smoothing the hour shares, F mask of share columns, F column weights)."""
     names = list(feature_names)
     mix = np.eye(len(names))
     hours = [names.index(f) for f in HOUR_FEATURES if f in names]
     if len(hours) == 24:
         mix[np.ix_(hours, hours)] = hour_smoothing_kernel(hour_smoothing)
-    return mix, np.array([f in SHARE_FEATURES for f in names], dtype=bool)
+    groups = (HOUR_FEATURES, WEEKDAY_FEATURES, ACTION_FEATURES)
+    weight = np.array([next((w for g, w in zip(groups, group_weights, strict=True) if f in g), 1.0)
+                       for f in names])
+    return mix, np.array([f in FEATURES for f in names], dtype=bool), weight
 
 
-def preprocess(features: np.ndarray, feature_names: Sequence[str], hour_smoothing: float):
+def preprocess(
+    features: np.ndarray,
+    feature_names: Sequence[str],
+    hour_smoothing: float = HOUR_SMOOTHING,
+) -> np.ndarray:
     """NumPy twin of ``BehaviorClusterer.transform`` (smoothed hours, square-rooted shares)."""
-    mix, is_share = preprocessing(feature_names, hour_smoothing)
+    mix, is_share, _ = preprocessing(feature_names, hour_smoothing)
     x = np.asarray(features, dtype=np.float64) @ mix
     return np.where(is_share, np.sqrt(np.clip(x, 0.0, None)), x)
 
@@ -80,6 +81,8 @@ def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
             layers.append(nn.GELU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
+    nn.init.zeros_(layers[-1].weight)  # start as the linear (PCA) path alone
+    nn.init.zeros_(layers[-1].bias)
     return nn.Sequential(*layers)
 
 
@@ -89,10 +92,11 @@ class BehaviorClusterer(nn.Module):
     ``forward(features)`` takes raw behaviour features (columns ``feature_names``, as
     built by :func:`behavior_inputs`) and returns the squared latent distance of each
     user to every segment centroid (argmin = segment) and the latent code. All
-    preprocessing lives in buffers: a circular smoothing of the 24 hour shares
-    (a user's habits jitter by an hour or so), a square root of every share
-    (variance-stabilising for sampled proportions) and standardisation with the
-    training users' mean and standard deviation.
+    preprocessing lives in buffers: circular smoothing of the 24 hour shares (a
+    user's habits jitter by an hour or so), square roots of the shares
+    (variance-stabilising for sampled proportions), standardisation with the training
+    users' statistics, and group weights so the 24 hour columns do not drown the 3
+    action columns.
     """
 
     def __init__(
@@ -103,7 +107,7 @@ class BehaviorClusterer(nn.Module):
         dropout: float = 0.1,
         latent_noise: float = 0.7,
         latent_l2: float = 0.01,
-        hour_smoothing: float = 2.0,
+        hour_smoothing: float = HOUR_SMOOTHING,
     ) -> None:
         super().__init__()
         self.feature_names = list(feature_names)
@@ -111,13 +115,17 @@ class BehaviorClusterer(nn.Module):
         self.latent_noise = latent_noise
         self.latent_l2 = latent_l2
         self.hour_smoothing = hour_smoothing
+        self.silhouette_by_k: dict[int, float] = {}
         n = len(self.feature_names)
         self.encoder = _mlp([n, *hidden, latent_dim], dropout)
         self.decoder = _mlp([latent_dim, *reversed(hidden), n], dropout)
+        self.encoder_linear = nn.Linear(n, latent_dim, bias=False)
+        self.decoder_linear = nn.Linear(latent_dim, n)
 
-        mix, is_share = preprocessing(self.feature_names, hour_smoothing)
+        mix, is_share, weight = preprocessing(self.feature_names, hour_smoothing)
         self.register_buffer("mix", torch.as_tensor(mix, dtype=torch.float32))
         self.register_buffer("is_share", torch.as_tensor(is_share, dtype=torch.bool))
+        self.register_buffer("feature_weight", torch.as_tensor(weight, dtype=torch.float32))
         self.register_buffer("feature_mean", torch.zeros(n))
         self.register_buffer("feature_std", torch.ones(n))
         self.centroids = nn.Parameter(torch.zeros(0, latent_dim))
@@ -133,14 +141,20 @@ class BehaviorClusterer(nn.Module):
         return torch.where(self.is_share, torch.sqrt(torch.clamp(x, min=0.0)), x)
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
-        return (self.transform(features) - self.feature_mean) / self.feature_std
+        return (self.transform(features) - self.feature_mean) / self.feature_std * self.feature_weight
 
-    def set_scaler(self, features: np.ndarray) -> None:
-        """Fit the standardisation on the training users' raw features."""
+    def fit_preprocessing(self, features: np.ndarray) -> None:
+        """Standardisation stats and the PCA start of the linear path, from training users."""
         with torch.no_grad():
             x = self.transform(torch.as_tensor(features, dtype=torch.float32))
             self.feature_mean.copy_(x.mean(dim=0))
             self.feature_std.copy_(torch.clamp(x.std(dim=0, unbiased=False), min=1e-6))
+            z = self.standardise(torch.as_tensor(features, dtype=torch.float32)).double()
+            _, _, vt = torch.linalg.svd(z - z.mean(dim=0), full_matrices=False)
+            components = vt[: self.latent_dim].float()
+            self.encoder_linear.weight.copy_(components)
+            self.decoder_linear.weight.copy_(components.T)
+            self.decoder_linear.bias.copy_(z.mean(dim=0).float())
 
     def set_centroids(self, centroids: np.ndarray) -> None:
         """k × latent_dim segment centres (trainable during the IDEC refinement)."""
@@ -149,17 +163,24 @@ class BehaviorClusterer(nn.Module):
         )
 
     # ----------------------------------------------------------------- parts
+    def encode_standardised(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x) + self.encoder_linear(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in standardised (weighted) feature space."""
+        return self.decoder(z) + self.decoder_linear(z)
+
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         """Latent code (the noise-free mean) of raw features."""
-        return self.encoder(self.standardise(features))
+        return self.encode_standardised(self.standardise(features))
 
-    def reconstruction_loss(self, features: torch.Tensor) -> torch.Tensor:
-        """MSE in standardised space + L2 on the code; noisy bottleneck while training."""
+    def autoencoder_loss(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MSE in standardised space + L2 on the code, the code); noisy bottleneck in training."""
         x = self.standardise(features)
-        z = self.encoder(x)
+        z = self.encode_standardised(x)
         noisy = z + self.latent_noise * torch.randn_like(z) if self.training else z
-        recon = torch.mean((self.decoder(noisy) - x) ** 2)
-        return recon + self.latent_l2 * torch.mean(torch.sum(z**2, dim=1))
+        recon = torch.mean((self.decode(noisy) - x) ** 2)
+        return recon + self.latent_l2 * torch.mean(torch.sum(z**2, dim=1)), z
 
     def squared_distances(self, latent: torch.Tensor) -> torch.Tensor:
         """(n, k) squared Euclidean distances to the centroids (ONNX-friendly, no cdist)."""
@@ -190,3 +211,11 @@ def sharpened_target(q: torch.Tensor) -> torch.Tensor:
     """DEC target distribution: square and renormalise by cluster frequency."""
     weight = q**2 / q.sum(dim=0, keepdim=True)
     return weight / weight.sum(dim=1, keepdim=True)
+
+
+def idec_loss(model: BehaviorClusterer, features: torch.Tensor, target: torch.Tensor):
+    """Autoencoder loss + KL(target ‖ soft assignment) (Guo et al., IDEC, 2017)."""
+    loss, z = model.autoencoder_loss(features)
+    q = model.soft_assignment(z)
+    kl = torch.sum(target * (torch.log(target + 1e-9) - torch.log(q + 1e-9)), dim=1).mean()
+    return loss + kl

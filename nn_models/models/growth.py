@@ -88,7 +88,7 @@ class GrowthForecaster(nn.Module):
         self.attention = nn.Sequential(nn.Linear(hidden, hidden // 2), nn.Tanh(),
                                        nn.Linear(hidden // 2, 1))
         self.head = nn.Sequential(
-            nn.Linear(2 * hidden, dense), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(2 * hidden + 3, dense), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(dense, horizon * len(QUANTILES)),
         )
         # shape of the 30-day path: slope correction, intercept, and the sqrt(h) and h
@@ -153,11 +153,6 @@ class GrowthForecaster(nn.Module):
                 else torch.ones_like(known)
             mean = (columns[name] * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
             columns[name] = (columns[name] - mean) * mask
-        import os
-        drop = set(os.environ.get("DROP", "").split(","))
-        for name in drop:
-            if name:
-                columns[name] = torch.zeros_like(columns[name])
         return torch.stack([columns[name] for name in DERIVED_FEATURES], dim=-1)
 
     @torch.no_grad()
@@ -180,15 +175,20 @@ class GrowthForecaster(nn.Module):
         x = (self.derive(history) - self.feature_mean) / self.feature_std
         states, _ = self.gru(x)
         weights = torch.softmax(self.attention(states), dim=1)
-        pooled = torch.cat([(weights * states).sum(dim=1), states[:, -1]], dim=-1)
+        _, sigma = self.scale(history)
+        drift, noise = self.drift_and_noise(history, sigma)
+        # how clearly the window trends: drift / its standard error
+        n_days = torch.ones_like(drift) * (history.shape[1] - 1)
+        t_stat = drift * n_days.sqrt() / noise.clamp_min(1e-3)
+        summary = torch.stack([drift, noise, torch.tanh(t_stat / 5)], dim=-1)
+        pooled = torch.cat([(weights * states).sum(dim=1), states[:, -1], summary], dim=-1)
         z = self.head[:-1](pooled)                               # (N, dense)
         per_day = self.head[-1](z).view(-1, self.horizon, len(QUANTILES))
         p = self.path(z).unsqueeze(1)                            # (N, 1, 6)
-        _, sigma = self.scale(history)
-        drift, noise = self.drift_and_noise(history, sigma)
         h = torch.arange(1, self.horizon + 1, device=history.device, dtype=history.dtype)
         h = h.view(1, -1)
-        median = (drift.unsqueeze(1) + p[..., 0]) * h + p[..., 1] + 0.1 * per_day[..., 0]
+        slope = drift.unsqueeze(1) * 2 * torch.sigmoid(p[..., 0])   # shrink or stretch
+        median = slope * h + p[..., 1] + 0.1 * per_day[..., 0]
         noise = noise.unsqueeze(1)
         below = noise * (F.softplus(p[..., 2]) * h.sqrt() + F.softplus(p[..., 3]) * h
                          + 0.1 * F.softplus(per_day[..., 1]))

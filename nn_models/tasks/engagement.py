@@ -397,7 +397,8 @@ class EngagementTask(ModelTask):
             Gate("accuracy_3h_min", acc >= ACCURACY_THRESHOLD, acc, ACCURACY_THRESHOLD,
                  "above/below channel median from the first 3 h, accuracy >= 0.80"),
             Gate("accuracy_3h_vs_baseline", acc >= base, acc, base,
-                 f"accuracy_3h >= {BASELINE_NAME} baseline on the same holdout"),
+                 f"accuracy_3h >= {BASELINE_NAME} baseline on the same holdout",
+                 kind="baseline"),
         ]
 
     # ------------------------------------------------------------- reporting
@@ -418,3 +419,16 @@ class EngagementTask(ModelTask):
         return {"sequence": h["sequence"][:3],
                 "length": np.minimum(h["length"][:3], LENGTHS[3]),
                 "static": h["static"][:3]}
+
+    def onnx_examples(self, data: PreparedData) -> list[dict[str, np.ndarray]]:
+        """Posts at every card age, and sequences cut to fewer grid steps."""
+        h = data.holdout
+        out = []
+        for n, hours in ((1, 1), (3, 3), (5, 6), (4, 12)):
+            out.append({"sequence": h["sequence"][:n],
+                        "length": np.minimum(h["length"][:n], LENGTHS[hours]),
+                        "static": h["static"][:n]})
+        short = LENGTHS[3]
+        out.append({"sequence": np.ascontiguousarray(h["sequence"][:2, :short]),
+                    "length": np.minimum(h["length"][:2], short), "static": h["static"][:2]})
+        return out

@@ -1,0 +1,1 @@
+"""REST API over ``DeepLearningService`` (extra ``serve``; ``make serve``)."""

@@ -1,0 +1,260 @@
+"""``DeepLearningService``: the insight service behind the REST API (DESIGN §6).
+
+It answers the seed's nine methods from the current ``champion`` models (ONNX
+Runtime where the export was parity-checked, PyTorch otherwise) and the published
+Parquet tables, so it keeps answering while a Dagster run writes the warehouse.
+Results are cached with a TTL; the cache key holds the champion versions a method
+used, so a promotion invalidates exactly what it changes. Champions are re-read
+from the registry every few seconds and swapped in one assignment: a request sees
+the old set or the new set, never a mix, and no restart is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from importlib import import_module
+from typing import Any
+
+import duckdb
+from cachetools import TTLCache
+from mlflow import MlflowClient
+
+from nn_models.champions import LoadedModel, load_champion
+from nn_models.registry import CHAMPION, version_by_alias
+from nn_models.tasks import TASKS, get_task
+from warehouse.publish import open_reader
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base for errors the API maps to 4xx."""
+
+
+class UnknownChannel(ServiceError):
+    """The channel is not in the published tables (404)."""
+
+
+class InvalidInput(ServiceError):
+    """The request is well-formed JSON but makes no sense (422)."""
+
+
+class ModelUnavailable(ServiceError):
+    """No champion for a model the method cannot do without (503 with the reason)."""
+
+
+def _call(path: str) -> Callable[..., dict]:
+    module, function = path.split(":")
+    return getattr(import_module(module), function)
+
+
+class DeepLearningService:
+    """Champion-backed predictions with TTL caching; see the module docstring."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        published_root: str,
+        ttl_seconds: float = 300.0,
+        refresh_seconds: float = 5.0,
+        text_generator_path: str | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.published_root = published_root
+        self.refresh_seconds = refresh_seconds
+        self.text_generator_path = text_generator_path
+        self._cache: TTLCache = TTLCache(maxsize=4096, ttl=ttl_seconds)
+        self._lock = threading.RLock()
+        self._champions: dict[str, LoadedModel | None] = {}
+        self._versions: dict[str, str | None] = {}
+        self._checked_at = 0.0
+        self._local = threading.local()
+        self.stats = {"hits": 0, "misses": 0, "reloads": 0}
+
+    # -- champions ---------------------------------------------------------------------------
+
+    def _registry_versions(self) -> dict[str, str | None]:
+        client = MlflowClient(self.tracking_uri)
+        out = {}
+        for name in TASKS:
+            try:
+                found = version_by_alias(client, get_task(name).registered_model, CHAMPION)
+            except Exception:  # registry not created yet
+                found = None
+            out[name] = str(found.version) if found else None
+        return out
+
+    def champions(self) -> dict[str, LoadedModel | None]:
+        """The current champion set (re-checked at most every ``refresh_seconds``)."""
+        now = time.monotonic()
+        if now - self._checked_at < self.refresh_seconds and self._champions:
+            return self._champions
+        with self._lock:
+            if time.monotonic() - self._checked_at < self.refresh_seconds and self._champions:
+                return self._champions
+            versions = self._registry_versions()
+            if versions != self._versions or not self._champions:
+                loaded = dict(self._champions)
+                for name, version in versions.items():
+                    current = loaded.get(name)
+                    if version is None:
+                        loaded[name] = None
+                    elif current is None or current.version != version:
+                        try:
+                            loaded[name] = load_champion(self.tracking_uri, name)
+                        except Exception as exc:  # keep serving the old one
+                            log.warning("could not load champion %s v%s: %s", name, version, exc)
+                self._champions = loaded      # one assignment: old set or new set
+                self._versions = {n: (m.version if m else None) for n, m in loaded.items()}
+                self.stats["reloads"] += 1
+            self._checked_at = time.monotonic()
+            return self._champions
+
+    def model_versions(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, model in self.champions().items():
+            out[name] = None if model is None else {
+                "registered_model": model.registered_model, "version": model.version,
+                "backend": model.backend, "backend_reason": model.backend_reason,
+                "holdout_metrics": model.metrics,
+            }
+        return out
+
+    # -- data --------------------------------------------------------------------------------
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A per-thread DuckDB over the published Parquet tables (views re-read files)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_reader(self.published_root)
+            self._local.conn = conn
+        return conn
+
+    def refresh_tables(self) -> None:
+        """Pick up tables published for the first time since the reader was opened."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def require_channel(self, channel_id: int) -> None:
+        conn = self.reader()
+        try:
+            found = conn.execute(
+                "SELECT count(*) FROM raw.posts WHERE channel_id = ?", [channel_id]
+            ).fetchall()[0][0]
+        except duckdb.CatalogException:
+            self.refresh_tables()
+            raise ModelUnavailable("no published tables yet: run the pipeline (make run)")
+        if not found:
+            raise UnknownChannel(f"channel {channel_id} has no posts in the published tables")
+
+    # -- caching -----------------------------------------------------------------------------
+
+    def _cached(self, method: str, args: tuple, models: tuple[str, ...],
+                compute: Callable[[dict[str, LoadedModel | None]], dict]) -> dict:
+        champions = self.champions()
+        key = (method, args, tuple((m, self._version(champions, m)) for m in models))
+        with self._lock:
+            if key in self._cache:
+                self.stats["hits"] += 1
+                return self._cache[key]
+        self.stats["misses"] += 1
+        result = compute(champions)
+        with self._lock:
+            self._cache[key] = result
+        return result
+
+    @staticmethod
+    def _version(champions: dict[str, LoadedModel | None], name: str) -> str | None:
+        model = champions.get(name)
+        return model.version if model else None
+
+    @staticmethod
+    def _need(champions: dict[str, LoadedModel | None], name: str) -> LoadedModel:
+        model = champions.get(name)
+        if model is None:
+            raise ModelUnavailable(f"no {name} champion: no version has passed its gates yet")
+        return model
+
+    # -- the seed's methods ------------------------------------------------------------------
+
+    def predict_engagement_neural(self, channel_id: int, content_features: dict) -> dict:
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.engagement:predict_post")
+        return self._cached(
+            "engagement", (channel_id, _freeze(content_features)), ("engagement",),
+            lambda c: fn(self.reader(), self._need(c, "engagement"), channel_id, content_features))
+
+    def forecast_growth_lstm(self, channel_id: int, prediction_days: int = 30) -> dict:
+        if not 1 <= int(prediction_days) <= 30:
+            raise InvalidInput("prediction_days must be between 1 and 30")
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.growth:forecast_channel")
+        return self._cached(
+            "growth", (channel_id, int(prediction_days)), ("growth",),
+            lambda c: fn(self.reader(), self._need(c, "growth"), channel_id, int(prediction_days)))
+
+    def predict_audience_growth_rnn(self, channel_id: int, features: dict) -> dict:
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.growth:what_if")
+        return self._cached(
+            "growth_what_if", (channel_id, _freeze(features)), ("growth",),
+            lambda c: fn(self.reader(), self._need(c, "growth"), channel_id, features))
+
+    def analyze_content_patterns_cnn(self, channel_id: int,
+                                     text_data: list[str] | None = None) -> dict:
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.patterns:analyze")
+        return self._cached(
+            "patterns", (channel_id, tuple(text_data or ())), ("content",),
+            lambda c: fn(self.reader(), self._need(c, "content"), channel_id, text_data))
+
+    def detect_viral_potential_transformer(self, post_content: dict) -> dict:
+        channel_id = post_content.get("channel_id")
+        if channel_id is not None:
+            self.require_channel(int(channel_id))
+        fn = _call("nn_models.forecasts.viral:detect")
+        return self._cached(
+            "viral", (_freeze(post_content),), ("viral", "content"),
+            lambda c: fn(self.reader(), self._need(c, "viral"), c.get("content"), post_content))
+
+    def cluster_user_behavior_autoencoder(self, channel_id: int) -> dict:
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.segments:channel_segments")
+        return self._cached(
+            "segments", (channel_id,), ("behavior",),
+            lambda c: fn(self.reader(), self._need(c, "behavior"), channel_id))
+
+    def optimize_posting_schedule_neural(self, channel_id: int) -> dict:
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.schedule:channel_schedule")
+        return self._cached(
+            "schedule", (channel_id,), ("schedule",),
+            lambda c: fn(self.reader(), self._need(c, "schedule"), channel_id))
+
+    def generate_content_recommendations_gpt(self, channel_id: int) -> dict:
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.recommendations:recommend")
+        return self._cached(
+            "recommendations", (channel_id,), ("content", "viral", "schedule"),
+            lambda c: fn(self.reader(), c, channel_id, self.text_generator_path))
+
+    def generate_neural_insights(self, channel_id: int) -> dict:
+        self.require_channel(channel_id)
+        fn = _call("nn_models.forecasts.insights:insights")
+        return self._cached(
+            "insights", (channel_id,), tuple(TASKS),
+            lambda c: fn(self.reader(), c, channel_id))
+
+
+def _freeze(value: Any) -> Any:
+    """Hashable form of a JSON-like request body, for the cache key."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
