@@ -146,9 +146,9 @@ class DeepLearningService:
             found = conn.execute(
                 "SELECT count(*) FROM raw.posts WHERE channel_id = ?", [channel_id]
             ).fetchall()[0][0]
-        except duckdb.CatalogException:
+        except duckdb.CatalogException as exc:
             self.refresh_tables()
-            raise ModelUnavailable("no published tables yet: run the pipeline (make run)")
+            raise ModelUnavailable("no published tables yet: run the pipeline (make run)") from exc
         if not found:
             raise UnknownChannel(f"channel {channel_id} has no posts in the published tables")
 
