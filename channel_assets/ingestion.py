@@ -10,7 +10,7 @@ from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse.schema import RAW_DESCRIPTIONS, RAW_TABLES
 
 TRUTH_TABLES = ("channels", "slot_effects", "topics", "posts", "users")
-PUBLISHED_RAW = ("channels", "posts")  # what the API needs besides features and forecasts
+PUBLISHED_RAW = ("channels", "posts", "interactions")  # what the API reads besides features
 
 RAW_SPECS = [
     dg.AssetSpec(

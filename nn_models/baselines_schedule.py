@@ -54,6 +54,27 @@ def top_slot_ratio(
     return mean, ratios
 
 
+def unseen_slot_ratio(
+    predicted: dict[int, np.ndarray],
+    true_effect: dict[int, np.ndarray],
+    seen: dict[int, np.ndarray],
+) -> float:
+    """``top_slot_ratio`` restricted to the slots a channel never posted in before the holdout.
+
+    How well a model ranks slots it has no posts for: the true effect of its top
+    unseen slot ÷ the best unseen slot's, averaged over channels with unseen slots.
+    """
+    ratios = []
+    for channel, grid in predicted.items():
+        truth, was_seen = true_effect.get(channel), seen.get(channel)
+        if truth is None or was_seen is None or was_seen.all():
+            continue
+        candidates = np.flatnonzero(~was_seen)
+        best = candidates[int(np.argmax(np.asarray(grid)[candidates]))]
+        ratios.append(truth[best] / truth[candidates].max())
+    return float(np.mean(ratios)) if ratios else float("nan")
+
+
 def slot_rank_correlation(
     channel_id: np.ndarray,
     slot: np.ndarray,

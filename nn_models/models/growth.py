@@ -13,7 +13,9 @@ specific viral days, not only the last one), and a dense block maps
 ``[attention context, last state]`` to 30 days x 3 quantiles. Quantiles are monotone
 by construction around a median that continues the window's log-linear drift plus a
 learned correction: p50 = h * drift + a, p10 = p50 - softplus(b), p90 = p50 + softplus(c).
-The forecast is ``S0 * exp(sigma * q)``.
+The forecast is ``log S0 + sigma * q``: ``forward`` returns natural-log subscribers
+(``exp`` gives counts), which keeps the ONNX export faithful to float32 precision for
+channels of any size.
 
 Post statistics that need 48 h of hindsight (views/forwards/interactions sums,
 engagement rate, reach, viral posts) are not yet known for the last two days before
@@ -45,8 +47,8 @@ DERIVED_FEATURES: tuple[str, ...] = (
     "level",              # (log S_t - log S0) / sigma
     "daily_change",       # (log S_t - log S_{t-1}) / sigma
     "log_posts",
-    "forwards_rate",      # asinh(forwards / subscribers / sigma)
-    "interactions_rate",  # asinh(interactions / subscribers / sigma)
+    "forwards_rate",      # signed log1p(forwards / subscribers / sigma)
+    "interactions_rate",  # signed log1p(interactions / subscribers / sigma)
     "log_reach",          # log1p(views / subscribers)
     "engagement_rate",
     "log_viral_posts",
@@ -60,12 +62,17 @@ RELATIVE = ("interactions_rate", "log_reach", "engagement_rate", "log_text_lengt
 QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
 
 
-class GrowthForecaster(nn.Module):
-    """GRU + attention over ``history`` (N, L, len(RAW_FEATURES)) → subscribers (N, H, 3).
+def _signed_log1p(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) * log(1 + |x|): compresses large rates (ONNX has no asinh in opset 17)."""
+    return torch.sign(x) * torch.log1p(x.abs())
 
-    ``forward(history)`` returns the p10/p50/p90 subscribers of the ``horizon`` days
-    after the last day of the window; ``normalised(history)`` returns the same in the
-    model's own units (what training's pinball loss sees).
+
+class GrowthForecaster(nn.Module):
+    """GRU + attention over ``history`` (N, L, len(RAW_FEATURES)) → log subscribers (N, H, 3).
+
+    ``forward(history)`` returns ln(subscribers) at p10/p50/p90 for each of the
+    ``horizon`` days after the last day of the window; ``normalised(history)`` returns
+    the same in the model's own units (what training's pinball loss sees).
     """
 
     def __init__(
@@ -97,6 +104,8 @@ class GrowthForecaster(nn.Module):
         with torch.no_grad():  # start at "drift continues" with a ~p10/p90 random-walk band
             self.path.weight.mul_(0.1)
             self.path.bias.copy_(torch.tensor([0.0, 0.0, 0.954, -1.686, 0.954, -1.686]))
+        # widening (> 1) or narrowing of the band fitted on validation windows after training
+        self.register_buffer("interval_scale", torch.ones(()))
 
     # ----------------------------------------------------------- scaling
     @staticmethod
@@ -131,8 +140,9 @@ class GrowthForecaster(nn.Module):
             "level": (log_s - log0.unsqueeze(1)) / sig,
             "daily_change": daily / sig,
             "log_posts": torch.log1p(history[..., _R["posts"]].clamp_min(0)),
-            "forwards_rate": torch.asinh(history[..., _R["forwards_48h_sum"]] / subscribers / sig),
-            "interactions_rate": torch.asinh(
+            "forwards_rate": _signed_log1p(
+                history[..., _R["forwards_48h_sum"]] / subscribers / sig),
+            "interactions_rate": _signed_log1p(
                 history[..., _R["interactions_48h_sum"]] / subscribers / sig),
             "log_reach": torch.log1p(history[..., _R["reach_48h"]].clamp_min(0)),
             "engagement_rate": history[..., _R["engagement_rate"]],
@@ -189,14 +199,36 @@ class GrowthForecaster(nn.Module):
         h = h.view(1, -1)
         slope = drift.unsqueeze(1) * 2 * torch.sigmoid(p[..., 0])   # shrink or stretch
         median = slope * h + p[..., 1] + 0.1 * per_day[..., 0]
-        noise = noise.unsqueeze(1)
+        noise = noise.unsqueeze(1) * self.interval_scale
         below = noise * (F.softplus(p[..., 2]) * h.sqrt() + F.softplus(p[..., 3]) * h
                          + 0.1 * F.softplus(per_day[..., 1]))
         above = noise * (F.softplus(p[..., 4]) * h.sqrt() + F.softplus(p[..., 5]) * h
                          + 0.1 * F.softplus(per_day[..., 2]))
         return torch.stack([median - below, median, median + above], dim=-1)
 
+    @torch.no_grad()
+    def calibrate_intervals(self, history: torch.Tensor, future: torch.Tensor,
+                            coverage: float = 0.8) -> float:
+        """Split-conformal: rescale the p10–p90 band so it covers ``coverage`` of these
+        windows (validation windows the network was not fitted on); returns the scale.
+
+        Per point, the factor by which the band would have to stretch (or could shrink)
+        to just contain the actual value; the scale is that factor's ``coverage`` quantile.
+        """
+        self.eval()
+        self.interval_scale.fill_(1.0)
+        log0, sigma = self.scale(history)
+        actual = (torch.log(future.clamp_min(1.0)) - log0.unsqueeze(1)) / sigma.unsqueeze(1)
+        q = self.normalised(history)
+        median = q[..., 1]
+        below = (median - q[..., 0]).clamp_min(1e-9)
+        above = (q[..., 2] - median).clamp_min(1e-9)
+        need = torch.where(actual < median, (median - actual) / below, (actual - median) / above)
+        scale = float(torch.quantile(need.flatten().double(), coverage))
+        self.interval_scale.fill_(scale)
+        return scale
+
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         log0, sigma = self.scale(history)
         q = self.normalised(history)
-        return torch.exp(log0.view(-1, 1, 1) + sigma.view(-1, 1, 1) * q)
+        return log0.view(-1, 1, 1) + sigma.view(-1, 1, 1) * q

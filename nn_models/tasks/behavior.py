@@ -157,6 +157,17 @@ class BehaviorTask(ModelTask):
 
     # ------------------------------------------------------------------ train
     def train(self, params, data, choice: DeviceChoice, max_epochs, seed, on_epoch=None):
+        # a small MLP: on CPU, intra-op threads cost more in synchronisation than they
+        # gain (6-8x slower with 2 threads on a busy 2-core machine), so use one
+        previous = torch.get_num_threads()
+        if choice.device == "cpu":
+            torch.set_num_threads(1)
+        try:
+            return self._train(params, data, choice, max_epochs, seed, on_epoch)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _train(self, params, data, choice, max_epochs, seed, on_epoch) -> TrainResult:
         seed_everything(seed)
         model = BehaviorClusterer(
             FEATURES,

@@ -39,7 +39,7 @@ class ViralLabelTask(ModelTask):
     input_names: tuple[str, ...] = ("tokens", "mask")
     # These models converge in 2-6 epochs on frozen MiniLM states; more only overfits
     # (validation loss rises) and costs CPU time, so epochs are capped below the profile's.
-    epoch_cap: int = 10
+    epoch_cap: int = 8
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else text_data.default_cache_dir()
@@ -179,7 +179,7 @@ class ContentTask(ViralLabelTask):
             "lr": trial.suggest_float("lr", 1e-3, 5e-3, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
             "batch_size": 256,
-            "aux_weight": trial.suggest_float("aux_weight", 0.3, 2.0, log=True),
+            "aux_weight": 1.0,
         }
 
     def build_model(self, params: dict[str, Any], data: PreparedData) -> nn.Module:

@@ -2,10 +2,12 @@
 
 Data: ``features.channel_daily_features``, one row per channel and day. Holdout = the
 last ``HORIZON`` days of every channel: the forecast origin is the day before them and
-the model sees the ``history_days`` days up to it. Training windows slide over every
-earlier origin whose 30 target days end on or before the holdout origin (so no target
-of any training or validation window lies in the holdout); validation = each channel's
-latest ``VAL_ORIGINS`` such windows, training = the earlier ones.
+the model sees the ``history_days`` days up to it. Windows slide over every earlier
+origin whose 30 target days end on or before the holdout origin, so no target of any
+training or validation window lies in the holdout. Validation = each channel's latest
+``VAL_ORIGINS`` origins (every ``VAL_STRIDE``-th); training = the origins whose targets
+end on or before the first validation origin (purged, so validation is out of sample
+for early stopping and for the split-conformal calibration of the p10–p90 band).
 
 Metrics on the holdout: MASE (m = 7; scale from each channel's whole history before
 the origin) averaged over channels, and the coverage of the p10–p90 interval. The
@@ -34,7 +36,7 @@ from nn_models.training import TrainConfig, TrainResult, fit, seed_everything
 HORIZON = 30
 HISTORY_DAYS = 56
 VAL_ORIGINS = 14
-TRAIN_STRIDE = 2   # neighbouring origins share 55 of 56 days; every other one is enough
+VAL_STRIDE = 2   # neighbouring validation origins share 55 of 56 days
 SEASON = 7
 COVERAGE_RANGE = (0.70, 0.90)
 MIN_WINDOWS = {"train": 20, "val": 5}
@@ -121,18 +123,21 @@ class GrowthTask(ModelTask):
             holdout["channel_id"].append(channel)
             holdout["origin_day"].append(frame.index[origin].to_datetime64())
             origins = list(range(history - 1, origin - HORIZON + 1))
-            if len(origins) > VAL_ORIGINS:
+            # purged: training targets end on or before the first validation origin
+            train_origins = origins[: max(0, len(origins) - VAL_ORIGINS - HORIZON + 1)]
+            if train_origins:
                 parts["train"].append(
-                    _windows(values, origins[:-VAL_ORIGINS][::-TRAIN_STRIDE][::-1], history))
+                    _windows(values, train_origins, history))
             if origins:
-                parts["val"].append(_windows(values, origins[-VAL_ORIGINS:], history))
+                parts["val"].append(
+                    _windows(values, origins[-VAL_ORIGINS:][::-VAL_STRIDE][::-1], history))
         splits = {}
         for split, need_windows in MIN_WINDOWS.items():
             n = sum(len(x) for x, _ in parts[split])
             if n < need_windows:
                 raise InsufficientData(
-                    f"growth: {n} {split} windows (need {need_windows}); each channel needs "
-                    f"more than {history + 2 * HORIZON + VAL_ORIGINS} days for training"
+                    f"growth: {n} {split} windows (need {need_windows}); a channel needs at "
+                    f"least {history + 3 * HORIZON + VAL_ORIGINS - 1} days to train on"
                 )
             splits[split] = {"history": np.concatenate([x for x, _ in parts[split]]),
                              "future": np.concatenate([y for _, y in parts[split]])}
@@ -178,12 +183,18 @@ class GrowthTask(ModelTask):
         cfg = TrainConfig(max_epochs=max_epochs, lr=params["lr"],
                           weight_decay=params["weight_decay"], batch_size=params["batch_size"],
                           patience=3, seed=seed)
-        return fit(model, data.train, data.val, growth_loss, cfg, choice, on_epoch)
+        result = fit(model, data.train, data.val, growth_loss, cfg, choice, on_epoch)
+        device = next(result.model.parameters()).device
+        scale = result.model.calibrate_intervals(
+            torch.as_tensor(data.val["history"], device=device),
+            torch.as_tensor(data.val["future"], device=device))
+        result.note = f"{result.note} p10-p90 band x{scale:.3f} (split-conformal on validation)"
+        return result
 
     # ------------------------------------------------------------ evaluation
     @staticmethod
     def forecast(model: nn.Module, data: PreparedData) -> np.ndarray:
-        """(channels, HORIZON, 3) subscriber quantiles of the holdout days."""
+        """(channels, HORIZON, 3) subscriber quantiles of the holdout days (counts)."""
         h = data.holdout
         history = h["history"][:, -model.history_days :]
         if np.isnan(history).any():
@@ -193,7 +204,7 @@ class GrowthTask(ModelTask):
         device = next(model.parameters()).device
         with torch.no_grad():
             out = model(history=torch.as_tensor(history, device=device))
-        return out.float().cpu().numpy()[:, : h["future"].shape[1]].astype(np.float64)
+        return np.exp(out.cpu().numpy().astype(np.float64))[:, : h["future"].shape[1]]
 
     @staticmethod
     def _scores(future: np.ndarray, insample: np.ndarray, point: np.ndarray,

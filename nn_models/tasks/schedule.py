@@ -33,6 +33,7 @@ from nn_models.baselines_schedule import (
     slot_of,
     slot_rank_correlation,
     top_slot_ratio,
+    unseen_slot_ratio,
 )
 from nn_models.device import DeviceChoice
 from nn_models.models.schedule import ScheduleOptimizer
@@ -42,8 +43,8 @@ from warehouse.schema import MEDIA_TYPES
 
 HOLDOUT_SHARE = 0.20
 VAL_SHARE = 0.12
-MIN_TRAIN_POSTS = 200
-MIN_HOLDOUT_POSTS = 50
+MIN_TRAIN_POSTS = 150
+MIN_HOLDOUT_POSTS = 40
 MIN_CHANNEL_TRAIN_POSTS = 20
 TOP_SLOT_THRESHOLD = 0.9
 INPUTS = ("channel", "weekday", "hour", "media")
@@ -221,6 +222,17 @@ class ScheduleTask(ModelTask):
         return inputs, known
 
     def train(self, params, data, choice: DeviceChoice, max_epochs, seed, on_epoch=None):
+        # a small MLP: on CPU, intra-op threads cost more in synchronisation than they
+        # gain (6-8x slower with 2 threads on a busy 2-core machine), so use one
+        previous = torch.get_num_threads()
+        if choice.device == "cpu":
+            torch.set_num_threads(1)
+        try:
+            return self._train(params, data, choice, max_epochs, seed, on_epoch)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _train(self, params, data, choice, max_epochs, seed, on_epoch) -> TrainResult:
         seed_everything(seed)
         model = self.build(params, data)
         train_in, keep_tr = self.model_inputs(model, data.train)
@@ -266,17 +278,39 @@ class ScheduleTask(ModelTask):
             "mse": float(np.mean((pred - target) ** 2)) if len(target) else float("nan"),
             "holdout_posts_scored": float(known.sum()),
         }
+        grids = self.predicted_grids(model)
+        seen = self._seen_slots(data)
+        unseen_top = [bool(c in seen and not seen[c][int(np.argmax(g))]) for c, g in grids.items()]
+        metrics["top_slot_unseen_share"] = float(np.mean(unseen_top)) if unseen_top else float("nan")
         truth = self._truth_of(data)
         if truth:
-            ratio, per_channel = top_slot_ratio(self.predicted_grids(model), truth)
+            ratio, per_channel = top_slot_ratio(grids, truth)
             metrics["top_slot_ratio"] = ratio
             metrics["top_slot_ratio_min"] = float(min(per_channel.values()))
             metrics["channels_scored"] = float(len(per_channel))
+            metrics["unseen_top_slot_ratio"] = unseen_slot_ratio(grids, truth, seen)
         return metrics
+
+    @staticmethod
+    def _seen_slots(data: PreparedData) -> dict[int, np.ndarray]:
+        """channel_id -> 168 flags: did the channel post in that slot before the holdout?"""
+        seen: dict[int, np.ndarray] = {}
+        for split in (data.train, data.val):
+            for c, s in zip(split["channel_id"], slot_of(split["weekday"], split["hour"]),
+                            strict=True):
+                seen.setdefault(int(c), np.zeros(N_SLOTS, dtype=bool))[s] = True
+        return seen
 
     def baseline(self, data: PreparedData) -> dict[str, float]:
         pre = {k: np.concatenate([data.train[k], data.val[k]]) for k in data.train}
-        return baseline_metrics(pre, data.holdout, self._truth_of(data))
+        truth = self._truth_of(data)
+        metrics = baseline_metrics(pre, data.holdout, truth)
+        if truth:
+            table = historical_slot_means(pre["channel_id"], pre["weekday"], pre["hour"],
+                                          pre["target"])
+            metrics["baseline_unseen_top_slot_ratio"] = unseen_slot_ratio(
+                table, truth, self._seen_slots(data))
+        return metrics
 
     def gates(self, metrics: dict[str, float], baseline: dict[str, float]) -> list[Gate]:
         value = metrics.get("top_slot_ratio", float("nan"))

@@ -30,7 +30,7 @@ class ViralTask(ViralLabelTask):
     input_names = ("tokens", "mask", "context")
 
     def default_params(self) -> dict[str, Any]:
-        return {"d_model": 64, "n_heads": 4, "n_layers": 2, "dropout": 0.1, "pooling": "cls",
+        return {"d_model": 64, "n_heads": 4, "n_layers": 1, "dropout": 0.1, "pooling": "cls",
                 "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256, "aux_weight": 1.0}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -43,7 +43,7 @@ class ViralTask(ViralLabelTask):
             "lr": trial.suggest_float("lr", 5e-4, 3e-3, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
             "batch_size": 256,
-            "aux_weight": trial.suggest_float("aux_weight", 0.3, 2.0, log=True),
+            "aux_weight": 1.0,
         }
 
     def build_model(self, params: dict[str, Any], data: PreparedData) -> nn.Module:
