@@ -178,7 +178,7 @@ class _FakeEncoder:
 
     class _Tok:
         def __call__(self, texts, truncation=True, max_length=48):
-            return {"input_ids": [[0] + [1] * len(t.split())[: max_length - 2] + [2]
+            return {"input_ids": [[0] + [1] * min(len(t.split()), max_length - 2) + [2]
                                   for t in texts]}
 
     def __init__(self):

@@ -63,6 +63,7 @@ class ContentAnalyzer(nn.Module):
         width = proj_dim or embed_dim
         self.proj = nn.Linear(embed_dim, proj_dim) if proj_dim else nn.Identity()
         self.norm = nn.LayerNorm(width)
+        self.max_kernel = max(kernel_sizes)
         self.convs = nn.ModuleList(
             nn.Conv1d(width, f, k) for f, k in zip(filters, kernel_sizes, strict=True)
         )
@@ -95,13 +96,17 @@ class ContentAnalyzer(nn.Module):
         equals the max of ReLU maps (monotone) at a fraction of the cost.
         """
         mask = mask.to(torch.float32)
+        length = mask.shape[1]
         x = self.norm(self.proj(tokens.to(torch.float32))) * mask.unsqueeze(-1)
-        x = x.transpose(1, 2)                                   # (batch, width, length)
+        # (batch, width, length + k_max - 1): zeros on the right, so every real token
+        # starts a window of every width and the result does not depend on padding length
+        x = nn.functional.pad(x.transpose(1, 2), (0, self.max_kernel - 1))
         penalty = (1.0 - mask).unsqueeze(1) * NEG                # 0 real, NEG padding
         values, positions = [], []
         for conv in self.convs:
-            out = conv(x)                                        # (batch, f, L - k + 1)
-            best, where = (out + penalty[..., : out.shape[-1]]).max(dim=-1)
+            k = conv.kernel_size[0]
+            out = conv(x[..., : length + k - 1])                 # (batch, f, length)
+            best, where = (out + penalty).max(dim=-1)
             values.append(torch.relu(best))
             positions.append(where)
         return torch.cat(values, 1), torch.cat(positions, 1)

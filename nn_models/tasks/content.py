@@ -39,7 +39,7 @@ class ViralLabelTask(ModelTask):
     input_names: tuple[str, ...] = ("tokens", "mask")
     # These models converge in 2-6 epochs on frozen MiniLM states; more only overfits
     # (validation loss rises) and costs CPU time, so epochs are capped below the profile's.
-    epoch_cap: int = 8
+    epoch_cap: int = 6
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else text_data.default_cache_dir()
@@ -96,7 +96,7 @@ class ViralLabelTask(ModelTask):
             lr=params["lr"],
             weight_decay=params["weight_decay"],
             batch_size=params["batch_size"],
-            patience=int(params.get("patience", 3)),
+            patience=int(params.get("patience", 2)),
             seed=seed,
         )
         result = fit(model, data.train, data.val, loss_fn, cfg, choice, on_epoch)

@@ -5,9 +5,12 @@ Data: ``features.post_features`` (context, targets) and ``features.post_trajecto
 publish time: holdout = the latest ~15 % of the time span, validation = the ~15 %
 before it, training = everything earlier.
 
-One model scores posts of any age: during training each post's sequence is cut at a
-random observed length (mostly 1, 3, 6 or 12 h), validation holds every post at those
-four ages, and the holdout is scored at each of them (``accuracy_1h`` ... ``_12h``).
+One model scores posts of any age. The LSTM is causal, so one pass over a post's
+12-hour trajectory yields its prediction after every grid step, i.e. for every
+truncation of the sequence at once; the loss averages them (weight 1 at 1, 3, 6 and
+12 h, ``OTHER_AGES_WEIGHT`` at the ages between), so training sees every post at every
+age without sampling truncations. The holdout is scored by feeding each post cut at
+1, 3, 6 and 12 h (``accuracy_1h`` ... ``accuracy_12h``).
 
 Engagement-score target. The warehouse's ``view_percentile_48h`` ranks a post among
 *all* of its channel's posts, including later ones; for a growing channel an early
@@ -53,6 +56,7 @@ MEDIA = ("none", "photo", "video", "document", "poll", "other")
 
 HOLDOUT_SHARE = 0.15
 VALIDATION_SHARE = 0.15
+OTHER_AGES_WEIGHT = 0.2       # loss weight of grid ages other than 1/3/6/12 h
 MIN_PRIOR_POSTS = 10           # prior posts needed before a post trains the score head
 MIN_POSTS = {"train": 100, "val": 20, "holdout": 20}
 ACCURACY_THRESHOLD = 0.80
@@ -177,9 +181,9 @@ def prior_percentile(posts: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 # -------------------------------------------------------------------------- loss
 
 
-def step_weights(n_steps: int = len(GRID_MINUTES), other: float = 0.2) -> torch.Tensor:
+def step_weights(n_steps: int = len(GRID_MINUTES), other: float | None = None) -> torch.Tensor:
     """Loss weight of each grid step: 1 at 1/3/6/12 h, ``other`` at the ages between."""
-    weights = torch.full((n_steps,), other)
+    weights = torch.full((n_steps,), OTHER_AGES_WEIGHT if other is None else other)
     weights[[LENGTHS[h] - 1 for h in HOURS if LENGTHS[h] <= n_steps]] = 1.0
     return weights
 
@@ -331,14 +335,14 @@ class EngagementTask(ModelTask):
     # ----------------------------------------------------------------- model
     def default_params(self) -> dict[str, Any]:
         return {"hidden": 128, "layers": 2, "dropout": 0.2, "dense": 64, "dense2": 32,
-                "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 256}
+                "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 64}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         params = self.default_params()
         params.update(
             hidden=trial.suggest_categorical("hidden", [64, 128]),
             dropout=trial.suggest_float("dropout", 0.1, 0.3),
-            lr=trial.suggest_float("lr", 1e-3, 5e-3, log=True),
+            lr=trial.suggest_float("lr", 1e-3, 4e-3, log=True),
             weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
         )
         return params
@@ -355,7 +359,7 @@ class EngagementTask(ModelTask):
         model.set_normalisation(*(torch.as_tensor(data.train[k]) for k in MODEL_INPUTS))
         cfg = TrainConfig(max_epochs=max_epochs, lr=params["lr"],
                           weight_decay=params["weight_decay"], batch_size=params["batch_size"],
-                          patience=4, seed=seed)
+                          patience=2, seed=seed)
         train = {k: data.train[k] for k in TRAIN_ARRAYS}
         val = {k: data.val[k] for k in TRAIN_ARRAYS}
         return fit(model, train, val, engagement_loss, cfg, choice, on_epoch)

@@ -10,9 +10,18 @@ validation (early stopping, Optuna), the rest training. The baseline, needing no
 validation, learns from every pre-holdout post.
 
 Gated metric (synthetic truth only): ``top_slot_ratio`` = true effect of the slot the
-model ranks first ÷ the channel's best true effect, averaged over channels.
+model ranks first ÷ the channel's best true effect, averaged over channels (a slot's
+predicted engagement averages the media types by the channel's usual mix).
 Also reported: Spearman ρ between predicted and realised mean engagement of holdout
-(channel, slot) groups with ≥ 2 posts, and holdout MSE of the target.
+(channel, slot) groups with ≥ 2 posts (pooled over channels; a group's prediction is
+the mean prediction for its posts), holdout MSE of the target, and
+``unseen_top_slot_ratio`` — the same ratio among the slots a channel never posted in
+before the holdout, i.e. how well the model ranks slots it has no data for.
+
+Without ``truth.slot_effects`` (landing data) the gated metric cannot be computed:
+``load`` raises InsufficientData so the pipeline skips the model instead of
+registering one whose accuracy is unknown. ``ScheduleTask(require_truth=False)``
+still loads, trains and reports the rank correlation and MSE (its gates fail).
 """
 
 from __future__ import annotations
@@ -323,7 +332,8 @@ class ScheduleTask(ModelTask):
                  if measurable else NO_TRUTH),
             Gate("top_slot_ratio_vs_baseline",
                  bool(measurable and np.isfinite(base) and value >= base), value, base,
-                 "not worse than the historical mean per slot on the same holdout"),
+                 "not worse than the historical mean per slot on the same holdout",
+                 kind="baseline"),
         ]
 
     # ------------------------------------------------------------ artefacts
