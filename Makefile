@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PULSE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(PULSE_DATA_DIR)/dagster_home
+export OMP_WAIT_POLICY ?= PASSIVE
+export DO_NOT_TRACK ?= 1
 
 .PHONY: install run test dev bench serve lint clean
 
