@@ -68,8 +68,10 @@ def export_onnx(
         def forward(self, *tensors):
             return self.inner(**dict(zip(names, tensors, strict=True)))
 
+    # a fresh wrapper starts in training mode and the exporter restores that mode onto the
+    # wrapped model afterwards: export in eval mode so dropout stays off for later use
     torch.onnx.export(
-        _Positional(model),
+        _Positional(model).eval(),
         args,
         str(path),
         input_names=names,
@@ -78,6 +80,7 @@ def export_onnx(
         opset_version=17,
         dynamo=False,
     )
+    model.eval()
     return outputs
 
 

@@ -312,7 +312,9 @@ def test_train_and_register_tiny(task_cls, warehouse, cache_dir, tmp_path):
     assert 0.0 <= report.baseline["baseline_roc_auc"] <= 1.0
     assert {"roc_holdout", "calibration_holdout"} <= set(report.artifacts)
     client = MlflowClient(tracking)
-    assert str(version_by_alias(client, task.registered_model, CHALLENGER).version) == "1"
+    version = version_by_alias(client, task.registered_model, CHALLENGER)
+    assert str(version.version) == "1"
+    assert version.tags["onnx_parity"] == "passed", version.tags.get("onnx_reason")
     # the registered model scores the holdout on its own (how a champion is re-evaluated)
     loaded = mlflow.pytorch.load_model(f"models:/{task.registered_model}/1", map_location="cpu")
     data = task.load(warehouse)

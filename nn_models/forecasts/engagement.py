@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 from nn_models.champions import LoadedModel
-from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, stamp
+from nn_models.forecasts.base import (
+    LINEAGE_COLUMNS,
+    Champions,
+    ForecastResult,
+    missing_champion,
+    stamp,
+)
 from nn_models.service import InvalidInput
 from nn_models.tasks.engagement import (
     GRID_MINUTES,
@@ -100,8 +106,16 @@ WHERE channel_id = ? AND published_at <= CAST(? AS TIMESTAMP) - INTERVAL '48 hou
 # --------------------------------------------------------------------------- scoring core
 
 
+def _stamped(frame: pd.DataFrame, model: LoadedModel | None,
+             scored_at: datetime) -> pd.DataFrame:
+    """DESIGN columns, then the lineage columns, then the extras."""
+    return stamp(frame, model, scored_at)[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
+
+
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS + EXTRA_COLUMNS})
+    types = {"channel_id": "int64", "post_id": "int64", "published_at": "datetime64[ns]"}
+    return pd.DataFrame({c: pd.Series(dtype=types.get(c, "float64"))
+                         for c in COLUMNS + EXTRA_COLUMNS})
 
 
 def build_inputs(posts: pd.DataFrame, trajectories: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -124,7 +138,7 @@ def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np
                                static=np.ascontiguousarray(inputs["static"][sl])))
     score, log_views, log_interactions = (np.concatenate(p) for p in zip(*parts, strict=True))
     return {
-        "score": np.clip(score.astype(np.float64), 0.0, 1.0),
+        "score": score.astype(np.float64),
         "views": np.expm1(log_views.astype(np.float64)),
         "interactions": np.expm1(log_interactions.astype(np.float64)),
     }
@@ -136,19 +150,19 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     model = champions.get("engagement")
     reason = missing_champion(TABLE, ("engagement",), champions)
     if reason:
-        return ForecastResult(stamp(_empty(), None, scored_at), notes={"skipped": reason})
+        return ForecastResult(_stamped(_empty(), None, scored_at), notes={"skipped": reason})
     try:
         posts = conn.execute(YOUNG_POSTS_SQL).fetchdf()
         trajectories = conn.execute(YOUNG_TRAJECTORIES_SQL).fetchdf()
     except duckdb.CatalogException as exc:
-        return ForecastResult(stamp(_empty(), model, scored_at),
+        return ForecastResult(_stamped(_empty(), model, scored_at),
                               notes={"skipped": f"{TABLE}: feature tables missing ({exc})"},
                               models={"engagement": model.version})
     notes: dict[str, str] = {}
     if posts.empty:
         notes["empty"] = (f"{TABLE}: no young posts (every post with a trajectory already has "
                           "its 48 h value)")
-        return ForecastResult(stamp(_empty(), model, scored_at), notes=notes,
+        return ForecastResult(_stamped(_empty(), model, scored_at), notes=notes,
                               models={"engagement": model.version})
     inputs = build_inputs(posts, trajectories)
     keep = inputs["length"] > 0   # a trajectory row always reaches its grid point
@@ -174,7 +188,7 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     })
     notes["scored"] = (f"{len(frame)} young posts of {frame['channel_id'].nunique()} channels; "
                        "views_48h_lo/hi = the model's p10/p90 (an 80 % interval)")
-    return ForecastResult(stamp(frame, model, scored_at), notes=notes,
+    return ForecastResult(_stamped(frame, model, scored_at), notes=notes,
                           models={"engagement": model.version})
 
 
@@ -243,12 +257,13 @@ def _draft_post(conn: duckdb.DuckDBPyConnection, channel_id: int,
                 content: dict) -> tuple[pd.DataFrame, dict]:
     """One-row frame shaped like features.post_features for a draft post."""
     published = _parse_time(content.get("published_at"))
-    media = content.get("media_type")
+    media = content.get("media_type", "none")      # the API's defaults
     if media not in MEDIA:
         raise InvalidInput(f"media_type must be one of {', '.join(MEDIA)}, got {media!r}")
     text_length = content.get("text_length")
-    if text_length is None and isinstance(content.get("text"), str):
-        text_length = len(content["text"])
+    if text_length is None:
+        text = content.get("text")
+        text_length = len(text) if isinstance(text, str) else 0
     if isinstance(text_length, bool) or not isinstance(text_length, int) or text_length < 0:
         raise InvalidInput(f"text_length must be an integer >= 0, got {text_length!r}")
     stamp_str = published.isoformat()
@@ -265,6 +280,8 @@ def _draft_post(conn: duckdb.DuckDBPyConnection, channel_id: int,
     }])
     context = {
         "published_at": published.isoformat(),
+        "media_type": media,
+        "text_length": text_length,
         "published_at_assumed_now": content.get("published_at") is None,
         "subscribers_at_publish": None if np.isnan(post.at[0, "subscribers_at_publish"])
         else post.at[0, "subscribers_at_publish"],
@@ -296,7 +313,9 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channel_id
     if not isinstance(content_features, dict):
         raise InvalidInput("content_features must be an object")
     channel_id = int(channel_id)
-    has_post, has_snaps = "post_id" in content_features, "snapshots" in content_features
+    # the API sends every field (post_id None, snapshots [] when not given)
+    has_post = content_features.get("post_id") is not None
+    has_snaps = bool(content_features.get("snapshots"))
     if has_post == has_snaps:
         raise InvalidInput("give either post_id (a published post) or snapshots (a draft's early "
                        "counters), not both and not neither")

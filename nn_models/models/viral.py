@@ -3,10 +3,10 @@
 Why: whether a post lands in its channel's top decile of forwards depends on what it
 says (topic, hooks — read by self-attention over the frozen MiniLM states, which sees
 word combinations a bag of n-grams misses) *and* on facts known before publishing —
-media type, publish slot, audience size and growth, the channel's recent forward rate.
-The context enters through a small MLP and is fused with the pooled text vector.
-Context normalisation (train mean / std) lives in buffers so a registered model scores
-raw features on its own.
+media type, publish slot and how that slot has worked for the channel, audience size
+(``nn_models.text_data.CONTEXT_FEATURES``). The context enters through a small MLP and
+is fused with the pooled text vector. Context normalisation (train mean / std) lives in
+buffers so a registered model scores raw features on its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,41 @@ import torch
 from torch import nn
 
 from nn_models.text_encoder import EMBEDDING_DIM
+
+NEG = -1e4  # attention score added for padding keys
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm Transformer encoder layer: masked multi-head self-attention + GELU MLP.
+
+    Written out (rather than ``nn.TransformerEncoderLayer``) so that the ONNX export keeps
+    the sequence length dynamic — the built-in attention bakes the traced length into a
+    reshape — and with no dropout inside (CPU dropout masks over every attention map
+    cost a fifth of the step time for no validation gain).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, ff_mult: int = 2) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.scale = (d_model // n_heads) ** -0.5
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.attn_out = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ff_mult * d_model), nn.GELU(), nn.Linear(ff_mult * d_model, d_model)
+        )
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        """``x`` (batch, length, d_model); ``key_bias`` (batch, 1, 1, length): 0 or NEG."""
+        qkv = self.qkv(self.norm1(x)).unflatten(-1, (3, self.n_heads, -1))
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)          # each (batch, heads, L, d_head)
+        scores = (q @ k.transpose(-1, -2)) * self.scale + key_bias
+        attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).flatten(-2)
+        x = x + self.attn_out(attended)
+        return x + self.ff(self.norm2(x))
 
 
 class ViralDetector(nn.Module):
@@ -28,8 +63,6 @@ class ViralDetector(nn.Module):
         n_layers: encoder layers.
         ff_mult: feed-forward width as a multiple of ``d_model``.
         dropout: on the fused vector and the head's hidden layer.
-        encoder_dropout: inside the encoder layers (default 0: CPU dropout masks over
-            every attention map cost a fifth of the step time for no validation gain).
         max_length: longest token sequence the learned positions cover.
         pooling: ``"cls"`` (a learned [CLS] token) or ``"mean"`` (masked mean of tokens).
         use_context: fuse the channel context (``False``: text only, for ablations).
@@ -46,7 +79,6 @@ class ViralDetector(nn.Module):
         n_layers: int = 2,
         ff_mult: int = 2,
         dropout: float = 0.1,
-        encoder_dropout: float = 0.0,
         max_length: int = 64,
         pooling: str = "cls",
         use_context: bool = True,
@@ -57,8 +89,7 @@ class ViralDetector(nn.Module):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         self.config = {"context_dim": context_dim, "embed_dim": embed_dim, "d_model": d_model,
                        "n_heads": n_heads, "n_layers": n_layers, "ff_mult": ff_mult,
-                       "dropout": dropout, "encoder_dropout": encoder_dropout,
-                       "max_length": max_length, "pooling": pooling,
+                       "dropout": dropout, "max_length": max_length, "pooling": pooling,
                        "use_context": use_context, "n_aux": n_aux}
         self.pooling = pooling
         self.use_context = use_context
@@ -68,11 +99,7 @@ class ViralDetector(nn.Module):
         self.position = nn.Parameter(torch.zeros(1, max_length + 1, d_model))
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.position, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            d_model, n_heads, dim_feedforward=ff_mult * d_model, dropout=encoder_dropout,
-            activation="gelu", batch_first=True, norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, ff_mult) for _ in range(n_layers))
         self.out_norm = nn.LayerNorm(d_model)
         self.register_buffer("context_mean", torch.zeros(context_dim))
         self.register_buffer("context_std", torch.ones(context_dim))
@@ -108,7 +135,10 @@ class ViralDetector(nn.Module):
             x = x + self.position[:, : length + 1]
         else:
             x = x + self.position[:, 1 : length + 1]
-        x = self.out_norm(self.encoder(x, src_key_padding_mask=~real))
+        key_bias = (~real).to(x.dtype)[:, None, None, :] * NEG
+        for layer in self.layers:
+            x = layer(x, key_bias)
+        x = self.out_norm(x)
         if self.pooling == "cls":
             return x[:, 0]
         weights = real.unsqueeze(-1).to(x.dtype)

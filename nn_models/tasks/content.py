@@ -35,6 +35,7 @@ class ViralLabelTask(ModelTask):
 
     primary_metric = "roc_auc"
     higher_is_better = True
+    model_label = "model"                    # legend of the ROC plot
     with_context: bool = False
     input_names: tuple[str, ...] = ("tokens", "mask")
     # These models converge in 2-6 epochs on frozen MiniLM states; more only overfits
@@ -60,9 +61,21 @@ class ViralLabelTask(ModelTask):
         """Training outputs: viral logit (before the prior correction) and auxiliary."""
         raise NotImplementedError
 
+    def predict(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Viral probability of one batch of inputs (``input_names``)."""
+        raise NotImplementedError
+
     def probabilities(self, model: nn.Module, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Viral probability of every row, scored in batches on the CPU."""
-        raise NotImplementedError
+        model = model.cpu().eval()
+        n = len(arrays[self.input_names[0]])
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, SCORE_BATCH):
+                batch = {k: torch.as_tensor(arrays[k][start : start + SCORE_BATCH])
+                         for k in self.input_names}
+                out.append(self.predict(model, batch).numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
     def train(
         self,
@@ -149,13 +162,14 @@ class ViralLabelTask(ModelTask):
     def input_example(self, data: PreparedData) -> dict[str, np.ndarray]:
         return {k: data.holdout[k][:3].astype(np.float32) for k in self.input_names}
 
-    model_label = "model"
+    # the token axis of the mask varies with the tokenizer's max_length, like the tokens'
+    onnx_dynamic_axes = {"mask": {1: "steps"}}
 
-
-def _batched(arrays: dict[str, np.ndarray], names: tuple[str, ...]):
-    n = len(arrays[names[0]])
-    for start in range(0, n, SCORE_BATCH):
-        yield {k: torch.as_tensor(arrays[k][start : start + SCORE_BATCH]) for k in names}
+    def onnx_examples(self, data: PreparedData) -> list[dict[str, np.ndarray]]:
+        """One post, three posts, and three posts cut to 16 tokens (another length)."""
+        full = self.input_example(data)
+        short = {k: v[:, :16] if k in ("tokens", "mask") else v for k, v in full.items()}
+        return [{k: v[:1] for k, v in full.items()}, full, short]
 
 
 class ContentTask(ViralLabelTask):
@@ -191,10 +205,5 @@ class ContentTask(ViralLabelTask):
     def heads(self, model: nn.Module, batch: dict[str, torch.Tensor]):
         return model.heads(tokens=batch["tokens"], mask=batch["mask"])
 
-    def probabilities(self, model: nn.Module, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        model = model.cpu().eval()
-        out = []
-        with torch.no_grad():
-            for batch in _batched(arrays, self.input_names):
-                out.append(torch.sigmoid(model(**batch)).numpy())
-        return np.concatenate(out).astype(np.float64)
+    def predict(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.sigmoid(model(**batch))  # the CNN outputs the calibrated logit

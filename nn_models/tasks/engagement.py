@@ -59,6 +59,9 @@ VALIDATION_SHARE = 0.15
 OTHER_AGES_WEIGHT = 0.2       # loss weight of grid ages other than 1/3/6/12 h
 MIN_PRIOR_POSTS = 10           # prior posts needed before a post trains the score head
 MIN_POSTS = {"train": 100, "val": 20, "holdout": 20}
+# At batch 64 every epoch is ~120 updates on the demo data and the validation loss
+# flattens after 3-5 epochs; more epochs cost LSTM CPU time for < 0.01 of loss.
+EPOCH_CAP = 6
 ACCURACY_THRESHOLD = 0.80
 
 MODEL_INPUTS = ("sequence", "length", "static")
@@ -357,7 +360,7 @@ class EngagementTask(ModelTask):
         seed_everything(seed)
         model = self.build(params)
         model.set_normalisation(*(torch.as_tensor(data.train[k]) for k in MODEL_INPUTS))
-        cfg = TrainConfig(max_epochs=max_epochs, lr=params["lr"],
+        cfg = TrainConfig(max_epochs=min(max_epochs, EPOCH_CAP), lr=params["lr"],
                           weight_decay=params["weight_decay"], batch_size=params["batch_size"],
                           patience=2, seed=seed)
         train = {k: data.train[k] for k in TRAIN_ARRAYS}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from torch import nn
@@ -17,7 +16,7 @@ from torch import nn
 from nn_models import text_data
 from nn_models.models.viral import ViralDetector
 from nn_models.task import PreparedData
-from nn_models.tasks.content import ViralLabelTask, _batched
+from nn_models.tasks.content import ViralLabelTask
 
 
 class ViralTask(ViralLabelTask):
@@ -65,10 +64,5 @@ class ViralTask(ViralLabelTask):
     def heads(self, model: nn.Module, batch: dict[str, torch.Tensor]):
         return model.heads(tokens=batch["tokens"], mask=batch["mask"], context=batch["context"])
 
-    def probabilities(self, model: nn.Module, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        model = model.cpu().eval()
-        out = []
-        with torch.no_grad():
-            for batch in _batched(arrays, self.input_names):
-                out.append(model(**batch).numpy())
-        return np.concatenate(out).astype(np.float64)
+    def predict(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch)  # the detector outputs the probability

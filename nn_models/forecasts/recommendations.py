@@ -1,0 +1,402 @@
+"""``content_recommendations``: what each channel should post more of, and when.
+
+Built from the channel's own measured patterns (``patterns.analyse``: topic clusters
+of its posts and the phrases the ContentAnalyzer CNN reads), checked against the
+models and timed with the schedule model:
+
+* observed lift — the pattern's mean within-channel 48 h view percentile minus the
+  channel's mean, on ``n_posts`` posts;
+* ``expected_lift`` — that lift shrunk towards 0 by empirical Bayes: for a pattern
+  with n of the channel's N posts the sampling variance of the lift is
+  σ²_c·(1/n − 1/N) (σ²_c: variance of the channel's view percentiles), the spread of
+  true lifts τ² is estimated across all (channel, pattern) cells of the same kind by
+  the method of moments (mean lift² − mean sampling variance), and the lift is
+  multiplied by τ² / (τ² + sampling variance). Only patterns whose expected lift is
+  above 0 are recommended, best first (at most ``MAX_RECOMMENDATIONS`` per channel);
+* the content model's mean probability for the pattern's posts vs the channel's
+  posts, and the viral model's (text + channel context), cited in the rationale;
+* the schedule model's best (weekday, hour) slot for the channel, with its expected
+  engagement (relative log 48 h reach vs the channel's typical post).
+
+Without a viral or schedule champion the recommendation is still made and the
+rationale says which check is missing. ``recommend`` serves one channel and can add
+a short draft per recommendation from a local ``transformers`` causal LM
+(``PULSE_TEXT_GENERATOR``); nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import torch
+
+from nn_models import text_data
+from nn_models.champions import LoadedModel
+from nn_models.forecasts import patterns as pattern_analysis
+from nn_models.forecasts import viral as text_models
+from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, stamp
+
+TABLE = "content_recommendations"
+MODEL_NAME = "channel_pulse_content_recommendations"
+COLUMNS = ["channel_id", "rank", "recommendation", "rationale", "expected_lift",
+           # extras
+           "kind", "pattern", "n_posts", "observed_lift", "shrinkage", "mean_view_percentile",
+           "channel_mean_view_percentile", "content_score", "channel_content_score",
+           "viral_probability", "channel_viral_probability", "best_weekday", "best_hour",
+           "slot_expected_engagement"]
+DTYPES = {"channel_id": "int64", "rank": "int64", "recommendation": "object",
+          "rationale": "object", "expected_lift": "float64", "kind": "object",
+          "pattern": "object", "n_posts": "int64", "observed_lift": "float64",
+          "shrinkage": "float64", "mean_view_percentile": "float64",
+          "channel_mean_view_percentile": "float64", "content_score": "float64",
+          "channel_content_score": "float64", "viral_probability": "float64",
+          "channel_viral_probability": "float64", "best_weekday": "float64",
+          "best_hour": "float64", "slot_expected_engagement": "float64"}
+MAX_RECOMMENDATIONS = 5
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DRAFT_TOKENS = 40
+DRAFT_SEED = 0
+
+
+# -------------------------------------------------------------------- model checks
+
+
+def _viral_scores(conn: duckdb.DuckDBPyConnection, viral: LoadedModel,
+                  analysis: pattern_analysis.Analysis) -> np.ndarray:
+    """Viral probability of every analysed post (text + its pre-publication context)."""
+    posts = analysis.posts
+    ctx = text_models.stored_post_context(conn, posts[["channel_id", "post_id"]])
+    ctx = posts[["channel_id", "post_id"]].merge(ctx, on=["channel_id", "post_id"], how="left")
+    return text_models.viral_probabilities(viral, analysis.tokens, analysis.mask,
+                                           text_data.context_features(ctx))
+
+
+def best_slots(schedule: LoadedModel) -> dict[int, tuple[int, int, float]]:
+    """channel_id -> (weekday, hour, expected engagement) of the schedule model's top slot."""
+    from nn_models.tasks.schedule import ScheduleTask
+
+    out = {}
+    for channel_id, grid in ScheduleTask.predicted_grids(schedule.module).items():
+        slot = int(np.argmax(grid))
+        out[int(channel_id)] = (slot // 24, slot % 24, float(grid[slot]))
+    return out
+
+
+def _members(analysis: pattern_analysis.Analysis, channel_rows: np.ndarray,
+             kind: str, detail: dict) -> np.ndarray:
+    """Rows (into analysis.posts) of a channel's posts that carry the pattern."""
+    if kind == "topic_cluster":
+        clusters = analysis.posts["cluster"].to_numpy()[channel_rows]
+        return channel_rows[clusters == detail["cluster"]]
+    j = int(np.flatnonzero(analysis.filters["filter"].to_numpy() == detail["filter"])[0])
+    strong = pattern_analysis.strong_mask(analysis.activations[channel_rows], analysis.filters)
+    return channel_rows[strong[:, j]]
+
+
+def _shrinkage(cells: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """Empirical-Bayes factor τ² / (τ² + v) per cell, and τ² (per kind, see module doc)."""
+    v = cells["sampling_variance"].to_numpy(float)
+    d = cells["observed_lift"].to_numpy(float)
+    tau2 = max(0.0, float(np.mean(d ** 2) - np.mean(v))) if len(d) else 0.0
+    factor = np.where(tau2 + v > 0, tau2 / np.maximum(tau2 + v, 1e-12), 0.0)
+    return factor, tau2
+
+
+# ------------------------------------------------------------------------- wording
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def _slot_text(weekday: int, hour: int) -> str:
+    return f"{WEEKDAYS[weekday]}s at {hour:02d}:00 UTC"
+
+
+def _wording(row: dict, content: LoadedModel, viral: LoadedModel | None,
+             schedule: LoadedModel | None, slot_note: str | None) -> tuple[str, str]:
+    if row["kind"] == "topic_cluster":
+        what = f"Post more about {row['pattern']}"
+        subject = f"{row['n_posts']} of the channel's posts on this topic"
+    else:
+        what = f"Use hooks like \u201c{row['pattern']}\u201d"
+        subject = f"{row['n_posts']} of the channel's posts where the CNN reads this phrase"
+    slot = ""
+    if not math.isnan(row["best_weekday"]):
+        slot = f" on {_slot_text(int(row['best_weekday']), int(row['best_hour']))}"
+    parts = [
+        f"{subject} reached a mean 48 h view percentile of {row['mean_view_percentile']:.2f} vs "
+        f"{row['channel_mean_view_percentile']:.2f} for the channel (viral rate "
+        f"{_pct(row['viral_rate'])} vs {_pct(row['channel_viral_rate'])}).",
+        f"ContentAnalyzer v{content.version} gives them a mean viral probability of "
+        f"{row['content_score']:.3f} vs {row['channel_content_score']:.3f} for the channel's posts.",
+    ]
+    if viral is not None:
+        parts.append(f"ViralDetector v{viral.version} (text + channel context): "
+                     f"{row['viral_probability']:.3f} vs {row['channel_viral_probability']:.3f}.")
+    else:
+        parts.append("No viral champion: the ViralDetector check was skipped.")
+    if slot:
+        gain = math.expm1(row["slot_expected_engagement"])
+        ratio = schedule.metrics.get("top_slot_ratio") if schedule is not None else None
+        when = _slot_text(int(row["best_weekday"]), int(row["best_hour"]))
+        parts.append(
+            f"ScheduleOptimizer v{schedule.version} ranks {when} first: expected 48 h reach "
+            f"{gain:+.0%} vs the channel's typical post"
+            + (f" (holdout top-slot ratio {ratio:.2f})." if ratio is not None else "."))
+    elif slot_note:
+        parts.append(slot_note)
+    parts.append(
+        f"Expected lift = observed {row['observed_lift']:+.3f} x shrinkage {row['shrinkage']:.2f} "
+        f"(empirical Bayes over {row['cells']} {row['kind']} cells: spread of true lifts "
+        f"{row['tau2']:.4f} vs this pattern's sampling variance {row['sampling_variance']:.4f}).")
+    return what + slot, " ".join(parts)
+
+
+# ------------------------------------------------------------------------ building
+
+
+def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
+          analysis: pattern_analysis.Analysis) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Ranked recommendations for every channel in ``analysis`` (COLUMNS order)."""
+    content, viral, schedule = (champions.get(n) for n in ("content", "viral", "schedule"))
+    notes: dict[str, str] = {}
+    posts = analysis.posts
+    viral_prob = _viral_scores(conn, viral, analysis) if viral is not None else None
+    if viral is None:
+        notes["viral"] = "no viral champion: recommendations made without the ViralDetector check"
+    slots = best_slots(schedule) if schedule is not None else {}
+    if schedule is None:
+        notes["schedule"] = "no schedule champion: no posting slot suggested"
+    channel_rows = posts.groupby("channel_id").indices
+    pct = posts["view_percentile_48h"].to_numpy(float)
+    viral_rate = posts["is_viral"].to_numpy(float)
+    content_score = posts["content_score"].to_numpy(float)
+    cells = []
+    for row in analysis.patterns.to_dict("records"):
+        rows = channel_rows[row["channel_id"]]
+        members = _members(analysis, rows, row["kind"], row["detail"])
+        n, total = len(members), len(rows)
+        cells.append({
+            **{k: row[k] for k in ("channel_id", "kind", "pattern", "n_posts")},
+            "observed_lift": float(pct[members].mean() - pct[rows].mean()),
+            "sampling_variance": float(pct[rows].var() * (1 / n - 1 / total)),
+            "mean_view_percentile": float(pct[members].mean()),
+            "channel_mean_view_percentile": float(pct[rows].mean()),
+            "viral_rate": float(viral_rate[members].mean()),
+            "channel_viral_rate": float(viral_rate[rows].mean()),
+            "content_score": float(content_score[members].mean()),
+            "channel_content_score": float(content_score[rows].mean()),
+            "viral_probability": (float(viral_prob[members].mean()) if viral_prob is not None
+                                  else np.nan),
+            "channel_viral_probability": (float(viral_prob[rows].mean())
+                                          if viral_prob is not None else np.nan),
+        })
+    frame = pd.DataFrame(cells)
+    if frame.empty:
+        return empty_rows(), notes
+    frame["shrinkage"], frame["tau2"], frame["cells"] = 0.0, 0.0, 0
+    for kind, idx in frame.groupby("kind").indices.items():
+        factor, tau2 = _shrinkage(frame.iloc[idx])
+        frame.loc[frame.index[idx], "shrinkage"] = factor
+        frame.loc[frame.index[idx], "tau2"] = tau2
+        frame.loc[frame.index[idx], "cells"] = len(idx)
+        notes[f"shrinkage_{kind}"] = (f"{len(idx)} cells, spread of true lifts tau^2 = {tau2:.5f}"
+                                      + (" (no lift beyond sampling noise: none recommended)"
+                                         if tau2 == 0 else ""))
+    frame["expected_lift"] = frame["observed_lift"] * frame["shrinkage"]
+    frame = frame[frame["expected_lift"] > 0].sort_values(
+        ["channel_id", "expected_lift"], ascending=[True, False])
+    frame = frame.groupby("channel_id").head(MAX_RECOMMENDATIONS).copy()
+    frame["rank"] = frame.groupby("channel_id").cumcount() + 1
+    best = frame["channel_id"].map(lambda c: slots.get(int(c)))
+    frame["best_weekday"] = [b[0] if b else np.nan for b in best]
+    frame["best_hour"] = [b[1] if b else np.nan for b in best]
+    frame["slot_expected_engagement"] = [b[2] if b else np.nan for b in best]
+    unknown = sorted({int(c) for c, b in zip(frame["channel_id"], best, strict=True)
+                      if b is None}) if schedule is not None else []
+    if unknown:
+        notes["schedule_channels"] = (f"the schedule model was trained without channel(s) "
+                                      f"{unknown}: no slot suggested for them")
+    texts = []
+    for row in frame.to_dict("records"):
+        slot_note = None
+        if schedule is None:
+            slot_note = "No schedule champion: no posting slot suggested."
+        elif math.isnan(row["best_weekday"]):
+            slot_note = (f"ScheduleOptimizer v{schedule.version} was trained without this channel: "
+                         "no posting slot suggested.")
+        texts.append(_wording(row, content, viral, schedule, slot_note))
+    frame["recommendation"] = [t[0] for t in texts]
+    frame["rationale"] = [t[1] for t in texts]
+    notes["channels"] = (f"{frame['channel_id'].nunique()} of {posts['channel_id'].nunique()} "
+                         f"channels have a pattern with expected lift > 0")
+    return frame[COLUMNS].astype(DTYPES).reset_index(drop=True), notes
+
+
+def empty_rows() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in DTYPES.items()})[COLUMNS]
+
+
+def _stamped(frame: pd.DataFrame, champions: Champions, scored_at: datetime) -> pd.DataFrame:
+    used = {n: m.version for n, m in champions.items()
+            if m is not None and n in ("content", "viral", "schedule")}
+    out = stamp(frame, None, scored_at, model_name=MODEL_NAME)
+    out["model_version"] = ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"
+    return out
+
+
+def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
+          scored_at: datetime) -> ForecastResult:
+    reason = missing_champion(TABLE, ("content",), champions)
+    if reason:
+        return ForecastResult(_stamped(empty_rows(), {}, scored_at), notes={"skipped": reason})
+    content = champions["content"]
+    models = {n: m.version for n, m in champions.items()
+              if m is not None and n in ("content", "viral", "schedule")}
+    try:
+        analysis = pattern_analysis.analyse(conn, content)
+    except duckdb.CatalogException as exc:
+        return ForecastResult(_stamped(empty_rows(), champions, scored_at), models=models,
+                              notes={"skipped": f"features.post_features is not built yet ({exc})"})
+    except pattern_analysis.NotEnoughPosts as exc:
+        return ForecastResult(_stamped(empty_rows(), champions, scored_at), models=models,
+                              notes={"skipped": str(exc)})
+    frame, notes = build(conn, champions, analysis)
+    return ForecastResult(_stamped(frame, champions, scored_at),
+                          notes={**analysis.notes, **notes}, models=models)
+
+
+# ------------------------------------------------------------------ text generation
+
+_generator_lock = threading.Lock()
+_generators: dict[str, tuple[Any, Any]] = {}
+
+
+def _generator(path: str):
+    """(tokenizer, causal LM) from a local directory; cached per path; never downloads."""
+    with _generator_lock:
+        if path not in _generators:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"{path} is not a directory")
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+            _generators[path] = (tok, model)
+        return _generators[path]
+
+
+def _prompt(rec: dict) -> str:
+    if rec["kind"] == "topic_cluster":
+        return f"Telegram channel post about {rec['pattern']}:"
+    return f"Telegram channel post using the phrase \"{rec['pattern']}\":"
+
+
+def draft_posts(path: str, recs: list[dict], seed: int = DRAFT_SEED,
+                max_new_tokens: int = DRAFT_TOKENS) -> tuple[list[str | None], dict[str, Any]]:
+    """A short seeded draft per recommendation (None each, and the reason, if unavailable)."""
+    status: dict[str, Any] = {"path": path, "max_new_tokens": max_new_tokens, "seed": seed}
+    try:
+        tok, model = _generator(path)
+    except Exception as exc:   # a misconfigured generator must not break recommendations
+        return [None] * len(recs), {**status, "status": f"unavailable: {exc}"}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    drafts: list[str | None] = []
+    with _generator_lock, torch.inference_mode():
+        for i, rec in enumerate(recs):
+            batch = tok(_prompt(rec), return_tensors="pt")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + i)
+                out = model.generate(input_ids=batch["input_ids"],
+                                     attention_mask=batch["attention_mask"],
+                                     do_sample=True, top_p=0.95, max_new_tokens=max_new_tokens,
+                                     pad_token_id=pad if pad is not None else 0)
+            new = out[0, batch["input_ids"].shape[1]:]
+            drafts.append(tok.decode(new, skip_special_tokens=True).strip())
+    return drafts, {**status, "status": "used", "model": type(model).__name__}
+
+
+# ---------------------------------------------------------------------- per request
+
+
+def _stored(conn: duckdb.DuckDBPyConnection, channel_id: int) -> pd.DataFrame | None:
+    try:
+        return conn.execute(
+            f"SELECT {', '.join(COLUMNS)}, model_version, scored_at FROM forecasts.{TABLE} "
+            "WHERE channel_id = ? ORDER BY rank", [channel_id]).fetchdf()
+    except duckdb.CatalogException:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    return value
+
+
+def recommend(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id: int,
+              text_generator_path: str | None) -> dict:
+    """One channel's ranked recommendations (published table, else computed now) + drafts."""
+    from nn_models.service import ModelUnavailable
+
+    channel_id = text_models.parse_channel_id(channel_id)
+    content = champions.get("content")
+    if content is None:
+        raise ModelUnavailable("no content champion: no version has passed its gates yet, so "
+                               "no content patterns to recommend from")
+    notes: list[str] = []
+    stored = _stored(conn, channel_id)
+    if stored is not None:
+        frame = stored
+        source = {"table": f"forecasts.{TABLE}",
+                  "scored_at": None if frame.empty else _jsonable(frame["scored_at"].max()),
+                  "model_version": None if frame.empty else str(frame["model_version"].iloc[0])}
+        if frame.empty:
+            notes.append("no pattern of this channel has an expected lift above 0 (or the channel "
+                         "was not scored yet)")
+    else:
+        try:
+            analysis = pattern_analysis.analyse(conn, content, channel_id)
+            frame, built_notes = build(conn, champions, analysis)
+            notes.extend(built_notes.values())
+        except pattern_analysis.NotEnoughPosts as exc:
+            frame = empty_rows()
+            notes.append(f"no recommendations: {exc}")
+        notes.append(f"forecasts.{TABLE} is not published: computed now from this channel's "
+                     "posts alone")
+        source = {"table": None, "computed": "on request"}
+    recs = [{k: _jsonable(v) for k, v in r.items() if k in COLUMNS}
+            for r in frame.to_dict("records")]
+    if text_generator_path:
+        drafts, generator = draft_posts(text_generator_path, recs)
+        for rec, draft in zip(recs, drafts, strict=True):
+            rec["draft"] = draft
+    else:
+        generator = {"status": "not configured (set PULSE_TEXT_GENERATOR to a local "
+                               "transformers causal-LM directory)"}
+    return {
+        "channel_id": channel_id,
+        "recommendations": recs,
+        "expected_lift_definition": "expected gain in the post's within-channel 48 h view "
+                                    "percentile (0-1 scale), shrunk by sample size",
+        "source": source,
+        "models": {n: text_models.model_info(champions.get(n))
+                   for n in ("content", "viral", "schedule")},
+        "text_generator": generator,
+        "notes": notes,
+    }
+

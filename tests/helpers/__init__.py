@@ -1,0 +1,1 @@
+"""Subprocess entry points for the stress tests (run with ``python -m tests.helpers.<name>``)."""
