@@ -205,8 +205,8 @@ def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
     )
     assert report.status == "registered", report.reason
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert version_by_alias(client, "channel_pulse_engagement", "challenger").version \
-        == report.version
+    challenger = version_by_alias(client, "channel_pulse_engagement", "challenger")
+    assert str(challenger.version) == report.version
     assert {g.name for g in report.gates} == {"accuracy_3h_min", "accuracy_3h_vs_baseline"}
     for hours in (1, 3, 6, 12):
         assert 0.0 <= report.metrics[f"accuracy_{hours}h"] <= 1.0

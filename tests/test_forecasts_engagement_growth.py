@@ -8,6 +8,7 @@ channels' windows (untrained weights: the tests check plumbing, not accuracy).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import duckdb
@@ -22,10 +23,11 @@ from nn_models.forecasts import engagement as eng
 from nn_models.forecasts import growth as gro
 from nn_models.forecasts.base import LINEAGE_COLUMNS
 from nn_models.models.growth import RAW_FEATURES, GrowthForecaster
-from nn_models.service import InvalidInput
+from nn_models.service import DeepLearningService, InvalidInput
 from nn_models.tasks.engagement import EngagementTask
 from nn_models.tasks.growth import DAILY_SQL, channel_series
 from warehouse import features, synthetic
+from warehouse.forecast_tables import write_forecast
 from warehouse.publish import open_reader, publish_table
 from warehouse.schema import ensure_schema
 from warehouse.upsert import upsert_frame
@@ -273,6 +275,8 @@ def test_growth_missing_champion_and_short_history(conn):
     missing = gro.score(conn, {"growth": None}, SCORED_AT)
     assert missing.frame.empty and list(missing.frame.columns[:6]) == gro.COLUMNS
     assert "no champion for growth" in missing.notes["skipped"]
+    no_tables = gro.score(duckdb.connect(), {"growth": _growth(conn, 14)}, SCORED_AT)
+    assert no_tables.frame.empty and "missing" in no_tables.notes["skipped"]
     long_window = _growth(conn, 56)        # tiny channels have 30 days
     short = gro.score(conn, {"growth": long_window}, SCORED_AT)
     assert short.frame.empty and "56 days" in short.notes["too_short"]
@@ -372,3 +376,35 @@ def test_per_request_functions_on_published_parquet(conn, engagement_model, grow
         assert len(gro.score(reader, {"growth": growth_model}, SCORED_AT).frame) == 3 * 30
     finally:
         reader.close()
+    # the service's methods call these functions with API-shaped bodies
+    service = DeepLearningService(tracking_uri=f"sqlite:///{tmp_path}/none.db",
+                                  published_root=str(tmp_path), refresh_seconds=1e9)
+    service._champions = {"engagement": engagement_model, "growth": growth_model}
+    service._checked_at = time.monotonic()
+    body = {"post_id": pid, "published_at": None, "media_type": "none", "text_length": 0,
+            "snapshots": []}
+    assert service.predict_engagement_neural(cid, body) == direct
+    assert service.forecast_growth_lstm(cid, 5)["forecast"] == \
+        gro.forecast_channel(conn, growth_model, cid, 5)["forecast"]
+    what = service.predict_audience_growth_rnn(cid, {"posts_per_day": 4.0, "prediction_days": 5})
+    assert len(what["what_if"]) == 5
+    with pytest.raises(InvalidInput):
+        service.predict_engagement_neural(cid, {**body, "post_id": None})
+
+
+def test_empty_and_filled_frames_get_the_same_warehouse_types(conn, engagement_model,
+                                                               growth_model):
+    out = duckdb.connect()
+    for table, scorer, name, model in (
+            ("post_engagement_forecasts", eng.score, "engagement", engagement_model),
+            ("channel_growth_forecasts", gro.score, "growth", growth_model)):
+        types = []
+        for champion in (model, None):
+            frame = scorer(conn, {name: champion}, SCORED_AT).frame
+            write_forecast(out, table, frame)
+            types.append(out.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'forecasts' AND table_name = ? ORDER BY ordinal_position",
+                [table]).fetchall())
+        assert types[0] == types[1]
+        assert "NULL" not in {t for _, t in types[0]}

@@ -31,9 +31,14 @@ def stamp(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
           model_name: str | None = None) -> pd.DataFrame:
     """Add model_name, model_version and scored_at (every forecast row carries them)."""
     out = frame.copy()
-    out["model_name"] = model_name or (model.registered_model if model else "traditional")
-    out["model_version"] = model.version if model else "none"
-    out["scored_at"] = pd.Timestamp(scored_at)
+    # typed explicitly: on an empty frame object columns would reach DuckDB as NULL-typed
+    out["model_name"] = pd.Series(
+        model_name or (model.registered_model if model else "traditional"), index=out.index,
+        dtype="string")
+    out["model_version"] = pd.Series(model.version if model else "none", index=out.index,
+                                     dtype="string")
+    out["scored_at"] = pd.Series(pd.Timestamp(scored_at), index=out.index,
+                                 dtype="datetime64[us]")
     return out
 
 

@@ -108,12 +108,14 @@ WHERE channel_id = ? AND published_at <= CAST(? AS TIMESTAMP) - INTERVAL '48 hou
 
 def _stamped(frame: pd.DataFrame, model: LoadedModel | None,
              scored_at: datetime) -> pd.DataFrame:
-    """DESIGN columns, then the lineage columns, then the extras."""
-    return stamp(frame, model, scored_at)[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
+    """DESIGN columns, then the lineage columns, then the extras (text columns typed as
+    strings so an empty frame still becomes VARCHAR, not NULL-typed, in DuckDB)."""
+    out = stamp(frame, model, scored_at)[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
+    return out.astype({"model_name": "string", "model_version": "string"})
 
 
 def _empty() -> pd.DataFrame:
-    types = {"channel_id": "int64", "post_id": "int64", "published_at": "datetime64[ns]"}
+    types = {"channel_id": "int64", "post_id": "int64", "published_at": "datetime64[us]"}
     return pd.DataFrame({c: pd.Series(dtype=types.get(c, "float64"))
                          for c in COLUMNS + EXTRA_COLUMNS})
 
@@ -188,6 +190,9 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     })
     notes["scored"] = (f"{len(frame)} young posts of {frame['channel_id'].nunique()} channels; "
                        "views_48h_lo/hi = the model's p10/p90 (an 80 % interval)")
+    coverage = model.metrics.get("views_coverage_80_3h")
+    if coverage is not None:
+        notes["scored"] += f", measured holdout coverage at 3 h {coverage:.2f}"
     return ForecastResult(_stamped(frame, model, scored_at), notes=notes,
                           models={"engagement": model.version})
 
@@ -196,7 +201,7 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise InvalidInput(f"{what} must be a number, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise InvalidInput(f"{what} must be a finite number >= 0, got {value!r}")

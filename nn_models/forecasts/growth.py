@@ -31,6 +31,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from nn_models.champions import LoadedModel
 from nn_models.forecasts.base import (
@@ -78,13 +79,16 @@ WHAT_IF_ASSUMPTION = (
 
 def _stamped(frame: pd.DataFrame, model: LoadedModel | None,
              scored_at: datetime) -> pd.DataFrame:
-    """DESIGN columns, then the lineage columns, then the extras."""
-    return stamp(frame, model, scored_at)[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
+    """DESIGN columns, then the lineage columns, then the extras (text columns typed as
+    strings so an empty frame still becomes VARCHAR, not NULL-typed, in DuckDB)."""
+    out = stamp(frame, model, scored_at)[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
+    return out.astype({"model_name": "string", "model_version": "string"})
 
 
 def _empty() -> pd.DataFrame:
-    types = {"channel_id": "int64", "horizon_days": "int64", "forecast_date": "object",
-             "origin_date": "object"}
+    day_type = pd.ArrowDtype(pa.date32())      # DATE in DuckDB, as the filled frame gives
+    types = {"channel_id": "int64", "horizon_days": "int64", "forecast_date": day_type,
+             "origin_date": day_type}
     return pd.DataFrame({c: pd.Series(dtype=types.get(c, "float64"))
                          for c in COLUMNS + EXTRA_COLUMNS})
 
@@ -198,6 +202,9 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     })
     notes["scored"] = (f"{n} channels x {horizon} days from each channel's latest day "
                        f"(window {history_days} days); p10-p90 is the model's 80 % interval")
+    coverage = model.metrics.get("coverage_80")
+    if coverage is not None:
+        notes["scored"] += f", measured holdout coverage {coverage:.2f}"
     return ForecastResult(_stamped(frame, model, scored_at), notes=notes, models=models)
 
 

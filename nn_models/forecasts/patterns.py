@@ -13,11 +13,14 @@ channels so a run stays within ``MAX_POSTS`` posts):
     channel's posts. ``effect`` = mean within-channel view percentile of the channel's
     posts where the filter fires strongly − the channel's mean; ``viral_lift`` the same
     for the viral rate.
-``topic_cluster`` — k-means (scikit-learn, seeded) of the posts' MiniLM sentence
-    embeddings (``features.post_text_embeddings``; for a text missing there, the
-    L2-normalised mean of its token states, which is how MiniLMEncoder.encode pools),
-    k chosen by silhouette, clusters named by their most distinctive TF-IDF terms.
-    ``effect`` = the cluster's mean within-channel view percentile − the channel mean.
+``topic_cluster`` — per channel, k-means (scikit-learn, seeded) of its posts' MiniLM
+    sentence embeddings (``features.post_text_embeddings``; for a text missing there,
+    the L2-normalised mean of its token states, which is how MiniLMEncoder.encode
+    pools), k in ``K_CANDIDATES`` chosen by silhouette; each cluster is named by the
+    TF-IDF terms most over-represented in it against the channel's posts (IDF over all
+    analysed posts). ``effect`` = the cluster's mean within-channel view percentile −
+    the channel's mean. Clustering each channel on its own finds the topics *that
+    channel* mixes (a network-wide k-means put most channels in one or two clusters).
 
 Every row carries ``n_posts`` (the sample size behind ``effect``); rows with fewer
 than ``MIN_PATTERN_POSTS`` posts are left out. ``detail`` (JSON) holds the numbers
@@ -27,6 +30,7 @@ behind the row (means, rates, mean content-model score, filter id and threshold)
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,8 +59,7 @@ MIN_PATTERN_POSTS = 5         # fewer posts behind an effect → no row
 MIN_ANALYSIS_POSTS = 30       # fewer labelled posts → nothing to analyse
 MAX_POSTS_PER_CHANNEL = 600   # latest labelled posts per channel
 MAX_POSTS = 20_000            # bound on one run (token states: ~37 kB per post in memory)
-K_CANDIDATES = tuple(range(4, 13))
-SILHOUETTE_SAMPLE = 2000
+K_CANDIDATES = tuple(range(2, 9))   # topic clusters per channel (silhouette picks)
 TOP_TERMS = 3
 TOP_PHRASES = 5
 MAX_REQUEST_TEXTS = 50
@@ -89,8 +92,8 @@ class Analysis:
     activations: np.ndarray        # (n, n_selected) max-pooled activation
     positions: np.ndarray          # (n, n_selected) start of the best window
     phrases: list[dict[int, str]]  # per selected filter: post row -> decoded best window (strong only)
-    cluster_terms: dict[int, list[str]]
-    clustering: dict[str, Any]     # k, silhouette, embedding source
+    cluster_terms: dict[tuple[int, int], list[str]]   # (channel_id, cluster) -> TF-IDF terms
+    clustering: dict[str, Any]     # embedding source; per channel k and silhouette
     patterns: pd.DataFrame         # rows of forecasts.content_patterns (COLUMNS)
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -109,11 +112,21 @@ def load_posts(conn: duckdb.DuckDBPyConnection, channel_id: int | None = None) -
                         [int(channel_id), MAX_POSTS_PER_CHANNEL]).fetchdf()
 
 
+def mean_pooled(tokens: np.ndarray, mask: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """L2-normalised mean of the real tokens' states (MiniLMEncoder.encode's pooling)."""
+    out = np.zeros((len(tokens), tokens.shape[-1]), dtype=np.float32)
+    for start in range(0, len(tokens), chunk):
+        t = tokens[start:start + chunk].astype(np.float32)
+        m = mask[start:start + chunk].astype(np.float32)
+        pooled = np.einsum("nld,nl->nd", t, m) / np.maximum(m.sum(1), 1.0)[:, None]
+        out[start:start + chunk] = pooled / np.maximum(
+            np.linalg.norm(pooled, axis=1, keepdims=True), 1e-9)
+    return out
+
+
 def sentence_embeddings(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame, tokens: np.ndarray,
                         mask: np.ndarray) -> tuple[np.ndarray, str]:
     """Stored sentence embeddings by text hash; mean-pooled token states where missing."""
-    pooled = (tokens.astype(np.float32) * mask[..., None]).sum(1) / np.maximum(mask.sum(1), 1)[:, None]
-    vectors = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-9)
     name = f"_hashes_{uuid.uuid4().hex[:12]}"
     conn.register(name, pd.DataFrame({"text_hash": posts["text_hash"].unique()}))
     try:
@@ -125,10 +138,13 @@ def sentence_embeddings(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame, to
     finally:
         conn.unregister(name)
     found = dict(zip(stored["text_hash"], stored["embedding"], strict=True))
-    hit = posts["text_hash"].map(lambda h: h in found).to_numpy()
+    hit = posts["text_hash"].map(lambda h: h in found).to_numpy(dtype=bool)
+    vectors = np.zeros((len(posts), tokens.shape[-1]), dtype=np.float32)
     if hit.any():
         vectors[hit] = np.stack([np.asarray(found[h], dtype=np.float32)
                                  for h in posts["text_hash"][hit]])
+    if not hit.all():
+        vectors[~hit] = mean_pooled(tokens[~hit], mask[~hit])
     if hit.all():
         source = "features.post_text_embeddings"
     elif hit.any():
@@ -187,8 +203,8 @@ def decode_window(ids: list[int], start: int, width: int) -> str:
         start -= 1
     while end < len(pieces) and pieces[end].startswith("##"):
         end += 1
-    return tok.decode(ids[start:end], skip_special_tokens=True,
-                      clean_up_tokenization_spaces=True).strip()
+    text = tok.decode(ids[start:end], skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    return re.sub(r"\s+([:;,.!?%)])", r"\1", text).strip()
 
 
 def strong_mask(activations: np.ndarray, filters: pd.DataFrame) -> np.ndarray:
@@ -205,41 +221,42 @@ def _contains(haystack: list[int], needle: list[int]) -> bool:
 
 
 def cluster_posts(vectors: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Seeded k-means; k in ``K_CANDIDATES`` with the best silhouette on a sample."""
+    """Seeded k-means of one channel's posts; k with the best silhouette (k = 1: too few)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
     n = len(vectors)
-    rng = np.random.default_rng(SEED)
-    sample = vectors[rng.choice(n, size=min(n, SILHOUETTE_SAMPLE), replace=False)]
-    scores = {}
+    scores, fits = {}, {}
     for k in K_CANDIDATES:
-        if k >= len(sample):
+        if k * MIN_PATTERN_POSTS > n:
             break
-        labels = KMeans(k, random_state=SEED, n_init=3).fit_predict(sample)
-        if len(set(labels)) > 1:
-            scores[k] = float(silhouette_score(sample, labels))
+        labels = KMeans(k, random_state=SEED, n_init=3).fit_predict(vectors)
+        if len(set(labels.tolist())) > 1:
+            scores[k] = float(silhouette_score(vectors, labels))
+            fits[k] = labels
     if not scores:
         return np.zeros(n, dtype=np.int64), {"k": 1, "silhouette": None}
     k = max(scores, key=scores.get)
-    labels = KMeans(k, random_state=SEED, n_init=4).fit_predict(vectors)
-    return labels.astype(np.int64), {"k": k, "silhouette": round(scores[k], 4),
-                                     "silhouette_by_k": {str(a): round(b, 4)
-                                                         for a, b in scores.items()}}
+    return fits[k].astype(np.int64), {"k": k, "silhouette": round(scores[k], 4)}
 
 
-def cluster_terms(texts: list[str], labels: np.ndarray) -> dict[int, list[str]]:
-    """Per cluster, the TF-IDF terms most over-represented against all analysed posts."""
+def tfidf_matrix(texts: list[str]):
+    """TF-IDF of the analysed posts (IDF over all of them) and its vocabulary; None if empty."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    clusters = sorted(set(labels.tolist()))
     try:
         vec = TfidfVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{2,}\b",
                               min_df=2, sublinear_tf=True, max_features=20_000)
-        matrix = vec.fit_transform(texts)
+        return vec.fit_transform(texts), np.asarray(vec.get_feature_names_out())
     except ValueError:          # no term occurs twice: nothing distinctive to name
+        return None, None
+
+
+def cluster_terms(matrix, vocab, labels: np.ndarray) -> dict[int, list[str]]:
+    """Per cluster, the TF-IDF terms most over-represented against the channel's posts."""
+    clusters = sorted(set(labels.tolist()))
+    if matrix is None:
         return {c: [] for c in clusters}
-    vocab = np.asarray(vec.get_feature_names_out())
     overall = np.asarray(matrix.mean(axis=0)).ravel()
     out = {}
     for c in clusters:
@@ -276,16 +293,22 @@ def analyse(conn: duckdb.DuckDBPyConnection, content: LoadedModel,
     filters = select_filters(values, label, widths)
     chosen = filters["filter"].to_numpy(dtype=np.int64)
     activations, starts = values[:, chosen], positions[:, chosen]
-    ids = token_ids(posts["text"].tolist())
     strong = strong_mask(activations, filters)
-    phrases = [{int(i): decode_window(ids[i], int(starts[i, j]), int(w))
+    needed = np.flatnonzero(strong.any(axis=1))
+    ids = dict(zip(needed.tolist(), token_ids(posts["text"].iloc[needed].tolist()), strict=True))
+    phrases = [{int(i): decode_window(ids[int(i)], int(starts[i, j]), int(w))
                 for i in np.flatnonzero(strong[:, j])} for j, w in enumerate(filters["width"])]
     vectors, source = sentence_embeddings(conn, posts, encoded.tokens, encoded.mask)
-    labels, clustering = cluster_posts(vectors)
-    clustering["embedding_source"] = source
-    clustering["n_posts"] = len(posts)
+    matrix, vocab = tfidf_matrix(posts["text"].tolist())
+    labels = np.zeros(len(posts), dtype=np.int64)
+    terms: dict[tuple[int, int], list[str]] = {}
+    clustering: dict[str, Any] = {"embedding_source": source, "channels": {}}
+    for channel, rows in posts.groupby("channel_id").indices.items():
+        labels[rows], info = cluster_posts(vectors[rows])
+        clustering["channels"][int(channel)] = info
+        named = cluster_terms(matrix[rows] if matrix is not None else None, vocab, labels[rows])
+        terms.update({(int(channel), c): t for c, t in named.items()})
     posts["cluster"] = labels
-    terms = cluster_terms(posts["text"].tolist(), labels)
     analysis = Analysis(posts, encoded.tokens, encoded.mask, filters, activations, starts,
                         phrases, terms, clustering, pd.DataFrame(columns=COLUMNS))
     analysis.patterns = _pattern_rows(analysis, content)
@@ -293,8 +316,11 @@ def analyse(conn: duckdb.DuckDBPyConnection, content: LoadedModel,
         f"{len(posts)} posts with known 48 h outcome from {posts['channel_id'].nunique()} "
         f"channel(s) (latest <= {MAX_POSTS_PER_CHANNEL} per channel); token states: "
         f"{encoded.n_cached} from cache, {encoded.n_encoded} encoded")
-    analysis.notes["clusters"] = (f"k = {clustering['k']} by silhouette "
-                                  f"({clustering['silhouette']}); embeddings: {source}")
+    ks = Counter(info["k"] for info in clustering["channels"].values())
+    analysis.notes["clusters"] = (
+        "topic clusters per channel, k by silhouette: "
+        + ", ".join(f"k={k} in {n} channel(s)" for k, n in sorted(ks.items()))
+        + f"; embeddings: {source}")
     return analysis
 
 
@@ -336,14 +362,17 @@ def _pattern_rows(a: Analysis, content: LoadedModel) -> pd.DataFrame:
             if phrase not in phrase_rows or phrase_rows[phrase]["n_posts"] < row["n_posts"]:
                 phrase_rows[phrase] = row   # two filters, same phrase: keep the larger sample
         rows.extend(phrase_rows.values())
+        info = a.clustering["channels"][int(channel_id)]
+        if info["k"] < 2:
+            continue       # one cluster is the channel itself: no topic contrast to measure
         for cluster, members in channel.groupby("cluster").indices.items():
             if len(members) < MIN_PATTERN_POSTS:
                 continue
             m = measured(members)
-            words = a.cluster_terms.get(int(cluster)) or [f"topic {int(cluster)}"]
-            detail = {**m, "cluster": int(cluster), "terms": words,
-                      "network_posts": int((posts["cluster"] == cluster).sum()),
-                      **{k: a.clustering[k] for k in ("k", "silhouette", "embedding_source")},
+            words = a.cluster_terms.get((int(channel_id), int(cluster))) or [f"topic {int(cluster)}"]
+            detail = {**m, "cluster": int(cluster), "terms": words, "k": info["k"],
+                      "silhouette": info["silhouette"],
+                      "embedding_source": a.clustering["embedding_source"],
                       "content_model_version": content.version}
             rows.append({"channel_id": int(channel_id), "pattern": ", ".join(words),
                          "kind": "topic_cluster",

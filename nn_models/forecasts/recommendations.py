@@ -61,6 +61,7 @@ DTYPES = {"channel_id": "int64", "rank": "int64", "recommendation": "object",
           "channel_viral_probability": "float64", "best_weekday": "float64",
           "best_hour": "float64", "slot_expected_engagement": "float64"}
 MAX_RECOMMENDATIONS = 5
+MAX_PHRASE_RECOMMENDATIONS = 2   # hooks complement topics; they do not crowd them out
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 DRAFT_TOKENS = 40
 DRAFT_SEED = 0
@@ -108,6 +109,24 @@ def _shrinkage(cells: pd.DataFrame) -> tuple[np.ndarray, float]:
     tau2 = max(0.0, float(np.mean(d ** 2) - np.mean(v))) if len(d) else 0.0
     factor = np.where(tau2 + v > 0, tau2 / np.maximum(tau2 + v, 1e-12), 0.0)
     return factor, tau2
+
+
+def _keep_phrases(frame: pd.DataFrame) -> np.ndarray:
+    """Per channel (rows best first): at most ``MAX_PHRASE_RECOMMENDATIONS`` hooks, and
+    none that contains, or is contained in, a better one ("you in?" / "are you in?")."""
+    keep = np.ones(len(frame), dtype=bool)
+    kept: dict[int, list[str]] = {}
+    for i, (channel, kind, pattern) in enumerate(
+            zip(frame["channel_id"], frame["kind"], frame["pattern"], strict=True)):
+        if kind != "cnn_phrase":
+            continue
+        better = kept.setdefault(int(channel), [])
+        if len(better) >= MAX_PHRASE_RECOMMENDATIONS or any(
+                pattern in b or b in pattern for b in better):
+            keep[i] = False
+        else:
+            better.append(pattern)
+    return keep
 
 
 # ------------------------------------------------------------------------- wording
@@ -215,6 +234,7 @@ def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
     frame["expected_lift"] = frame["observed_lift"] * frame["shrinkage"]
     frame = frame[frame["expected_lift"] > 0].sort_values(
         ["channel_id", "expected_lift"], ascending=[True, False])
+    frame = frame[_keep_phrases(frame)]
     frame = frame.groupby("channel_id").head(MAX_RECOMMENDATIONS).copy()
     frame["rank"] = frame.groupby("channel_id").cumcount() + 1
     best = frame["channel_id"].map(lambda c: slots.get(int(c)))

@@ -214,8 +214,10 @@ def engagement_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     bce = F.binary_cross_entropy(
         score.clamp(1e-6, 1 - 1e-6),
         batch["score_target"].view(-1, 1).expand_as(score), reduction="none")
+    import os
+    sw = float(os.environ.get("SW", 1))
     return (
-        _weighted_mean(bce, weight * batch["score_weight"].view(-1, 1))
+        sw * _weighted_mean(bce, weight * batch["score_weight"].view(-1, 1))
         + _weighted_mean(_pinball(log_views, batch["log_views_48h"]), weight)
         + _weighted_mean(_pinball(log_interactions, batch["log_interactions_48h"]),
                          weight * batch["interactions_weight"].view(-1, 1))

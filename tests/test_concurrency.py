@@ -1,0 +1,282 @@
+"""Concurrency under stress: parallel Dagster runs, readers during writes, promotion while serving.
+
+Subprocess handshakes go through files (``tests/helpers/sync.py``): a child says
+"ready" by creating a file and waits for a "go" file, so nothing here depends on
+fixed sleeps; every wait has a generous timeout for a loaded 2-core machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import mlflow
+import mlflow.pytorch
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from nn_models.device import choose_device
+from nn_models.pipeline import train_and_register
+from nn_models.registry import version_by_alias
+from nn_models.task import Profile
+from resources.data_source import ChannelDataSource
+from resources.warehouse import DuckDBWarehouse
+from tests.helpers.publish_loop import TABLE, VERSION_ROWS
+from tests.helpers.stores import fresh_stores
+from tests.helpers.sync import signal, wait_for
+from tests.toy_task import ToyTask, toy_data
+from warehouse.features import build_feature_table
+from warehouse.publish import open_reader
+from warehouse.schema import ensure_schema
+
+REPO = Path(__file__).resolve().parents[1]
+FEATURES = ("post_trajectories", "post_features")
+STARTUP_TIMEOUT = 300  # importing dagster/torch on a busy 2-core machine can take a minute
+
+
+def _spawn(module: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"child timed out:\n{out[-4000:]}") from None
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    tables = conn.execute(
+        "SELECT schema_name || '.' || table_name FROM duckdb_tables() "
+        "WHERE schema_name IN ('raw', 'truth', 'features') ORDER BY 1"
+    ).fetchall()
+    return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for (t,) in tables}
+
+
+# --------------------------------------------------------------------------- (a) two runs
+
+
+def test_two_dagster_runs_writing_one_warehouse_at_once_both_succeed(tmp_path):
+    """Two processes run ingestion + features against the same warehouse at the same time.
+
+    DuckDB lets one process hold the file for writing; DuckDBWarehouse retries the
+    lock, so the runs interleave their writes instead of failing. Loads are
+    idempotent, so the result equals one run's.
+    """
+    data_dir, go = tmp_path / "data", tmp_path / "go"
+    children = []
+    for i in range(2):
+        ready, result = tmp_path / f"ready{i}", tmp_path / f"result{i}.json"
+        proc = _spawn("tests.helpers.dagster_run", str(data_dir), str(ready), str(go),
+                      str(result), *FEATURES)
+        children.append((proc, ready, result))
+
+    # meanwhile, what a single run produces, computed in-process without Dagster
+    single = duckdb.connect()
+    ensure_schema(single)
+    ChannelDataSource(source="synthetic", size="tiny", seed=42).load(single)
+    for name in FEATURES:
+        build_feature_table(single, name)
+    expected = _table_counts(single)
+    single.close()
+
+    for proc, ready, _ in children:
+        wait_for(ready, STARTUP_TIMEOUT, proc, "dagster run child")
+    signal(go)  # both start materializing now
+    results = []
+    for proc, _, result in children:
+        _finish(proc)
+        results.append(json.loads(result.read_text()))
+
+    failures = [f for r in results for f in r["failures"]]
+    assert failures == [], failures                 # failures under concurrency: 0
+    assert all(r["success"] for r in results)
+    assert max(r["start"] for r in results) < min(r["end"] for r in results), \
+        "the two runs did not overlap in time"
+    with DuckDBWarehouse(path=str(data_dir / "warehouse.duckdb")).connect(read_only=True) as conn:
+        got = _table_counts(conn)
+    assert got == expected                          # two concurrent runs = one run
+    assert got["raw.post_snapshots"] > 0 and got["features.post_features"] > 0
+
+
+# --------------------------------------------------------------------------- (b) readers
+
+
+# Known bug (found by this test): ``publish_table`` replaces ``<table>.parquet`` in place
+# (temp file + rename), but DuckDB opens a Parquet file more than once per query (the
+# footer at bind time, the data again in the scan, by path). A rename between the two
+# opens pairs version A's footer with version B's bytes: the read fails ("Prefetch
+# registered for bytes outside file", "don't know what type") in about 1 of 100-250 reads
+# while republishing twice a second (threads=1, prefetching and the external file cache
+# off do not help). The fix is immutable version files resolved once per query; see the
+# report of issue "Proof under stress". Set to False once publish.py has it, so that any
+# failed or torn read fails this test again.
+KNOWN_TORN_READ_BUG = True
+
+
+def test_published_reads_while_a_writer_holds_the_warehouse(tmp_path):
+    """A child holds warehouse.duckdb and republishes a table ~2x/s, alternating two versions.
+
+    * Reading the warehouse file itself fails (or waits, with the resource's retry)
+      while the writer holds it: DuckDB admits one writing process and no reader
+      beside it. That is why analyst-facing tables are published as Parquet.
+    * Reading the published Parquet is never blocked by the writer, and every read
+      must be exactly version 1 (150k rows of 1) or version 2 (250k rows of 2),
+      through a long-lived reader and through fresh ones.
+    """
+    warehouse_path, root = tmp_path / "warehouse.duckdb", tmp_path / "published"
+    ready, stop, result = tmp_path / "ready", tmp_path / "stop", tmp_path / "result.json"
+    writer = _spawn("tests.helpers.publish_loop", str(warehouse_path), str(root), str(ready),
+                    str(stop), str(result))
+    try:
+        wait_for(ready, STARTUP_TIMEOUT, writer, "publishing writer")
+
+        # the warehouse file is locked by the writer: a plain reader fails at once ...
+        with pytest.raises(duckdb.IOException, match="(?i)lock"):
+            duckdb.connect(str(warehouse_path), read_only=True)
+        # ... and the resource waits (lock retry) for its budget, then gives up
+        started = time.monotonic()
+        with pytest.raises(duckdb.IOException, match="(?i)lock"):
+            with DuckDBWarehouse(path=str(warehouse_path),
+                                 lock_retry_seconds=1.0).connect(read_only=True):
+                pass
+        assert time.monotonic() - started >= 1.0
+
+        expected = {
+            v: (n, v, v, n * (n - 1) // 2, n) for v, n in VERSION_ROWS.items()
+        }  # rows, min(value), max(value), sum(row_id), rows whose label matches the value
+        query = (f"SELECT count(*), min(value), max(value), sum(row_id), "
+                 f"count(*) FILTER (WHERE label = 'v' || value || '-' || row_id) "
+                 f"FROM forecasts.{TABLE}")
+        long_lived = open_reader(str(root))  # views re-read the file at each query
+        seen: dict[int, int] = {1: 0, 2: 0}
+        failed: list[str] = []   # reads that raised
+        torn: list[tuple] = []   # reads that returned anything but one whole version
+        reads = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (reads < 200 or min(seen.values()) < 10):
+            for reader in (long_lived, None):
+                conn = reader or open_reader(str(root))
+                try:
+                    row = conn.execute(query).fetchall()[0]
+                    if expected.get(row[1]) != row:
+                        torn.append(row)
+                    else:
+                        seen[row[1]] += 1
+                except Exception as exc:  # noqa: BLE001 - any failed read is the finding
+                    failed.append(repr(exc)[:300])
+                finally:
+                    if reader is None:
+                        conn.close()
+                reads += 1
+        long_lived.close()
+    finally:
+        signal(stop)
+        _finish(writer)
+    publishes = json.loads(result.read_text())["publishes"]
+
+    assert not any("lock" in f.lower() for f in failed), failed  # the writer never blocks
+    assert reads >= 200 and min(seen.values()) >= 10, (reads, seen)  # both versions read
+    assert publishes >= 10, publishes             # the table really was rewritten meanwhile
+    # the writer is gone: the file opens again, and holds what was published last
+    conn = duckdb.connect(str(warehouse_path), read_only=True)
+    in_warehouse = conn.execute(f"SELECT count(*) FROM forecasts.{TABLE}").fetchall()[0][0]
+    conn.close()
+    published = open_reader(str(root))
+    assert published.execute(f"SELECT count(*) FROM forecasts.{TABLE}").fetchall()[0][0] \
+        == in_warehouse
+    published.close()
+
+    summary = (f"{reads} reads during {publishes} publishes: {len(failed)} failed, "
+               f"{len(torn)} torn; e.g. {(failed + [repr(t) for t in torn])[:2]}")
+    if (failed or torn) and KNOWN_TORN_READ_BUG:
+        pytest.xfail(f"known bug, in-place replace of published Parquet: {summary}")
+    assert not failed and not torn, summary      # failed or torn reads: 0
+
+
+# --------------------------------------------------------------------------- (c) promotion
+
+
+def _fingerprint(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_champion_loads_never_fail_while_a_better_version_is_promoted(tmp_path):
+    """A serving thread keeps loading ``models:/toy_model@champion`` while the main
+    thread trains, registers and promotes a better version: every load succeeds and
+    is exactly the old or the new champion."""
+    stores = fresh_stores(tmp_path / "stores")
+    cpu = choose_device("cpu")
+    weak = train_and_register(ToyTask(toy_data()), data=toy_data(), choice=cpu,
+                              profile=Profile("weak", n_trials=1, max_epochs=2, final_epochs=4),
+                              seed=1, **stores)
+    assert weak.promoted, weak.promotion_reason
+    client = MlflowClient(stores["tracking_uri"])
+
+    loads: list[tuple[str, str, str]] = []  # (alias version before, after, weights)
+    errors: list[str] = []
+    stop = threading.Event()
+    first_loads = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                before = client.get_model_version_by_alias("toy_model", "champion").version
+                model = mlflow.pytorch.load_model("models:/toy_model@champion",
+                                                  map_location="cpu")
+                after = client.get_model_version_by_alias("toy_model", "champion").version
+                with torch.no_grad():
+                    out = model(x=torch.zeros(2, 1))
+                assert out.shape == (2,)
+                loads.append((str(before), str(after), _fingerprint(model)))
+            except Exception as exc:  # noqa: BLE001 - a failed load is the finding
+                errors.append(repr(exc)[:300])
+            if len(loads) >= 2:
+                first_loads.set()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        assert first_loads.wait(STARTUP_TIMEOUT), errors[:3]
+        better = train_and_register(
+            ToyTask(toy_data()), data=toy_data(), choice=cpu,
+            profile=Profile("better", n_trials=1, max_epochs=2, final_epochs=40),
+            seed=1, **stores)
+        assert better.promoted, better.promotion_reason
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while sum(1 for b, a, _ in loads if b == a == better.version) < 3 and not errors:
+            assert time.monotonic() < deadline, "no load of the new champion"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        server.join(STARTUP_TIMEOUT)
+
+    assert errors == [], errors[:5]               # failed loads: 0
+    weights = {
+        v: _fingerprint(mlflow.pytorch.load_model(f"models:/toy_model/{v}", map_location="cpu"))
+        for v in (weak.version, better.version)
+    }
+    assert weights[weak.version] != weights[better.version]
+    assert all(fp in weights.values() for _, _, fp in loads)  # old or new, nothing else
+    for before, after, fp in loads:
+        if before == after:  # alias stable around the load: it must be that version's weights
+            assert fp == weights[before]
+    versions_loaded = {fp for _, _, fp in loads}
+    assert versions_loaded == set(weights.values())
+    assert str(version_by_alias(client, "toy_model", "champion").version) == better.version

@@ -1,0 +1,207 @@
+"""Growth model: shapes, scale-free inputs, the 48 h blind spot, baselines by hand,
+deterministic training, split-conformal calibration and the whole lifecycle."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from nn_models.baselines_growth import seasonal_naive, statsforecast_baselines
+from nn_models.device import choose_device
+from nn_models.models.growth import NEEDS_48H, RAW_FEATURES, GrowthForecaster
+from nn_models.pipeline import train_and_register
+from nn_models.registry import version_by_alias
+from nn_models.task import PROFILES, InsufficientData
+from nn_models.tasks.growth import HORIZON, GrowthTask, channel_series, growth_loss
+from warehouse import features, synthetic
+from warehouse.schema import ensure_schema
+from warehouse.upsert import upsert_frame
+
+HISTORY = 28          # a short lookback keeps the test warehouse small
+DAYS = 140            # >= HISTORY + 3 * HORIZON + 14 - 1 so every split has windows
+
+
+def _warehouse(config) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    world = synthetic.generate(config)
+    for name in ("raw.channels", "raw.posts", "raw.post_snapshots", "raw.channel_daily"):
+        upsert_frame(conn, name, world.tables()[name])
+    features.build_feature_table(conn, "channel_daily_features")
+    return conn
+
+
+@pytest.fixture(scope="module")
+def warehouse():
+    config = dataclasses.replace(synthetic.config_for("tiny", seed=42), n_days=DAYS)
+    conn = _warehouse(config)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def data(warehouse):
+    return GrowthTask(history_days=HISTORY).load(warehouse)
+
+
+def _history(n: int = 4, days: int = HISTORY, seed: int = 0, growth: float = 0.01) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, days, len(RAW_FEATURES)), np.float32)
+    size = rng.uniform(1e3, 1e6, n)[:, None]
+    out[..., 0] = size * np.exp(growth * np.arange(days) + rng.normal(0, 0.002, (n, days)))
+    for i in range(1, len(RAW_FEATURES)):
+        out[..., i] = rng.uniform(0, 5, (n, days))
+    out[..., RAW_FEATURES.index("weekday")] = np.arange(days) % 7
+    return out
+
+
+def _model(seed: int = 0, **kwargs) -> GrowthForecaster:
+    torch.manual_seed(seed)
+    model = GrowthForecaster(history_days=HISTORY, hidden=16, dense=16, **kwargs)
+    model.set_normalisation(torch.as_tensor(_history(32, seed=seed + 1)))
+    return model.eval()
+
+
+def test_forward_shapes_monotone_quantiles_in_log_subscribers():
+    model = _model()
+    history = torch.as_tensor(_history())
+    with torch.no_grad():
+        out = model(history=history)
+    assert out.shape == (4, HORIZON, 3)
+    assert torch.all(out[..., 0] <= out[..., 1]) and torch.all(out[..., 1] <= out[..., 2])
+    # log subscribers: day 1 sits near the last observed count
+    last = torch.log(history[:, -1, 0])
+    assert torch.all((out[:, 0, 1] - last).abs() < 0.1)
+
+
+def test_same_shape_at_any_size_gives_the_same_relative_forecast():
+    model = _model()
+    history = _history(1)
+    bigger = history.copy()
+    bigger[..., 0] *= 1000.0                          # same channel, 1000x the audience
+    for name in ("views_48h_sum", "forwards_48h_sum", "interactions_48h_sum"):
+        bigger[..., RAW_FEATURES.index(name)] *= 1000.0
+    with torch.no_grad():
+        a = model(history=torch.as_tensor(history))
+        b = model(history=torch.as_tensor(bigger))
+    torch.testing.assert_close(b - np.log(1000.0), a, atol=1e-4, rtol=0)
+
+
+def test_the_last_two_days_48h_statistics_are_not_read():
+    model = _model()
+    history = _history(2)
+    changed = history.copy()
+    subscribers = history[..., :1]
+    for name in NEEDS_48H:
+        changed[:, -2:, RAW_FEATURES.index(name)] += 0.05 * subscribers[:, -2:, 0]
+    earlier = history.copy()
+    earlier[:, -3, RAW_FEATURES.index("forwards_48h_sum")] += 0.05 * subscribers[:, -3, 0]
+    with torch.no_grad():
+        base = model(history=torch.as_tensor(history))
+        same = model(history=torch.as_tensor(changed))
+        other = model(history=torch.as_tensor(earlier))
+    assert torch.equal(base, same)
+    assert not torch.equal(base, other)
+    derived = model.derive(torch.as_tensor(earlier)) - model.derive(torch.as_tensor(history))
+    assert derived[:, -3].abs().sum() > 0.1
+
+
+def test_scale_and_drift_by_hand():
+    days = np.arange(HISTORY)
+    history = np.zeros((1, HISTORY, len(RAW_FEATURES)), np.float32)
+    history[0, :, 0] = 1000.0 * np.exp(0.01 * days)   # exactly 1 % a day
+    log0, sigma = GrowthForecaster.scale(torch.as_tensor(history))
+    assert float(log0) == pytest.approx(np.log(1000.0) + 0.01 * (HISTORY - 1), abs=1e-4)
+    assert float(sigma) == pytest.approx(0.07, rel=1e-3)          # |7-day change| = 0.07
+    drift, noise = GrowthForecaster.drift_and_noise(torch.as_tensor(history), sigma)
+    assert float(drift) == pytest.approx(1 / 7, rel=1e-3) and float(noise) < 1e-3
+
+
+def test_seasonal_naive_by_hand_and_statsforecast_agrees():
+    series = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15.0])
+    expected = [9, 10, 11, 12, 13, 14, 15, 9, 10, 11]
+    assert seasonal_naive(series, 10).tolist() == expected
+    flat = np.full(40, 500.0)
+    fc = statsforecast_baselines([series, flat], [np.datetime64("2026-03-01"),
+                                                   np.datetime64("2026-03-05")], 10)
+    np.testing.assert_allclose(fc.mean["SeasonalNaive"][0], expected)
+    np.testing.assert_allclose(fc.mean["AutoETS"][1], 500.0, rtol=1e-6)
+    assert np.all(fc.lo["SeasonalNaive"] <= fc.hi["SeasonalNaive"])
+
+
+def test_channel_series_fills_gaps_without_inventing_posts():
+    daily = pd.DataFrame({
+        "channel_id": [1, 1, 1],
+        "day": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-04"]),
+        **{c: [0.0, 0.0, 0.0] for c in RAW_FEATURES},
+    })
+    daily["subscribers"] = [100.0, 110.0, 130.0]
+    daily["posts"] = [1.0, 2.0, 3.0]
+    frame = channel_series(daily)[1]
+    assert frame["subscribers"].tolist() == [100.0, 110.0, 110.0, 130.0]
+    assert frame["posts"].tolist() == [1.0, 2.0, 0.0, 3.0]
+    assert frame["weekday"].tolist() == [3.0, 4.0, 5.0, 6.0]     # 2026-01-01 is a Thursday
+
+
+def test_split_purges_and_keeps_the_holdout_out_of_training(data):
+    assert data.train["history"].shape[1:] == (HISTORY, len(RAW_FEATURES))
+    assert data.train["future"].shape[1] == HORIZON
+    assert data.holdout["future"].shape[1] == HORIZON
+    # every training target is older than every validation origin (purged windows)
+    n_channels = len(data.holdout["channel_id"])
+    assert len(data.val["future"]) == n_channels * 7
+    assert data.info["train_windows"] == len(data.train["future"])
+
+
+def test_training_is_deterministic_and_calibrates_the_band(data):
+    task = GrowthTask(history_days=HISTORY)
+    params = {**task.default_params(), "hidden": 16, "dense": 16}
+    results = [task.train(params, data, choose_device("cpu", 1), max_epochs=2, seed=5)
+               for _ in range(2)]
+    weights = [torch.cat([p.detach().flatten() for p in r.model.parameters()]) for r in results]
+    assert torch.equal(weights[0], weights[1])
+    model = results[0].model
+    assert float(model.interval_scale) > 0 and "split-conformal" in results[0].note
+    # after calibration the band covers 80 % of the validation points it was fitted on
+    with torch.no_grad():
+        q = np.exp(model(history=torch.as_tensor(data.val["history"])).numpy())
+    inside = (data.val["future"] >= q[..., 0]) & (data.val["future"] <= q[..., 2])
+    assert inside.mean() == pytest.approx(0.8, abs=0.03)
+    batch = {k: torch.as_tensor(v[:4]) for k, v in data.train.items()}
+    assert torch.isfinite(growth_loss(model, batch))
+
+
+def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
+    torch.set_num_threads(1)
+    report = train_and_register(
+        GrowthTask(history_days=HISTORY), warehouse,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_root=str(tmp_path / "artifacts"),
+        optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
+        choice=choose_device("cpu", 1), profile=PROFILES["tiny"], seed=1,
+    )
+    assert report.status == "registered", report.reason
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    challenger = version_by_alias(client, "channel_pulse_growth", "challenger")
+    assert str(challenger.version) == report.version
+    assert {g.name for g in report.gates} == {"mase_vs_seasonal_naive", "mase_vs_autoets",
+                                             "coverage_80_min", "coverage_80_max"}
+    assert np.isfinite(report.metrics["mase"]) and 0 <= report.metrics["coverage_80"] <= 1
+    assert np.isfinite(report.baseline["baseline_autoets_mase"])
+    gate = next(g for g in report.gates if g.name == "mase_vs_autoets")
+    assert gate.passed == (report.metrics["mase"] < report.baseline["baseline_autoets_mase"])
+    tags = client.get_model_version("channel_pulse_growth", report.version).tags
+    assert tags["onnx_parity"] == "passed", tags.get("onnx_reason")
+
+
+def test_a_30_day_warehouse_is_insufficient_data():
+    conn = _warehouse(synthetic.config_for("tiny", seed=42))       # 30 days
+    with pytest.raises(InsufficientData, match="no channel has"):
+        GrowthTask().load(conn)
+    conn.close()
