@@ -64,7 +64,7 @@ class LoadedModel:
 def load_champion(tracking_uri: str, task_name: str) -> LoadedModel | None:
     """The task's current champion, or None when no version has earned the alias."""
     task = get_task(task_name)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     version = version_by_alias(client, task.registered_model, CHAMPION)

@@ -71,7 +71,7 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
     """Point MLflow at the SQLite backend and our artifact folder; return the experiment id."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         exp_id = found.experiment_id
@@ -215,7 +215,7 @@ def train_and_register(
             return report
     report.data_info = data.info
     configure_mlflow(tracking_uri, artifact_root, experiment)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
     with mlflow.start_run(run_name=f"{task.name}-{profile.name}") as run:
         report.run_id = run.info.run_id

@@ -77,7 +77,7 @@ class DeepLearningService:
     # -- champions ---------------------------------------------------------------------------
 
     def _registry_versions(self) -> dict[str, str | None]:
-        client = MlflowClient(self.tracking_uri)
+        client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
         out = {}
         for name in TASKS:
             try:

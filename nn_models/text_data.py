@@ -27,6 +27,7 @@ import pandas as pd
 
 from nn_models.task import InsufficientData, PreparedData
 from nn_models.text_encoder import EMBEDDING_DIM, ENCODER_NAME
+from warehouse.schema import MEDIA_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ AUX_TARGETS: tuple[str, ...] = (
     "relative_log_forwards",      # ln(1 + forwards_48h) - the channel's train mean
     "forwards_percentile",        # within-channel percentile of forwards_48h
 )
-
-MEDIA_TYPES = ("none", "photo", "video", "document", "poll", "other")
 
 # Channel context known before publishing (the viral model's second input). Only
 # features whose relation to the label holds over time: ``is_viral`` ranks a post among
@@ -197,8 +196,10 @@ def _encode_missing(
     """Encode with ``MiniLMEncoder.encode_tokens``, shortest texts first.
 
     Texts are grouped by token count and each batch is padded only to its longest text
-    (BERT's attention mask makes the real tokens' states independent of padding), which
-    roughly halves the encoding time for short posts.
+    (BERT's attention mask makes the real tokens' states independent of padding): about
+    1.5x faster than padding every batch to ``max_length`` on the synthetic posts
+    (median 22 of 48 tokens). ``encode_tokens`` pads to ``encoder.max_length``, which is
+    set per batch and restored afterwards.
     """
     from nn_models.text_encoder import MiniLMEncoder
 

@@ -28,7 +28,7 @@ class MlflowTracking(dg.ConfigurableResource):
     def client(self) -> MlflowClient:
         if "://" not in self.artifact_root:
             Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
-        return MlflowClient(self.tracking_uri)
+        return MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
 
     def champion_version(self, registered_model: str) -> str | None:
         found = version_by_alias(self.client(), registered_model, CHAMPION)

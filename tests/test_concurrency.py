@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import duckdb
 import mlflow
@@ -30,31 +27,14 @@ from resources.data_source import ChannelDataSource
 from resources.warehouse import DuckDBWarehouse
 from tests.helpers.publish_loop import TABLE, VERSION_ROWS
 from tests.helpers.stores import fresh_stores
-from tests.helpers.sync import signal, wait_for
+from tests.helpers.sync import finish, signal, spawn, wait_for
 from tests.toy_task import ToyTask, toy_data
 from warehouse.features import build_feature_table
 from warehouse.publish import open_reader
 from warehouse.schema import ensure_schema
 
-REPO = Path(__file__).resolve().parents[1]
 FEATURES = ("post_trajectories", "post_features")
 STARTUP_TIMEOUT = 300  # importing dagster/torch on a busy 2-core machine can take a minute
-
-
-def _spawn(module: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _finish(proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"child timed out:\n{out[-4000:]}") from None
-    assert proc.returncode == 0, out[-4000:]
-    return out
 
 
 def _table_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -72,16 +52,18 @@ def test_two_dagster_runs_writing_one_warehouse_at_once_both_succeed(tmp_path):
     """Two processes run ingestion + features against the same warehouse at the same time.
 
     DuckDB lets one process hold the file for writing; DuckDBWarehouse retries the
-    lock, so the runs interleave their writes instead of failing. Loads are
-    idempotent, so the result equals one run's.
+    lock, so the runs interleave their writes instead of failing. The helper makes
+    the collision certain (the first to get the lock holds it until the other has
+    been refused once). Loads are idempotent, so the result equals one run's.
     """
-    data_dir, go = tmp_path / "data", tmp_path / "go"
+    data_dir, shared = tmp_path / "data", tmp_path / "shared"
+    shared.mkdir()
     children = []
-    for i in range(2):
-        ready, result = tmp_path / f"ready{i}", tmp_path / f"result{i}.json"
-        proc = _spawn("tests.helpers.dagster_run", str(data_dir), str(ready), str(go),
-                      str(result), *FEATURES)
-        children.append((proc, ready, result))
+    for name in ("run0", "run1"):
+        result = tmp_path / f"{name}.json"
+        proc = spawn("tests.helpers.dagster_run", str(data_dir), name, str(shared), str(result),
+                     *FEATURES, log=tmp_path / f"{name}.log")
+        children.append((proc, shared / f"ready_{name}", result))
 
     # meanwhile, what a single run produces, computed in-process without Dagster
     single = duckdb.connect()
@@ -94,15 +76,16 @@ def test_two_dagster_runs_writing_one_warehouse_at_once_both_succeed(tmp_path):
 
     for proc, ready, _ in children:
         wait_for(ready, STARTUP_TIMEOUT, proc, "dagster run child")
-    signal(go)  # both start materializing now
+    signal(shared / "go")  # both start materializing now
     results = []
     for proc, _, result in children:
-        _finish(proc)
+        finish(proc, STARTUP_TIMEOUT)
         results.append(json.loads(result.read_text()))
 
     failures = [f for r in results for f in r["failures"]]
     assert failures == [], failures                 # failures under concurrency: 0
     assert all(r["success"] for r in results)
+    assert sum(r["lock_conflicts"] for r in results) >= 1  # they did collide on the lock
     assert max(r["start"] for r in results) < min(r["end"] for r in results), \
         "the two runs did not overlap in time"
     with DuckDBWarehouse(path=str(data_dir / "warehouse.duckdb")).connect(read_only=True) as conn:
@@ -127,19 +110,19 @@ KNOWN_TORN_READ_BUG = True
 
 
 def test_published_reads_while_a_writer_holds_the_warehouse(tmp_path):
-    """A child holds warehouse.duckdb and republishes a table ~2x/s, alternating two versions.
+    """A child holds warehouse.duckdb and republishes a table nonstop, alternating two versions.
 
     * Reading the warehouse file itself fails (or waits, with the resource's retry)
       while the writer holds it: DuckDB admits one writing process and no reader
       beside it. That is why analyst-facing tables are published as Parquet.
     * Reading the published Parquet is never blocked by the writer, and every read
-      must be exactly version 1 (150k rows of 1) or version 2 (250k rows of 2),
+      must be exactly version 1 (60k rows of 1) or version 2 (100k rows of 2),
       through a long-lived reader and through fresh ones.
     """
     warehouse_path, root = tmp_path / "warehouse.duckdb", tmp_path / "published"
     ready, stop, result = tmp_path / "ready", tmp_path / "stop", tmp_path / "result.json"
-    writer = _spawn("tests.helpers.publish_loop", str(warehouse_path), str(root), str(ready),
-                    str(stop), str(result))
+    writer = spawn("tests.helpers.publish_loop", str(warehouse_path), str(root), str(ready),
+                   str(stop), str(result), log=tmp_path / "writer.log")
     try:
         wait_for(ready, STARTUP_TIMEOUT, writer, "publishing writer")
 
@@ -184,7 +167,7 @@ def test_published_reads_while_a_writer_holds_the_warehouse(tmp_path):
         long_lived.close()
     finally:
         signal(stop)
-        _finish(writer)
+        finish(writer, STARTUP_TIMEOUT)
     publishes = json.loads(result.read_text())["publishes"]
 
     assert not any("lock" in f.lower() for f in failed), failed  # the writer never blocks

@@ -17,11 +17,15 @@ from nn_models.pipeline import train_and_register
 from nn_models.registry import version_by_alias
 from nn_models.task import PROFILES, InsufficientData
 from nn_models.tasks.engagement import (
+    CHANNEL_CURVE_SQL,
+    CURVE_COLUMNS,
     GRID_MINUTES,
     LENGTHS,
     EngagementTask,
+    channel_curve_at,
     engagement_loss,
     prior_percentile,
+    static_features,
     step_weights,
     trajectory_counters,
 )
@@ -140,6 +144,31 @@ def test_prior_percentile_ranks_against_posts_known_at_publication():
     assert percentile[2] == 1.0 and count[2] == 1
     assert percentile[3] == pytest.approx(2.5 / 3) and count[3] == 3
     assert np.isnan(percentile[4])                     # another channel, nothing before
+
+
+def test_channel_growth_priors_use_only_earlier_posts(warehouse):
+    curves = warehouse.execute(
+        "SELECT p.channel_id, p.post_id, p.published_at, p.hour, c.* EXCLUDE (channel_id, post_id)"
+        f" FROM features.post_features p JOIN ({CHANNEL_CURVE_SQL}) c USING (channel_id, post_id)"
+        " ORDER BY p.channel_id, p.published_at").df()
+    first = curves.groupby("channel_id").head(3)
+    assert first[list(CURVE_COLUMNS)].isna().all().all()      # nothing known yet
+    late = curves.groupby("channel_id").tail(1)
+    assert late["channel_growth_1h_48h"].notna().all()
+    # early views grow more by 48 h from 1 h than from 12 h
+    assert (late["channel_growth_1h_48h"] > late["channel_growth_12h_48h"]).all()
+    for _, row in late.iterrows():   # the single-post query agrees with the window query
+        at = channel_curve_at(warehouse, row.channel_id, row.published_at, row.hour)
+        np.testing.assert_allclose([at[c] for c in CURVE_COLUMNS],
+                                   row[list(CURVE_COLUMNS)].astype(float), rtol=1e-9)
+        # a value by hand: mean growth from 3 h of the channel's posts >= 48 h 5 min older
+        by_hand = warehouse.execute(
+            "SELECT avg(ln(1 + views_48h) - ln(1 + views_3h)) FROM features.post_features "
+            "WHERE channel_id = ? AND published_at <= ? - INTERVAL '48 hours 5 minutes'",
+            [int(row.channel_id), row.published_at]).fetchall()[0][0]
+        assert at["channel_growth_3h_48h"] == pytest.approx(by_hand)
+    with pytest.raises(KeyError, match="CHANNEL_CURVE_SQL"):
+        static_features(curves.drop(columns=list(CURVE_COLUMNS)))
 
 
 def test_log_linear_baseline_by_hand():

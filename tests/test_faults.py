@@ -13,7 +13,6 @@ import os
 import signal as signals
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -33,7 +32,7 @@ from nn_models.task import PROFILES, Profile
 from nn_models.tuning import finished_trials
 from tests.helpers.kill_mid_write import FORECAST_ROWS
 from tests.helpers.stores import fresh_stores
-from tests.helpers.sync import signal, wait_for
+from tests.helpers.sync import output, signal, spawn, wait_for
 from tests.toy_task import ToyTask, toy_data
 from warehouse.features import build_feature_table
 from warehouse.forecast_tables import write_forecast
@@ -44,17 +43,12 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # generous: imports on a busy 2-core machine
 
 
-def _spawn(module: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
 def _kill9(proc: subprocess.Popen) -> str:
     """SIGKILL the child (if it still runs) and reap it; returns its output."""
     if proc.poll() is None:
         os.kill(proc.pid, signals.SIGKILL)
-    out, _ = proc.communicate(timeout=TIMEOUT)
-    return out
+    proc.wait(timeout=TIMEOUT)
+    return output(proc)
 
 
 def _rows(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple]:
@@ -130,7 +124,8 @@ def test_kill_9_inside_a_write_transaction_leaves_the_old_table(tmp_path, mode):
     conn.close()
 
     ready = tmp_path / "ready.json"
-    child = _spawn("tests.helpers.kill_mid_write", mode, str(warehouse_path), str(ready), *args)
+    child = spawn("tests.helpers.kill_mid_write", mode, str(warehouse_path), str(ready), *args,
+                  log=tmp_path / "child.log")
     try:
         wait_for(ready, TIMEOUT, child, f"{mode} writer")
     finally:
@@ -167,8 +162,9 @@ def test_kill_9_during_training_leaves_the_registry_and_the_study_resumes(tmp_pa
     ready, go = tmp_path / "ready", tmp_path / "go"
     crash_profile = Profile("crash", n_trials=3, max_epochs=3, final_epochs=4)
     # the child imports (slow) while this process registers the champion
-    child = _spawn("tests.helpers.train_until_killed", json.dumps(stores), str(ready), str(go),
-                   "2", str(crash_profile.n_trials), "2")  # seed 2, freeze in trial 1
+    child = spawn("tests.helpers.train_until_killed", json.dumps(stores), str(ready), str(go),
+                  "2", str(crash_profile.n_trials), "2",  # seed 2, freeze in trial 1
+                  log=tmp_path / "child.log")
     try:
         cpu = choose_device("cpu")
         champion = train_and_register(ToyTask(toy_data()), data=toy_data(), choice=cpu,

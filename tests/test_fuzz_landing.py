@@ -392,6 +392,14 @@ def write_parquet(w: World, spec: FileSpec) -> None:
 # --------------------------------------------------------------------------- folder
 
 
+def place(w: World, mains: list[FileSpec], rec: Rec, exclude: FileSpec | None = None) -> FileSpec:
+    """Put ``rec`` in a random main file (a typed Parquet file only takes typed values)."""
+    choices = [f for f in mains if f is not exclude and (rec.native or f.fmt != "pq_native")]
+    target = w.pick(choices)
+    target.recs.append(rec)
+    return target
+
+
 def build_landing(w: World) -> None:
     good = make_good(w)
     breakers = rule_breakers(w, good)
@@ -412,34 +420,28 @@ def build_landing(w: World) -> None:
             if partial.name.endswith(".parquet"):
                 partial.fmt = w.pick(["pq_native", "pq_str"])
 
-        def place(rec: Rec, exclude: FileSpec | None = None) -> FileSpec:
-            choices = [f for f in mains if f is not exclude and (rec.native or f.fmt != "pq_native")]
-            target = w.pick(choices)
-            target.recs.append(rec)
-            return target
-
         home: dict[int, FileSpec] = {}
         for rec in good[table]:
             if partial is not None and w.chance(0.15):
                 partial.recs.append(rec)
                 home[id(rec)] = partial
             else:
-                home[id(rec)] = place(rec)
+                home[id(rec)] = place(w, mains, rec)
         for rec in [r for r in breakers if r.table == table]:
-            place(rec)
+            place(w, mains, rec)
         for option in range(len(corruption_options(w, table))):  # every kind of corruption once...
-            place(corrupt(w, table, option))
+            place(w, mains, corrupt(w, table, option))
         for _ in range(w.randint(0, 4)):  # ...and a few more at random
-            place(corrupt(w, table))
+            place(w, mains, corrupt(w, table))
         # exact duplicates, always in another file (the same record twice in one file would
         # collapse in raw.quarantine if it were ever rejected: same source, same record)
         for i in w.rng.choice(len(good[table]), size=min(4, len(good[table])), replace=False):
             rec = good[table][int(i)]
-            place(rec, exclude=home[id(rec)])
+            place(w, mains, rec, exclude=home[id(rec)])
         if non_key:
             for i in w.rng.choice(len(good[table]), size=min(2, len(good[table])),
                                   replace=False):
-                place(conflicting(w, good[table][int(i)]))
+                place(w, mains, conflicting(w, good[table][int(i)]))
         # unparseable lines in the CSV files: too many fields, too few, an unterminated quote
         n_cols = len(COLS[table])
         for spec in mains:
@@ -471,10 +473,10 @@ def build_landing(w: World) -> None:
     for spec in w.files:
         # order within a file is random; the last CSV line may be an unterminated quote
         spec.recs = [spec.recs[int(i)] for i in w.rng.permutation(len(spec.recs))]
-        if spec.fmt == "csv" and not spec.rejected:
-            write_csv(w, spec)
+        if spec.name.endswith(".parquet"):
+            write_parquet(w, spec)
         else:
-            write_parquet(w, spec) if spec.name.endswith(".parquet") else write_csv(w, spec)
+            write_csv(w, spec)
     # files that match no table are reported as ignored, never loaded
     (w.folder / "notes.txt").write_text("not data")
     (w.folder / "unknown_table.csv").write_text("a,b\n1,2\n")

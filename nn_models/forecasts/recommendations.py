@@ -266,12 +266,17 @@ def empty_rows() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in DTYPES.items()})[COLUMNS]
 
 
-def _stamped(frame: pd.DataFrame, champions: Champions, scored_at: datetime) -> pd.DataFrame:
+def _versions(champions: Champions) -> str:
+    """Lineage of a row: the versions of the champions it used, e.g. content:v2,viral:v1."""
     used = {n: m.version for n, m in champions.items()
             if m is not None and n in ("content", "viral", "schedule")}
+    return ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"
+
+
+def _stamped(frame: pd.DataFrame, champions: Champions, scored_at: datetime) -> pd.DataFrame:
     out = stamp(frame, None, scored_at, model_name=MODEL_NAME)
-    out["model_version"] = ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"
-    return out
+    out["model_version"] = _versions(champions)
+    return text_models.text_columns_typed(out)
 
 
 def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
@@ -388,6 +393,9 @@ def recommend(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id:
         if frame.empty:
             notes.append("no pattern of this channel has an expected lift above 0 (or the channel "
                          "was not scored yet)")
+        elif source["model_version"] != _versions(champions):
+            notes.append(f"scored with {source['model_version']}; the champions are now "
+                         f"{_versions(champions)} (the table is re-scored when a champion changes)")
     else:
         try:
             analysis = pattern_analysis.analyse(conn, content, channel_id)
@@ -396,6 +404,8 @@ def recommend(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id:
         except pattern_analysis.NotEnoughPosts as exc:
             frame = empty_rows()
             notes.append(f"no recommendations: {exc}")
+        except duckdb.CatalogException as exc:
+            raise text_models.tables_missing(exc) from exc
         notes.append(f"forecasts.{TABLE} is not published: computed now from this channel's "
                      "posts alone")
         source = {"table": None, "computed": "on request"}

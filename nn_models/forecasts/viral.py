@@ -135,6 +135,15 @@ def viral_probabilities(model: LoadedModel, tokens: np.ndarray, mask: np.ndarray
     return _run(model, {"tokens": tokens, "mask": mask, "context": context})
 
 
+def text_columns_typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns as pandas ``string``: DuckDB then types them VARCHAR even when the
+    frame is empty or a column is all NULL (an object column would become type "NULL")."""
+    out = frame.copy()
+    for column in out.select_dtypes(include="object").columns:
+        out[column] = out[column].astype("string")
+    return out
+
+
 def model_info(model: LoadedModel | None) -> dict[str, Any] | None:
     if model is None:
         return None
@@ -274,7 +283,7 @@ def empty_frame(model: LoadedModel | None, scored_at: datetime) -> pd.DataFrame:
     frame = frame.astype({"channel_id": "int64", "post_id": "int64", "published_at": "datetime64[us]",
                           "media_type": "object", "observed_viral": "float64",
                           "content_model_version": "object"})
-    return stamp(frame, model, scored_at)
+    return text_columns_typed(stamp(frame, model, scored_at))
 
 
 def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
@@ -320,7 +329,8 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     models = {"viral": viral.version}
     if content is not None:
         models["content"] = content.version
-    return ForecastResult(stamp(frame[COLUMNS], viral, scored_at), notes=notes, models=models)
+    return ForecastResult(text_columns_typed(stamp(frame[COLUMNS], viral, scored_at)), notes=notes,
+                          models=models)
 
 
 # ---------------------------------------------------------------------- per request
@@ -389,10 +399,26 @@ def base_rate(conn: duckdb.DuckDBPyConnection, channel_id: int | None) -> dict[s
             "definition": f"share of posts in the {LABEL_DEFINITION}"}
 
 
+def tables_missing(exc: Exception) -> Exception:
+    """A missing feature table at request time: 503 with the reason, not a crash."""
+    from nn_models.service import ModelUnavailable
+
+    return ModelUnavailable(f"feature tables are not published yet (run the pipeline): {exc}")
+
+
 def detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel, content: LoadedModel | None,
            post_content: dict) -> dict:
     """Viral probability of a post before it is published (what the API returns)."""
     text, media, channel_id, published_at, assumed = _validated(post_content)
+    try:
+        return _detect(conn, viral, content, text, media, channel_id, published_at, assumed)
+    except duckdb.CatalogException as exc:
+        raise tables_missing(exc) from exc
+
+
+def _detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel, content: LoadedModel | None,
+            text: str, media: str, channel_id: int | None, published_at: datetime,
+            assumed: bool) -> dict:
     notes = []
     if channel_id is not None:
         known = conn.execute("SELECT count(*) FROM features.post_features WHERE channel_id = ?",

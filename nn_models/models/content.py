@@ -33,8 +33,8 @@ class ContentAnalyzer(nn.Module):
     Args:
         embed_dim: width of the token states (384 for all-MiniLM-L6-v2).
         proj_dim: width of a per-token linear bottleneck before the convolutions (0 =
-            convolve the 384-wide states directly). The bottleneck keeps CPU training
-            within the demo budget at no loss of accuracy on short posts.
+            convolve the 384-wide states directly). On the synthetic demo 16-32 matched
+            96 on validation AUC at a fraction of the CPU time.
         filters: output channels of each branch (model card: 64 / 128 / 256).
         kernel_sizes: window width of each branch, in tokens.
         hidden: width of the dense layer after pooling.

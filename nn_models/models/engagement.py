@@ -4,7 +4,8 @@ An LSTM reads the post's trajectory on the 15-minute grid of
 ``features.post_trajectories`` (log counters, also relative to the channel's usual
 48 h views and to its subscribers) and a small dense block adds the static context
 known at publication (publish hour/weekday, media, text length, channel size and
-baseline). One model serves every post age: the sequence is padded to the full grid
+baseline, and how the channel's earlier posts grew from their first hours to 48 h,
+overall and at the same time of day). One model serves every post age: the sequence is padded to the full grid
 and ``length`` says how many grid points have been observed; the LSTM is causal, so
 the hidden state at ``length - 1`` has seen exactly the observed prefix.
 
@@ -47,6 +48,11 @@ STATIC_FEATURES: tuple[str, ...] = (
     "log_text_length",
     "log_subscribers", "has_subscribers",
     "log_channel_median_views", "has_channel_median", "log_channel_prior_posts",
+    # how the channel's earlier posts grew from 1/3/6/12 h to 48 h: all of them, and those
+    # published in the same 3-hour band of the day (audience rhythm)
+    "channel_growth_1h", "channel_growth_3h", "channel_growth_6h", "channel_growth_12h",
+    "band_growth_1h", "band_growth_3h", "band_growth_6h", "band_growth_12h",
+    "has_channel_growth",
 )
 
 QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)

@@ -9,10 +9,16 @@ uses). Post activity enters as rates per subscriber on the same scale, so "forwa
 per subscriber yesterday" means the same thing for a 2 k and a 2 M channel.
 
 A GRU reads the window, additive attention pools its states (subscriber jumps follow
-specific viral days, not only the last one), and a dense block maps
-``[attention context, last state]`` to 30 days x 3 quantiles. Quantiles are monotone
-by construction around a median that continues the window's log-linear drift plus a
-learned correction: p50 = h * drift + a, p10 = p50 - softplus(b), p90 = p50 + softplus(c).
+specific viral days, not only the last one), and a dense block (128) maps
+``[attention context, last state, drift, noise, trend t-statistic]`` to the 30-day x 3
+quantile path. With 20-odd channels there is little to learn from, so the path has the
+shape of a random walk with drift and the network sets its parameters: the median
+continues the window's mean daily log change, shrunk or stretched
+(``2 * sigmoid(a) * drift * h + b``), and the p10/p90 band grows with ``sqrt(h)``
+(daily noise) and ``h`` (drift error) in units of the window's daily noise; a small
+per-day term (the 30 x 3 outputs, x0.1) bends each curve. Quantiles are ordered by
+construction (softplus distances below and above the median). After training,
+``calibrate_intervals`` rescales the band on validation windows (split conformal).
 The forecast is ``log S0 + sigma * q``: ``forward`` returns natural-log subscribers
 (``exp`` gives counts), which keeps the ONNX export faithful to float32 precision for
 channels of any size.

@@ -182,7 +182,7 @@ class ContentTask(ViralLabelTask):
     input_names = ("tokens", "mask")
 
     def default_params(self) -> dict[str, Any]:
-        return {"proj_dim": 16, "hidden": 128, "dropout": 0.3, "lr": 3e-3,
+        return {"proj_dim": 32, "hidden": 128, "dropout": 0.3, "lr": 2e-3,
                 "weight_decay": 1e-4, "batch_size": 256, "aux_weight": 1.0}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -190,7 +190,7 @@ class ContentTask(ViralLabelTask):
             "proj_dim": trial.suggest_categorical("proj_dim", [16, 32]),
             "hidden": 128,
             "dropout": trial.suggest_float("dropout", 0.1, 0.5),
-            "lr": trial.suggest_float("lr", 1e-3, 5e-3, log=True),
+            "lr": trial.suggest_float("lr", 1e-3, 4e-3, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
             "batch_size": 256,
             "aux_weight": 1.0,

@@ -68,14 +68,76 @@ MODEL_INPUTS = ("sequence", "length", "static")
 TRAIN_ARRAYS = (*MODEL_INPUTS, "score_target", "score_weight", "log_views_48h",
                 "log_interactions_48h", "interactions_weight")
 
-POSTS_SQL = """
-SELECT channel_id, post_id, published_at, weekday, hour, media_type, text_length,
-       subscribers_at_publish, channel_prior_posts_48h, channel_prior_median_views_48h,
-       views_1h, views_3h, views_6h, views_12h, views_48h, interactions_48h,
-       view_percentile_48h, above_channel_median
+# How the channel's earlier posts grew from h hours to 48 h: the mean of
+# ln(1 + views_48h) - ln(1 + views_h) over the channel's posts published at least
+# 48 h 5 min before this one (known at publication, as channel_prior_median_views_48h),
+# over all of them and over those published in the same 3-hour UTC band of the day
+# (the audience's daily rhythm: a 23:00 post gathers its views the next morning).
+CURVE_HOURS = (1, 3, 6, 12)
+HOUR_BAND = 3
+MIN_CURVE_POSTS = 3
+CURVE_COLUMNS: tuple[str, ...] = tuple(
+    f"channel_{scope}growth_{h}h_48h" for scope in ("", "band_") for h in CURVE_HOURS)
+
+
+def _curve_sql(window: str) -> str:
+    return ",\n".join(
+        f"CASE WHEN count(views_{h}h) FILTER (WHERE views_48h IS NOT NULL) OVER {window}"
+        f" >= {MIN_CURVE_POSTS} THEN avg(ln(1 + views_48h) - ln(1 + views_{h}h)) OVER {window}"
+        f" END AS channel_{'band_' if window == 'band' else ''}growth_{h}h_48h"
+        for h in CURVE_HOURS)
+
+
+CHANNEL_CURVE_SQL = f"""
+SELECT channel_id, post_id,
+{_curve_sql("channel")},
+{_curve_sql("band")}
 FROM features.post_features
-WHERE views_48h IS NOT NULL
-ORDER BY published_at, channel_id, post_id
+WINDOW
+    channel AS (PARTITION BY channel_id ORDER BY published_at
+                RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '48 hours 5 minutes' PRECEDING),
+    band AS (PARTITION BY channel_id, hour // {HOUR_BAND} ORDER BY published_at
+             RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '48 hours 5 minutes' PRECEDING)
+"""
+"""Per post of ``features.post_features``: its ``CURVE_COLUMNS`` (NULL with fewer than
+``MIN_CURVE_POSTS`` earlier posts). Join it on (channel_id, post_id) to score posts."""
+
+CHANNEL_CURVE_AT_SQL = (
+    "SELECT "
+    + ", ".join(
+        f"CASE WHEN count(views_{h}h) >= {MIN_CURVE_POSTS} THEN "
+        f"avg(ln(1 + views_48h) - ln(1 + views_{h}h)) END" for h in CURVE_HOURS)
+    + ", "
+    + ", ".join(
+        f"CASE WHEN count(views_{h}h) FILTER (WHERE hour // {HOUR_BAND} = $hour // {HOUR_BAND})"
+        f" >= {MIN_CURVE_POSTS} THEN avg(ln(1 + views_48h) - ln(1 + views_{h}h))"
+        f" FILTER (WHERE hour // {HOUR_BAND} = $hour // {HOUR_BAND}) END" for h in CURVE_HOURS)
+    + " FROM features.post_features WHERE channel_id = $channel AND views_48h IS NOT NULL"
+      " AND published_at <= CAST($at AS TIMESTAMP) - INTERVAL '48 hours 5 minutes'"
+)
+
+
+def channel_curve_at(conn: duckdb.DuckDBPyConnection, channel_id: int, published_at,
+                     hour: int) -> dict[str, float]:
+    """``CURVE_COLUMNS`` for one post (or draft) of ``channel_id`` published at
+    ``published_at`` in UTC hour ``hour``, from the warehouse as it is now."""
+    row = conn.execute(CHANNEL_CURVE_AT_SQL, {"channel": int(channel_id), "hour": int(hour),
+                                              "at": str(pd.Timestamp(published_at))}).fetchall()
+    values = row[0] if row else (None,) * len(CURVE_COLUMNS)
+    return {c: np.nan if v is None else float(v)
+            for c, v in zip(CURVE_COLUMNS, values, strict=True)}
+
+
+POSTS_SQL = """
+SELECT p.channel_id, p.post_id, p.published_at, p.weekday, p.hour, p.media_type,
+       p.text_length, p.subscribers_at_publish, p.channel_prior_posts_48h,
+       p.channel_prior_median_views_48h, c.* EXCLUDE (channel_id, post_id),
+       p.views_1h, p.views_3h, p.views_6h, p.views_12h, p.views_48h, p.interactions_48h,
+       p.view_percentile_48h, p.above_channel_median
+FROM features.post_features AS p
+JOIN (""" + CHANNEL_CURVE_SQL + """) AS c USING (channel_id, post_id)
+WHERE p.views_48h IS NOT NULL
+ORDER BY p.published_at, p.channel_id, p.post_id
 """
 
 TRAJECTORY_SQL = """
@@ -94,7 +156,16 @@ def _log1p(values) -> np.ndarray:
 
 
 def static_features(posts: pd.DataFrame) -> np.ndarray:
-    """(N, len(STATIC_FEATURES)) context known at publication; missing values -> 0 + flag."""
+    """(N, len(STATIC_FEATURES)) context known at publication; missing values -> 0 + flag.
+
+    ``posts`` holds the columns of ``features.post_features`` read in ``POSTS_SQL`` and
+    the ``CURVE_COLUMNS`` (join ``CHANNEL_CURVE_SQL``, or ``channel_curve_at`` for one
+    post). A missing band value falls back to the channel's, then to 0 with a flag.
+    """
+    missing = [c for c in CURVE_COLUMNS if c not in posts.columns]
+    if missing:
+        raise KeyError(f"static_features needs {missing}: join CHANNEL_CURVE_SQL on "
+                       "(channel_id, post_id) or use channel_curve_at for a single post")
     published = pd.to_datetime(posts["published_at"])
     hour = (published.dt.hour + published.dt.minute / 60.0).to_numpy()
     weekday = posts["weekday"].to_numpy(dtype=np.float64)
@@ -114,6 +185,13 @@ def static_features(posts: pd.DataFrame) -> np.ndarray:
         "has_channel_median": np.isfinite(median).astype(np.float64),
         "log_channel_prior_posts": _log1p(posts["channel_prior_posts_48h"].fillna(0)),
     }
+    for h in CURVE_HOURS:
+        channel = posts[f"channel_growth_{h}h_48h"].to_numpy(dtype=np.float64)
+        band = posts[f"channel_band_growth_{h}h_48h"].to_numpy(dtype=np.float64)
+        columns[f"channel_growth_{h}h"] = np.nan_to_num(channel)
+        columns[f"band_growth_{h}h"] = np.nan_to_num(np.where(np.isfinite(band), band, channel))
+    columns["has_channel_growth"] = np.isfinite(
+        posts["channel_growth_3h_48h"].to_numpy(dtype=np.float64)).astype(np.float64)
     return np.stack([columns[name] for name in STATIC_FEATURES], axis=1).astype(np.float32)
 
 
@@ -214,10 +292,8 @@ def engagement_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     bce = F.binary_cross_entropy(
         score.clamp(1e-6, 1 - 1e-6),
         batch["score_target"].view(-1, 1).expand_as(score), reduction="none")
-    import os
-    sw = float(os.environ.get("SW", 1))
     return (
-        sw * _weighted_mean(bce, weight * batch["score_weight"].view(-1, 1))
+        _weighted_mean(bce, weight * batch["score_weight"].view(-1, 1))
         + _weighted_mean(_pinball(log_views, batch["log_views_48h"]), weight)
         + _weighted_mean(_pinball(log_interactions, batch["log_interactions_48h"]),
                          weight * batch["interactions_weight"].view(-1, 1))

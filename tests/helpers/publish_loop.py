@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-VERSION_ROWS = {1: 150_000, 2: 250_000}
+VERSION_ROWS = {1: 60_000, 2: 100_000}
 TABLE = "pulse_check"
 
 
