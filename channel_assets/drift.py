@@ -25,7 +25,7 @@ class DriftConfig(dg.Config):
 
 def _training_cutoff(tracking: MlflowTracking) -> datetime | None:
     """When the champion's training data ended (run param ``data.val_from``), if known."""
-    client = MlflowClient(tracking.tracking_uri)
+    client = MlflowClient(tracking.tracking_uri, registry_uri=tracking.tracking_uri)
     try:
         version = version_by_alias(client, REFERENCE_MODEL, CHAMPION)
     except Exception:
