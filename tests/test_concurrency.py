@@ -106,7 +106,7 @@ def test_two_dagster_runs_writing_one_warehouse_at_once_both_succeed(tmp_path):
 # off do not help). The fix is immutable version files resolved once per query; see the
 # report of issue "Proof under stress". Set to False once publish.py has it, so that any
 # failed or torn read fails this test again.
-KNOWN_TORN_READ_BUG = True
+KNOWN_TORN_READ_BUG = False
 
 
 def test_published_reads_while_a_writer_holds_the_warehouse(tmp_path):

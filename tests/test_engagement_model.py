@@ -28,6 +28,7 @@ from nn_models.tasks.engagement import (
     static_features,
     step_weights,
     trajectory_counters,
+    with_channel_curves,
 )
 from warehouse import features, synthetic
 from warehouse.features import TRAJECTORY_GRID_MINUTES
@@ -169,6 +170,17 @@ def test_channel_growth_priors_use_only_earlier_posts(warehouse):
         assert at["channel_growth_3h_48h"] == pytest.approx(by_hand)
     with pytest.raises(KeyError, match="CHANNEL_CURVE_SQL"):
         static_features(curves.drop(columns=list(CURVE_COLUMNS)))
+    # the helper for scoring: published posts from the window query, drafts as of "now"
+    posts = late[["channel_id", "post_id", "published_at", "hour"]].copy()
+    draft = posts.iloc[:1].assign(post_id=-1, published_at=pd.Timestamp("2030-01-01"))
+    added = with_channel_curves(warehouse, pd.concat([draft, posts], ignore_index=True))
+    assert added["post_id"].tolist() == [-1, *posts["post_id"].tolist()]
+    np.testing.assert_allclose(added.iloc[1:][list(CURVE_COLUMNS)].to_numpy(float),
+                               late[list(CURVE_COLUMNS)].to_numpy(float))
+    expected = channel_curve_at(warehouse, draft.channel_id.iloc[0], "2030-01-01",
+                                draft.hour.iloc[0])
+    assert added.iloc[0]["channel_growth_3h_48h"] == pytest.approx(
+        expected["channel_growth_3h_48h"])
 
 
 def test_log_linear_baseline_by_hand():
@@ -200,7 +212,7 @@ def test_step_weights_put_full_weight_on_the_card_ages():
     assert [i for i, x in enumerate(w.tolist()) if x == 1.0] == [3, 11, 14, 20]
 
 
-def test_load_splits_by_time_and_keeps_normalisation_on_the_model(data):
+def test_load_splits_by_time_with_finite_inputs(data):
     last_train = data.train["published_at"].max()
     assert last_train < data.val["published_at"].min()
     assert data.val["published_at"].max() < data.holdout["published_at"].min()
@@ -216,6 +228,9 @@ def test_training_is_deterministic_for_a_seed(data):
         result = task.train(params, data, choose_device("cpu", 1), max_epochs=2, seed=3)
         weights.append(torch.cat([p.detach().flatten() for p in result.model.parameters()]))
         assert torch.all(result.model.sequence_std > 0)
+        # normalisation travels with the weights (a registry-loaded model needs no task)
+        assert {"sequence_mean", "sequence_std", "static_mean", "static_std"} \
+            <= set(result.model.state_dict())
     assert torch.equal(weights[0], weights[1])
     batch = {k: torch.as_tensor(v[:8]) for k, v in data.val.items()
              if k in ("sequence", "length", "static", "score_target", "score_weight",

@@ -168,6 +168,7 @@ def test_training_is_deterministic_and_calibrates_the_band(data):
     assert torch.equal(weights[0], weights[1])
     model = results[0].model
     assert float(model.interval_scale) > 0 and "split-conformal" in results[0].note
+    assert {"feature_mean", "feature_std", "interval_scale"} <= set(model.state_dict())
     # after calibration the band covers 80 % of the validation points it was fitted on
     with torch.no_grad():
         q = np.exp(model(history=torch.as_tensor(data.val["history"])).numpy())

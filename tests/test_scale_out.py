@@ -61,4 +61,4 @@ def test_parquet_layout_round_trips_on_a_local_path(tmp_path):
     # the same reader sees the new version: views read the file at query time
     assert reader.execute("SELECT sum(confidence) FROM forecasts.channel_insights"
                           ).fetchall()[0][0] == pytest.approx(10.0)
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.link"))

@@ -182,12 +182,13 @@ class ContentTask(ViralLabelTask):
     input_names = ("tokens", "mask")
 
     def default_params(self) -> dict[str, Any]:
-        return {"proj_dim": 32, "hidden": 128, "dropout": 0.3, "lr": 2e-3,
+        return {"proj_dim": 16, "hidden": 128, "dropout": 0.3, "lr": 2e-3,
                 "weight_decay": 1e-4, "batch_size": 256, "aux_weight": 1.0}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        # proj_dim 16 vs 32 made no measurable difference; 16 halves the convolution cost
         return {
-            "proj_dim": trial.suggest_categorical("proj_dim", [16, 32]),
+            "proj_dim": 16,
             "hidden": 128,
             "dropout": trial.suggest_float("dropout", 0.1, 0.5),
             "lr": trial.suggest_float("lr", 1e-3, 4e-3, log=True),

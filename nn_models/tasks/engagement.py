@@ -128,6 +128,25 @@ def channel_curve_at(conn: duckdb.DuckDBPyConnection, channel_id: int, published
             for c, v in zip(CURVE_COLUMNS, values, strict=True)}
 
 
+def with_channel_curves(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame) -> pd.DataFrame:
+    """``posts`` (channel_id, post_id, published_at, hour, ...) with ``CURVE_COLUMNS``
+    added, as known at each post's publication: from ``CHANNEL_CURVE_SQL`` for posts in
+    ``features.post_features``, from ``channel_curve_at`` for the others (drafts)."""
+    keys = ["channel_id", "post_id"]
+    base = posts.drop(columns=[c for c in CURVE_COLUMNS if c in posts.columns])
+    channels = sorted({int(c) for c in base["channel_id"]})
+    curves = conn.execute(
+        f"SELECT * FROM ({CHANNEL_CURVE_SQL}) WHERE list_contains(?::BIGINT[], channel_id)",
+        [channels]).df()
+    out = base.merge(curves.assign(_known=True), on=keys, how="left")
+    for i in np.flatnonzero(out["_known"].isna().to_numpy()):
+        row = out.iloc[i]
+        at = channel_curve_at(conn, row["channel_id"], row["published_at"], row["hour"])
+        for column, value in at.items():
+            out.iloc[i, out.columns.get_loc(column)] = value
+    return out.drop(columns="_known")
+
+
 POSTS_SQL = """
 SELECT p.channel_id, p.post_id, p.published_at, p.weekday, p.hour, p.media_type,
        p.text_length, p.subscribers_at_publish, p.channel_prior_posts_48h,

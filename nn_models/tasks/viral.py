@@ -33,10 +33,11 @@ class ViralTask(ViralLabelTask):
                 "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256, "aux_weight": 1.0}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        # one layer: a second doubled the step time and did not raise validation AUC
         return {
             "d_model": trial.suggest_categorical("d_model", [32, 64]),
             "n_heads": 4,
-            "n_layers": trial.suggest_int("n_layers", 1, 2),
+            "n_layers": 1,
             "dropout": trial.suggest_float("dropout", 0.05, 0.3),
             "pooling": trial.suggest_categorical("pooling", ["cls", "mean"]),
             "lr": trial.suggest_float("lr", 5e-4, 3e-3, log=True),
