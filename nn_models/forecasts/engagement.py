@@ -46,6 +46,7 @@ from nn_models.tasks.engagement import (
     sequence_features,
     static_features,
     trajectory_counters,
+    with_channel_curves,
 )
 from warehouse.features import AS_OF_TOLERANCE_MINUTES
 
@@ -166,6 +167,7 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
                           "its 48 h value)")
         return ForecastResult(_stamped(_empty(), model, scored_at), notes=notes,
                               models={"engagement": model.version})
+    posts = with_channel_curves(conn, posts)
     inputs = build_inputs(posts, trajectories)
     keep = inputs["length"] > 0   # a trajectory row always reaches its grid point
     if not keep.all():
@@ -348,6 +350,7 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channel_id
         post, context = _draft_post(conn, channel_id, content_features)
         source = {"kind": "draft", **context}
         hours_observed = max(float(s["minutes"]) for s in content_features["snapshots"]) / 60.0
+    post = with_channel_curves(conn, post)
     inputs = build_inputs(post, trajectory)
     length = int(inputs["length"][0])
     if length < 1:
