@@ -19,7 +19,7 @@ from channel_assets.jobs import (
     weekly_retrain_schedule,
 )
 from channel_assets.models import model_assets
-from channel_assets.monitoring import AlertOutbox, alerts_sensor, alerts_table
+from channel_assets.monitoring import AlertOutbox, alerts_sensor, alerts_table, channel_exports
 from channel_assets.sensors import champion_sensor, landing_sensor
 from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
@@ -54,7 +54,7 @@ def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
         assets=[raw_tables, *feature_assets, *model_assets, *forecast_assets, alerts_table,
-                feature_drift],
+                feature_drift, channel_exports],
         asset_checks=ingestion_checks,
         jobs=[ingestion_job, collect_job, training_job, forecasts_job, everything_job],
         schedules=[weekly_retrain_schedule, daily_forecasts_schedule,

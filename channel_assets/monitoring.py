@@ -86,3 +86,38 @@ def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehous
         context.log.warning(f"[{row['severity']}] {row['kind']} channel {row['channel_id']}: "
                             f"{row['message']}")
     return dg.SensorResult(cursor=str(frame["created_at"].max()))
+
+
+class ExportConfig(dg.Config):
+    folder: str = ""   # default: $PULSE_DATA_DIR/exports
+
+
+@dg.asset(
+    group_name="forecasts",
+    deps=["channel_metrics", "channel_daily_features", "post_features",
+          "post_engagement_forecasts", "channel_growth_forecasts", "post_viral_scores",
+          "content_patterns", "posting_schedule_recommendations", "content_recommendations",
+          "channel_insights"],
+    kinds={"csv", "png"},
+)
+def channel_exports(context: dg.AssetExecutionContext, config: ExportConfig,
+                    warehouse: DuckDBWarehouse, alert_outbox: AlertOutbox) -> dg.MaterializeResult:
+    """Per-channel CSVs of every forecast and PNG charts (growth with intervals, engagement by hour)."""
+    from warehouse.exports import export_all
+
+    root = Path(config.folder) if config.folder else Path(alert_outbox.path).parents[1] / "exports"
+    with warehouse.connect(read_only=True) as conn:
+        written = export_all(conn, root)
+    files = sum(len(v) for v in written.values())
+    context.log.info(f"{files} files for {len(written)} channels under {root}")
+    first = next((c for c, paths in written.items() if paths), None)
+    meta = {
+        "folder": dg.MetadataValue.path(str(root)),
+        "files": dg.MetadataValue.int(files),
+        "channels": dg.MetadataValue.int(len(written)),
+    }
+    if first is not None:
+        for path in written[first]:
+            if path.endswith(".png"):
+                meta[f"example/{Path(path).name}"] = dg.MetadataValue.path(path)
+    return dg.MaterializeResult(metadata=meta)
