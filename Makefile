@@ -14,12 +14,12 @@ export DO_NOT_TRACK ?= 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q uv
-	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev,serve]'
+	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev,serve,telegram]'
 	touch $(STAMP)
 
 run: install

@@ -49,3 +49,18 @@ def missing_champion(table: str, names: tuple[str, ...], champions: Champions) -
         return None
     return (f"{table}: no champion for {', '.join(missing)} — no version has passed its "
             "gates yet, so nothing is scored from it")
+
+
+def parse_channel_id(channel_id) -> int:
+    """An integer channel id from a request, or ``InvalidInput`` (HTTP 422)."""
+    from nn_models.service import InvalidInput
+
+    if isinstance(channel_id, bool):
+        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}")
+    try:
+        value = int(channel_id)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}") from exc
+    if isinstance(channel_id, float) and value != channel_id:
+        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}")
+    return value

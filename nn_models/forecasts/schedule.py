@@ -49,8 +49,7 @@ import pandas as pd
 
 from nn_models.baselines_schedule import N_SLOTS
 from nn_models.champions import LoadedModel
-from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, stamp
-from nn_models.service import InvalidInput
+from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, parse_channel_id, stamp
 from nn_models.tasks.schedule import MIN_CHANNEL_TRAIN_POSTS, ScheduleTask
 
 TABLE = "posting_schedule_recommendations"
@@ -280,15 +279,7 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
 
 # ---------------------------------------------------------------------- per request
 def _channel_id(channel_id) -> int:
-    if isinstance(channel_id, bool):
-        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}")
-    try:
-        value = int(channel_id)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}") from exc
-    if isinstance(channel_id, float) and value != channel_id:
-        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}")
-    return value
+    return parse_channel_id(channel_id)
 
 
 def _num(value, digits: int = 4):

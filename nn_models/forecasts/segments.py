@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from nn_models.champions import LoadedModel
-from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, stamp
+from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, parse_channel_id, stamp
 from nn_models.models.behavior import (
     ACTION_FEATURES,
     FEATURES,
@@ -48,7 +48,7 @@ from nn_models.models.behavior import (
     behavior_inputs,
     hour_smoothing_kernel,
 )
-from nn_models.service import InvalidInput, ModelUnavailable
+from nn_models.service import ModelUnavailable
 from nn_models.tasks.behavior import BehaviorTask
 
 TABLE = "user_segments"
@@ -277,15 +277,7 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
 
 # ---------------------------------------------------------------------- per request
 def _channel_id(channel_id) -> int:
-    if isinstance(channel_id, bool):
-        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}")
-    try:
-        value = int(channel_id)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}") from exc
-    if isinstance(channel_id, float) and value != channel_id:
-        raise InvalidInput(f"channel_id must be an integer, got {channel_id!r}")
-    return value
+    return parse_channel_id(channel_id)
 
 
 def _published_labels(conn: duckdb.DuckDBPyConnection, model: LoadedModel) -> dict[int, dict]:

@@ -46,7 +46,7 @@ from torch import nn
 
 from nn_models import plots
 from nn_models.baselines_behavior import K_RANGE, kmeans_by_silhouette, pca_kmeans_baseline, silhouette
-from nn_models.device import DeviceChoice
+from nn_models.device import DeviceChoice, single_cpu_thread
 from nn_models.models.behavior import (
     FEATURES,
     HOUR_SMOOTHING,
@@ -169,13 +169,8 @@ class BehaviorTask(ModelTask):
     def train(self, params, data, choice: DeviceChoice, max_epochs, seed, on_epoch=None):
         # a small MLP: on CPU, intra-op threads cost more in synchronisation than they
         # gain (6-8x slower with 2 threads on a busy 2-core machine), so use one
-        previous = torch.get_num_threads()
-        if choice.device == "cpu":
-            torch.set_num_threads(1)
-        try:
+        with single_cpu_thread(choice):
             return self._train(params, data, choice, max_epochs, seed, on_epoch)
-        finally:
-            torch.set_num_threads(previous)
 
     def _train(self, params, data, choice, max_epochs, seed, on_epoch) -> TrainResult:
         seed_everything(seed)

@@ -44,7 +44,7 @@ from nn_models.baselines_schedule import (
     top_slot_ratio,
     unseen_slot_ratio,
 )
-from nn_models.device import DeviceChoice
+from nn_models.device import DeviceChoice, single_cpu_thread
 from nn_models.models.schedule import ScheduleOptimizer
 from nn_models.task import Gate, InsufficientData, ModelTask, PreparedData
 from nn_models.training import TrainConfig, TrainResult, fit, seed_everything
@@ -233,13 +233,8 @@ class ScheduleTask(ModelTask):
     def train(self, params, data, choice: DeviceChoice, max_epochs, seed, on_epoch=None):
         # a small MLP: on CPU, intra-op threads cost more in synchronisation than they
         # gain (6-8x slower with 2 threads on a busy 2-core machine), so use one
-        previous = torch.get_num_threads()
-        if choice.device == "cpu":
-            torch.set_num_threads(1)
-        try:
+        with single_cpu_thread(choice):
             return self._train(params, data, choice, max_epochs, seed, on_epoch)
-        finally:
-            torch.set_num_threads(previous)
 
     def _train(self, params, data, choice, max_epochs, seed, on_epoch) -> TrainResult:
         seed_everything(seed)
