@@ -159,3 +159,64 @@ def test_cache_hits_and_invalidation_on_a_new_champion(env):
     assert service.stats["misses"] == misses + 1
     assert fresh["model"]["version"] == report.version != first["model"]["version"]
     client.set_registered_model_alias(ENGAGEMENT, "champion", env["version"])
+
+
+def _random_json(rng, depth: int = 0):
+    kind = rng.integers(0, 7 if depth < 2 else 5)
+    if kind == 0:
+        return int(rng.integers(-2**63, 2**63 - 1))
+    if kind == 1:
+        return float(rng.normal() * 10 ** rng.integers(0, 30))
+    if kind == 2:
+        return "".join(chr(int(c)) for c in rng.integers(1, 0x2FFF, size=rng.integers(0, 40)))
+    if kind == 3:
+        return bool(rng.integers(0, 2))
+    if kind == 4:
+        return None
+    if kind == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.integers(0, 5))]
+    keys = ["post_id", "snapshots", "text", "channel_id", "minutes", "views", "media_type",
+            "posts_per_day", "texts", "published_at", "x"]
+    return {str(rng.choice(keys)): _random_json(rng, depth + 1) for _ in range(rng.integers(0, 5))}
+
+
+def test_fuzzed_requests_never_get_a_500(api, env):
+    """Seeded random bodies and ids on every endpoint: answered 2xx/4xx/503, never 500."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    channel = env["channel"]
+    posts = [f"/channels/{channel}/engagement", f"/channels/{channel}/growth/what-if",
+             f"/channels/{channel}/content-patterns", "/viral-potential"]
+    gets = ["insights", "growth", "user-segments", "posting-schedule",
+            "content-recommendations"]
+    statuses = []
+    for i in range(150):
+        path = posts[i % len(posts)]
+        if rng.random() < 0.2:
+            response = api.post(path, content=bytes(rng.integers(0, 256, size=64, dtype=np.uint8)))
+        else:
+            response = api.post(path, json=_random_json(rng))
+        statuses.append(response.status_code)
+        ident = rng.choice([str(channel), str(int(rng.integers(-10**12, 10**12))), "nan", "1e9",
+                            "%00", "0x10", str(2**70)])
+        statuses.append(api.get(f"/channels/{ident}/{gets[i % len(gets)]}").status_code)
+    assert 500 not in statuses
+    assert set(statuses) <= {200, 404, 422, 503}, sorted(set(statuses))
+    assert statuses.count(422) > 50
+
+
+def test_champion_sensor_requests_forecasts_when_an_alias_moves(env):
+    import dagster as dg
+
+    from channel_assets.sensors import champion_sensor
+    from resources.mlflow_tracking import MlflowTracking
+
+    tracking = MlflowTracking(tracking_uri=env["stores"]["tracking_uri"],
+                              artifact_root=env["stores"]["artifact_root"],
+                              optuna_uri=env["stores"]["optuna_uri"])
+    first = champion_sensor(dg.build_sensor_context(resources={"mlflow_tracking": tracking}))
+    assert len(first.run_requests) == 1          # a champion exists and was never seen
+    again = champion_sensor(dg.build_sensor_context(cursor=first.cursor,
+                                                    resources={"mlflow_tracking": tracking}))
+    assert isinstance(again, dg.SkipReason)
