@@ -71,14 +71,10 @@ CONTEXT_FEATURES: tuple[str, ...] = (
 # 48 h counters were already observed when it was published (as in post_features).
 # Slot effects: mean log reach (ln views_48h - ln subscribers) of prior posts published
 # within +-1 h of the same hour (or on the same weekday) minus the channel's prior mean.
-POSTS_SQL = """
-WITH posts AS (
-    SELECT
-        *,
-        ln(1 + views_48h) - ln(1 + subscribers_at_publish) AS log_reach
-    FROM features.post_features
-),
-slots AS (
+# The prior-post aggregates of ``{targets}`` rows over ``{history}`` rows (both relations with
+# channel_id, published_at, hour, weekday; history with log_reach). Shared by training
+# (POSTS_SQL) and scoring (nn_models.forecasts.viral.CONTEXT_SQL) so they cannot drift.
+PRIOR_SLOTS_CTE = """slots AS (
     SELECT
         a.channel_id,
         a.post_id,
@@ -89,12 +85,22 @@ slots AS (
             AS prior_slot_log_reach,
         count(b.log_reach) FILTER (WHERE a.weekday = b.weekday) AS prior_weekday_posts,
         avg(b.log_reach) FILTER (WHERE a.weekday = b.weekday) AS prior_weekday_log_reach
-    FROM posts AS a
-    JOIN posts AS b
+    FROM {targets} AS a
+    JOIN {history} AS b
         ON a.channel_id = b.channel_id
         AND b.published_at <= a.published_at - INTERVAL '48 hours 5 minutes'
     GROUP BY a.channel_id, a.post_id
 )
+"""
+
+POSTS_SQL = """
+WITH posts AS (
+    SELECT
+        *,
+        ln(1 + views_48h) - ln(1 + subscribers_at_publish) AS log_reach
+    FROM features.post_features
+),
+""" + PRIOR_SLOTS_CTE.format(targets="posts", history="posts") + """
 SELECT
     p.channel_id, p.post_id, p.published_at, coalesce(p.text, '') AS text,
     p.media_type, p.hour, p.weekday, p.text_length,

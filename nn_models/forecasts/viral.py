@@ -154,8 +154,8 @@ def model_info(model: LoadedModel | None) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------- context
 
 
-# Same aggregates as text_data.POSTS_SQL (prior posts >= 48 h 5 min older, slot = +-1 h
-# circular, weekday equal), for the ``targets`` rows only.
+# The same prior-post aggregates as training (text_data.PRIOR_SLOTS_CTE), for the
+# ``targets`` rows only.
 CONTEXT_SQL = """
 WITH targets AS ({targets}),
 history AS (
@@ -164,23 +164,7 @@ history AS (
     FROM features.post_features
     WHERE channel_id IN (SELECT DISTINCT channel_id FROM targets)
 ),
-slots AS (
-    SELECT
-        a.channel_id,
-        a.post_id,
-        avg(b.log_reach) AS prior_log_reach,
-        count(b.log_reach) FILTER (WHERE least(abs(a.hour - b.hour), 24 - abs(a.hour - b.hour)) <= 1)
-            AS prior_slot_posts,
-        avg(b.log_reach) FILTER (WHERE least(abs(a.hour - b.hour), 24 - abs(a.hour - b.hour)) <= 1)
-            AS prior_slot_log_reach,
-        count(b.log_reach) FILTER (WHERE a.weekday = b.weekday) AS prior_weekday_posts,
-        avg(b.log_reach) FILTER (WHERE a.weekday = b.weekday) AS prior_weekday_log_reach
-    FROM targets AS a
-    JOIN history AS b
-        ON a.channel_id = b.channel_id
-        AND b.published_at <= a.published_at - INTERVAL '48 hours 5 minutes'
-    GROUP BY a.channel_id, a.post_id
-)
+""" + text_data.PRIOR_SLOTS_CTE.format(targets="targets", history="history") + """
 SELECT t.*, s.prior_log_reach, s.prior_slot_posts, s.prior_slot_log_reach,
        s.prior_weekday_posts, s.prior_weekday_log_reach
 FROM targets AS t
