@@ -32,39 +32,39 @@ CHANNEL_ID = 1234567890
 
 
 class MessageMediaPhoto:
-    pass
+    """Fake of Telethon's MessageMediaPhoto (the collector maps by class name)."""
 
 
 class MessageMediaPoll:
-    pass
+    """Fake of Telethon's MessageMediaPoll (the collector maps by class name)."""
 
 
 class MessageMediaWebPage:
-    pass
+    """Fake of Telethon's MessageMediaWebPage (the collector maps by class name)."""
 
 
 class MessageMediaGeo:
-    pass
+    """Fake of Telethon's MessageMediaGeo (the collector maps by class name)."""
 
 
 class DocumentAttributeVideo:
-    pass
+    """Fake of Telethon's DocumentAttributeVideo (the collector maps by class name)."""
 
 
 class DocumentAttributeAnimated:
-    pass
+    """Fake of Telethon's DocumentAttributeAnimated (the collector maps by class name)."""
 
 
 class DocumentAttributeAudio:
-    pass
+    """Fake of Telethon's DocumentAttributeAudio (the collector maps by class name)."""
 
 
 class DocumentAttributeSticker:
-    pass
+    """Fake of Telethon's DocumentAttributeSticker (the collector maps by class name)."""
 
 
 class DocumentAttributeFilename:
-    pass
+    """Fake of Telethon's DocumentAttributeFilename (the collector maps by class name)."""
 
 
 class MessageMediaDocument:

@@ -9,6 +9,7 @@ baseline, gates and plots; the two subclasses differ in model and inputs only.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +53,19 @@ class ViralLabelTask(ModelTask):
 
     # --------------------------------------------------------------- model
 
+    @abstractmethod
     def build_model(self, params: dict[str, Any], data: PreparedData) -> nn.Module:
-        raise NotImplementedError
+        """A fresh model for these hyper-parameters (content or viral)."""
 
+    @abstractmethod
     def heads(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training outputs: viral logit (before the prior correction) and auxiliary."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Viral probability of one batch of inputs (``input_names``)."""
-        raise NotImplementedError
 
     def probabilities(self, model: nn.Module, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Viral probability of every row, scored in batches on the CPU."""
