@@ -80,21 +80,16 @@ def create_app(service: DeepLearningService | None = None) -> FastAPI:
                   description="Deep-learning analytics for Telegram channels.")
     app.state.service = service
 
-    @app.exception_handler(UnknownChannel)
-    async def _not_found(request: Request, exc: UnknownChannel):
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    def _answer(status: int):
+        async def handler(request: Request, exc: ServiceError):
+            return JSONResponse(status_code=status, content={"detail": str(exc)})
 
-    @app.exception_handler(InvalidInput)
-    async def _invalid(request: Request, exc: InvalidInput):
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        return handler
 
-    @app.exception_handler(ModelUnavailable)
-    async def _unavailable(request: Request, exc: ModelUnavailable):
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
-
-    @app.exception_handler(ServiceError)
-    async def _service(request: Request, exc: ServiceError):
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+    # most specific first: Starlette picks the handler by the exception's MRO
+    for error, status in ((UnknownChannel, 404), (InvalidInput, 422),
+                          (ModelUnavailable, 503), (ServiceError, 422)):
+        app.add_exception_handler(error, _answer(status))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

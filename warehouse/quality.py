@@ -25,9 +25,13 @@ class RuleResult:
 
 
 def _run(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> RuleResult:
-    rows = conn.execute(f"SELECT * FROM ({sql}) LIMIT 5", params or []).fetchdf()
-    count = conn.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchall()[0][0]
-    return RuleResult(int(count), rows.astype(str).to_dict("records"))
+    """One pass: up to five offending rows, each carrying the total count of violations."""
+    rows = conn.execute(
+        f"SELECT *, count(*) OVER () AS _violations FROM ({sql}) LIMIT 5", params or []
+    ).fetchdf()
+    count = int(rows["_violations"].iloc[0]) if len(rows) else 0
+    examples = rows.drop(columns="_violations").astype(str).to_dict("records")
+    return RuleResult(count, examples)
 
 
 def duplicate_keys(conn: duckdb.DuckDBPyConnection, table: str) -> RuleResult:
