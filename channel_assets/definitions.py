@@ -19,7 +19,13 @@ from channel_assets.jobs import (
     weekly_retrain_schedule,
 )
 from channel_assets.models import model_assets
-from channel_assets.monitoring import AlertOutbox, alerts_sensor, alerts_table, channel_exports
+from channel_assets.monitoring import (
+    AlertOutbox,
+    ExportFolder,
+    alerts_sensor,
+    alerts_table,
+    channel_exports,
+)
 from channel_assets.sensors import champion_sensor, landing_sensor
 from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
@@ -40,6 +46,7 @@ def build_resources(settings: PulseSettings) -> dict:
             landing_dir=str(settings.landing_dir),
         ),
         "alert_outbox": AlertOutbox(path=str(settings.data_dir / "alerts" / "outbox.jsonl")),
+        "export_folder": ExportFolder(path=str(settings.data_dir / "exports")),
         "telegram": TelegramCollector(channels=list(settings.telegram_channels)),
         "compute": TorchCompute(device=settings.device),
         "mlflow_tracking": MlflowTracking(

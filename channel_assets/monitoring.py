@@ -88,8 +88,10 @@ def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehous
     return dg.SensorResult(cursor=str(frame["created_at"].max()))
 
 
-class ExportConfig(dg.Config):
-    folder: str = ""   # default: $PULSE_DATA_DIR/exports
+class ExportFolder(dg.ConfigurableResource):
+    """Where per-channel exports are written (``$PULSE_DATA_DIR/exports``)."""
+
+    path: str
 
 
 @dg.asset(
@@ -100,12 +102,12 @@ class ExportConfig(dg.Config):
           "channel_insights"],
     kinds={"csv", "png"},
 )
-def channel_exports(context: dg.AssetExecutionContext, config: ExportConfig,
-                    warehouse: DuckDBWarehouse, alert_outbox: AlertOutbox) -> dg.MaterializeResult:
+def channel_exports(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse,
+                    export_folder: ExportFolder) -> dg.MaterializeResult:
     """Per-channel CSVs of every forecast and PNG charts (growth with intervals, engagement by hour)."""
     from warehouse.exports import export_all
 
-    root = Path(config.folder) if config.folder else Path(alert_outbox.path).parents[1] / "exports"
+    root = Path(export_folder.path)
     with warehouse.connect(read_only=True) as conn:
         written = export_all(conn, root)
     files = sum(len(v) for v in written.values())

@@ -4,7 +4,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from channel_assets.monitoring import AlertOutbox, channel_exports
+from channel_assets.monitoring import ExportFolder, channel_exports
 from resources.warehouse import DuckDBWarehouse
 from warehouse import features, synthetic
 from warehouse.schema import ensure_schema
@@ -28,7 +28,7 @@ def test_exports_write_csvs_and_pngs(tmp_path):
     conn.execute("CREATE TABLE forecasts.channel_growth_forecasts AS SELECT * FROM forecast_frame")
     conn.close()
     resources = {"warehouse": DuckDBWarehouse(path=str(path)),
-                 "alert_outbox": AlertOutbox(path=str(tmp_path / "alerts" / "outbox.jsonl"))}
+                 "export_folder": ExportFolder(path=str(tmp_path / "exports"))}
     result = dg.materialize([channel_exports], resources=resources)
     assert result.success
     folder = tmp_path / "exports" / str(channel)
