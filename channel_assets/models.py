@@ -24,8 +24,8 @@ MODEL_DEPS: dict[str, list[str]] = {
     "growth": ["channel_daily_features"],
     "content": ["post_features", "post_text_embeddings"],
     "viral": ["post_features", "post_text_embeddings"],
-    "behavior": ["user_behavior_features", "truth_users"],
-    "schedule": ["post_features", "truth_slot_effects"],
+    "behavior": ["user_behavior_features"],
+    "schedule": ["post_features"],
 }
 
 CARD_CHECK = "meets_model_card"
@@ -128,10 +128,15 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
         description=f"{task_path.split(':')[1]}: tuned with Optuna, registered in MLflow, "
         "gated by the model card.",
         check_specs=[
-            dg.AssetCheckSpec(CARD_CHECK, asset=key, blocking=True,
+            # not blocking: a failed gate is news, not an outage. The guarantee that a
+            # failing version never reaches a forecast is the promotion rule
+            # (nn_models.pipeline moves @champion only when every gate passed) and the
+            # forecasts reading @champion or the baseline, never the new version.
+            dg.AssetCheckSpec(CARD_CHECK, asset=key, blocking=False,
                               description="holdout metrics meet the model card's thresholds"),
-            dg.AssetCheckSpec(BASELINE_CHECK, asset=key, blocking=True,
-                              description="not worse than the named baseline on the same holdout"),
+            dg.AssetCheckSpec(BASELINE_CHECK, asset=key, blocking=False,
+                              description="beats its strongest baseline by more than the "
+                              "holdout's noise (bootstrap interval)"),
         ],
     )
     def _asset(

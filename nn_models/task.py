@@ -17,6 +17,7 @@ import optuna
 from torch import nn
 
 from nn_models.device import DeviceChoice
+from nn_models.metrics import Margin
 from nn_models.training import TrainResult
 
 
@@ -56,11 +57,24 @@ class Gate:
     value: float
     threshold: float
     description: str
-    kind: str = ""      # "baseline" for not-worse-than-baseline rules, else a card threshold
+    kind: str = ""      # "baseline" for rules against a baseline, else a card threshold
+    lo: float | None = None     # bootstrap interval of a margin against a baseline
+    hi: float | None = None
 
     @property
     def against_baseline(self) -> bool:
         return self.kind == "baseline" or "baseline" in self.name.lower()
+
+    @classmethod
+    def beats(cls, name: str, margin: Margin, metric: str, baseline: str) -> Gate:
+        """Model beats ``baseline`` on ``metric`` by more than the holdout's noise (lo ≥ 0)."""
+        return cls(
+            name, margin.beats, margin.diff, 0.0,
+            f"{metric}: model − {baseline} = {margin.diff:+.4f}, "
+            f"{margin.level:.0%} paired bootstrap interval [{margin.lo:+.4f}, {margin.hi:+.4f}] "
+            "(positive = model better); passes when the lower bound ≥ 0",
+            kind="baseline", lo=margin.lo, hi=margin.hi,
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from nn_models.champions import LoadedModel
 
 Champions = dict[str, LoadedModel | None]
-LINEAGE_COLUMNS = ("model_name", "model_version", "scored_at")
+LINEAGE_COLUMNS = ("model_name", "model_version", "scored_at", "source", "fallback_reason")
 
 
 @dataclass
@@ -28,17 +28,27 @@ Scorer = Callable[[duckdb.DuckDBPyConnection, Champions, datetime], ForecastResu
 
 
 def stamp(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
-          model_name: str | None = None) -> pd.DataFrame:
-    """Add model_name, model_version and scored_at (every forecast row carries them)."""
+          model_name: str | None = None, *, fallback_reason: str | None = None) -> pd.DataFrame:
+    """Add the lineage columns every forecast row carries.
+
+    ``source`` is ``model`` when a champion scored the rows, else ``baseline``; a
+    baseline row must say why it served (``fallback_reason``), so readers can tell.
+    """
+    if model is None and not fallback_reason:
+        raise ValueError("rows served without a champion need a fallback_reason")
     out = frame.copy()
     # typed explicitly: on an empty frame object columns would reach DuckDB as NULL-typed
     out["model_name"] = pd.Series(
-        model_name or (model.registered_model if model else "traditional"), index=out.index,
+        model_name or (model.registered_model if model else "baseline"), index=out.index,
         dtype="string")
     out["model_version"] = pd.Series(model.version if model else "none", index=out.index,
                                      dtype="string")
     out["scored_at"] = pd.Series(pd.Timestamp(scored_at), index=out.index,
                                  dtype="datetime64[us]")
+    out["source"] = pd.Series("model" if model is not None else "baseline", index=out.index,
+                              dtype="string")
+    out["fallback_reason"] = pd.Series(None if model is not None else fallback_reason,
+                                       index=out.index, dtype="string")
     return out
 
 

@@ -101,7 +101,7 @@ base AS (
         AND p.published_at::DATE >= d.day
 )
 SELECT
-    *,
+    * EXCLUDE (prior_views, prior_forwards),
     views_1h / NULLIF(subscribers_at_publish, 0) AS reach_1h,
     views_3h / NULLIF(subscribers_at_publish, 0) AS reach_3h,
     views_6h / NULLIF(subscribers_at_publish, 0) AS reach_6h,
@@ -111,28 +111,51 @@ SELECT
     -- posts of the channel published strictly earlier (ties are not "before")
     (rank() OVER (PARTITION BY channel_id ORDER BY published_at) - 1)::BIGINT
         AS channel_prior_posts,
-    -- baseline over earlier posts published >= 48 h 5 min before this one: their
-    -- as-of 48 h value (tolerance included) was observed before this post existed
-    count(views_48h) OVER prior_48h AS channel_prior_posts_48h,
-    median(views_48h) OVER prior_48h AS channel_prior_median_views_48h,
-    avg(ln(1 + views_48h)) OVER prior_48h AS channel_prior_mean_log_views_48h,
-    -- targets (within-channel, over the posts whose 48 h value is known)
-    CASE WHEN views_48h IS NOT NULL THEN
-        percent_rank() OVER (
-            PARTITION BY channel_id, views_48h IS NULL ORDER BY views_48h)
+    -- targets, each against the channel's posts published before this one within a
+    -- trailing window (labels never look ahead: a later post cannot change them).
+    -- percentile = (earlier posts below + half of those equal) / earlier posts known,
+    -- NULL until the channel has 5 earlier posts with the value known
+    CASE WHEN views_48h IS NOT NULL AND len(list_filter(prior_views, lambda x: x IS NOT NULL)) >= 5 THEN
+        (len(list_filter(prior_views, lambda x: x < views_48h))
+         + 0.5 * len(list_filter(prior_views, lambda x: x = views_48h)))
+        / len(list_filter(prior_views, lambda x: x IS NOT NULL))
     END AS view_percentile_48h,
-    views_48h > median(views_48h) OVER (PARTITION BY channel_id) AS above_channel_median,
-    CASE WHEN forwards_48h IS NOT NULL THEN
-        percent_rank() OVER (
-            PARTITION BY channel_id, forwards_48h IS NULL ORDER BY forwards_48h)
+    -- above the median of the posts whose 48 h value was known when this one was published
+    CASE WHEN views_48h IS NOT NULL AND channel_prior_posts_48h >= 5 THEN
+        views_48h > channel_prior_median_views_48h
+    END AS above_channel_median,
+    CASE WHEN forwards_48h IS NOT NULL
+              AND len(list_filter(prior_forwards, lambda x: x IS NOT NULL)) >= 5 THEN
+        (len(list_filter(prior_forwards, lambda x: x < forwards_48h))
+         + 0.5 * len(list_filter(prior_forwards, lambda x: x = forwards_48h)))
+        / len(list_filter(prior_forwards, lambda x: x IS NOT NULL))
     END AS forwards_percentile_48h,
-    CASE WHEN forwards_48h IS NOT NULL THEN
-        percent_rank() OVER (
-            PARTITION BY channel_id, forwards_48h IS NULL ORDER BY forwards_48h) >= 0.9
+    -- viral = top decile of 48 h forwards among the channel's earlier posts
+    CASE WHEN forwards_48h IS NOT NULL
+              AND len(list_filter(prior_forwards, lambda x: x IS NOT NULL)) >= 5 THEN
+        (len(list_filter(prior_forwards, lambda x: x < forwards_48h))
+         + 0.5 * len(list_filter(prior_forwards, lambda x: x = forwards_48h)))
+        / len(list_filter(prior_forwards, lambda x: x IS NOT NULL)) >= 0.9
     END AS is_viral
-FROM base
-WINDOW prior_48h AS (
-    PARTITION BY channel_id ORDER BY published_at
-    RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL '48 hours 5 minutes' PRECEDING
+FROM (
+    SELECT
+        *,
+        -- earlier posts (strictly earlier publish time) within the trailing 90 days
+        list(views_48h) OVER earlier AS prior_views,
+        list(forwards_48h) OVER earlier AS prior_forwards,
+        count(views_48h) OVER prior_48h AS channel_prior_posts_48h,
+        median(views_48h) OVER prior_48h AS channel_prior_median_views_48h,
+        avg(ln(1 + views_48h)) OVER prior_48h AS channel_prior_mean_log_views_48h
+    FROM base
+    WINDOW
+        earlier AS (
+            PARTITION BY channel_id ORDER BY published_at
+            RANGE BETWEEN INTERVAL '90 days' PRECEDING AND INTERVAL '1 microsecond' PRECEDING),
+        -- posts published >= 48 h 5 min before this one: their as-of 48 h value
+        -- (tolerance included) was observed before this post existed
+        prior_48h AS (
+            PARTITION BY channel_id ORDER BY published_at
+            RANGE BETWEEN INTERVAL '90 days' PRECEDING
+                      AND INTERVAL '48 hours 5 minutes' PRECEDING)
 )
 ORDER BY channel_id, published_at, post_id
