@@ -223,28 +223,78 @@ def test_no_look_ahead_in_channel_prior(wh):
     )
 
 
-def test_targets(wh):
-    pf = _rows(
-        wh,
-        "SELECT post_id, view_percentile_48h, above_channel_median, "
-        "forwards_percentile_48h, is_viral FROM features.post_features",
-    )
-    # channel 1 views_48h: 102=300 < 101=900 < 103=2000 (104 unknown); median 900
-    assert [pf[p]["view_percentile_48h"] for p in (102, 101, 103)] == [0.0, 0.5, 1.0]
-    assert [pf[p]["above_channel_median"] for p in (101, 102, 103)] == [False, False, True]
-    # forwards_48h: 102=1 < 101=9 < 103=40 -> only 103 reaches the 0.9 percentile
-    assert [pf[p]["forwards_percentile_48h"] for p in (102, 101, 103)] == [0.0, 0.5, 1.0]
-    assert [pf[p]["is_viral"] for p in (101, 102, 103)] == [False, False, True]
-    p4 = pf[104]
-    assert (p4["view_percentile_48h"], p4["above_channel_median"], p4["is_viral"]) == (
-        None,
-        None,
-        None,
-    )
-    # channel 2: 400 < 500, median 450; forwards 4 < 5
-    assert (pf[201]["view_percentile_48h"], pf[202]["view_percentile_48h"]) == (0.0, 1.0)
-    assert (pf[201]["above_channel_median"], pf[202]["above_channel_median"]) == (False, True)
-    assert (pf[201]["is_viral"], pf[202]["is_viral"]) == (False, True)
+def _series(views: list[int], forwards: list[int]) -> duckdb.DuckDBPyConnection:
+    """Channel 9: one post a day at 12:00 from Mon 2024-01-01, each with a 48 h snapshot."""
+    start = T("2024-01-01 12:00")
+    posts, snaps = [], []
+    for i, (v, f) in enumerate(zip(views, forwards, strict=True)):
+        at = start + timedelta(days=i)
+        posts.append((9, i + 1, at, f"post {i}", "none"))
+        snaps.append((9, i + 1, at + timedelta(hours=48), v, f, 0, 0))
+    conn = _warehouse(posts=posts, post_snapshots=snaps)
+    build_feature_table(conn, "post_features")
+    return conn
+
+
+SERIES_VIEWS = [100, 300, 200, 500, 400, 250, 600, 100]
+SERIES_FORWARDS = [1, 2, 3, 4, 5, 6, 30, 1]
+
+
+def test_targets_rank_against_earlier_posts_only():
+    pf = _rows(_series(SERIES_VIEWS, SERIES_FORWARDS),
+               "SELECT post_id, view_percentile_48h, above_channel_median, "
+               "forwards_percentile_48h, is_viral FROM features.post_features")
+    # posts 1-5 have < 5 earlier posts: no label yet
+    assert all(pf[p]["view_percentile_48h"] is None for p in range(1, 6))
+    # post 6 (250) vs 100 300 200 500 400: 2 below -> 0.4; post 7 (600): 5 of 6 -> 1.0
+    assert pf[6]["view_percentile_48h"] == pytest.approx(2 / 5)
+    assert pf[7]["view_percentile_48h"] == pytest.approx(1.0)
+    assert pf[8]["view_percentile_48h"] == pytest.approx(0.5 / 7)   # ties with post 1
+    # forwards 30 tops six earlier posts -> viral; 6 vs 1..5 -> 1.0 too
+    assert pf[7]["is_viral"] and pf[6]["is_viral"] and not pf[8]["is_viral"]
+    # above_channel_median: median of posts published >= 48 h 5 min earlier
+    # post 8 (day 7) sees posts 1-5 (days 0-4): median 300 -> 100 is below;
+    # post 7 (day 6) sees posts 1-4 only (< 5): no label yet
+    assert pf[8]["above_channel_median"] is False
+    assert pf[7]["above_channel_median"] is None
+
+
+def test_changing_a_later_post_leaves_earlier_labels_unchanged():
+    cols = ("view_percentile_48h", "above_channel_median", "forwards_percentile_48h", "is_viral")
+    sql = f"SELECT post_id, {', '.join(cols)} FROM features.post_features"
+    before = _rows(_series(SERIES_VIEWS, SERIES_FORWARDS), sql)
+    views, forwards = list(SERIES_VIEWS), list(SERIES_FORWARDS)
+    views[-1], forwards[-1] = 10**7, 10**5    # the last post goes wildly viral
+    after = _rows(_series(views, forwards), sql)
+    assert {p: before[p] for p in range(1, 8)} == {p: after[p] for p in range(1, 8)}
+    assert after[8] != before[8]
+
+
+def test_settled_views_for_posts_seen_once_days_later():
+    """One late count per post (partial data): settled views, percentiles, best hours, top posts."""
+    start = T("2024-01-01 09:00")
+    posts, snaps = [], []
+    for i in range(12):
+        at = start + timedelta(days=i, hours=(i % 2) * 9)          # 09:00 or 18:00
+        posts.append((5, i + 1, at, f"post {i}", "none"))
+        views = 1000 + 100 * i + (500 if i % 2 else 0)              # 18:00 posts do better
+        snaps.append((5, i + 1, T("2024-02-01 00:00"), views, 1, 1, 1))
+    conn = _warehouse(posts=posts, post_snapshots=snaps)
+    build_all_feature_tables(conn)
+    pf = _rows(conn, "SELECT post_id, views_48h, views_settled, views_settled_basis "
+                     "FROM features.post_features")
+    assert all(r["views_48h"] is None for r in pf.values())
+    assert pf[1]["views_settled"] == 1000 and pf[1]["views_settled_basis"] == "latest_after_7d"
+    m = _rows(conn, "SELECT channel_id, views_per_post, best_hours, top_post_ids, views_basis "
+                    "FROM features.channel_metrics")[5]
+    assert m["views_basis"] == "latest views of posts older than 7 days"
+    assert m["best_hours"][0] == 18
+    assert m["top_post_ids"][0] == 12
+    assert m["views_per_post"] == pytest.approx(statistics.mean(
+        1000 + 100 * i + (500 if i % 2 else 0) for i in range(12)))
+    trend = _rows(conn, "SELECT post_id, basis, z_score FROM features.trending_posts")
+    assert {r["basis"] for r in trend.values()} == {"settled"}
+    assert trend[12]["z_score"] is not None
 
 
 # --------------------------------------------------------------------------- daily, users, slots
@@ -275,7 +325,8 @@ def test_channel_daily_features(wh):
     assert mon["engagement_rate"] == pytest.approx(30 / 900)
     assert mon["reach_48h"] == pytest.approx(900 / 10000)
     wed = d[date(2024, 1, 3)]
-    assert (wed["subscriber_delta"], wed["viral_posts"]) == (200, 1)
+    # 1/103 tops its 2 earlier posts, but viral needs 5 earlier posts to rank against
+    assert (wed["subscriber_delta"], wed["viral_posts"]) == (200, 0)
     assert wed["engagement_rate"] == pytest.approx(48 / 2000)
     fri = d[date(2024, 1, 5)]  # vs 01-03 (01-04 missing); its post is too young for 48 h
     assert (fri["subscriber_delta"], fri["posts"], fri["views_48h_sum"]) == (300, 1, 0)
@@ -320,7 +371,7 @@ def test_posting_slot_features(wh):
     # 1/104 has no 48 h value, so (1, Fri, 8) has no slot row
     assert sorted(s) == [(1, 0, 9), (1, 1, 10), (1, 2, 9), (2, 0, 20), (2, 1, 20)]
     n, mean_log, pct, rel = s[1, 2, 9]  # 1/103: 2000 views vs channel median 900
-    assert (n, pct) == (1, 1.0)
+    assert (n, pct) == (1, None)   # percentiles need 5 earlier posts
     assert mean_log == pytest.approx(math.log(2001))
     assert rel == pytest.approx(2000 / 900)
     assert s[2, 0, 20][3] == pytest.approx(400 / 450)
@@ -338,7 +389,9 @@ def test_channel_metrics(wh):
     assert a["daily_growth"] == pytest.approx((10600 - 9950) / 5)  # 12-31 .. 01-05
     assert a["n_posts"] == 4
     assert a["posts_per_day"] == pytest.approx(4 / 5)  # 01-01 .. as_of 01-05
-    assert a["views_per_post"] == pytest.approx((1000 + 300 + 2000 + 120) / 4)
+    # settled counts only (48 h values: 900, 300, 2000; 1/104 is 2 h old)
+    assert a["views_per_post"] == pytest.approx((900 + 300 + 2000) / 3)
+    assert a["views_basis"] == "48h views"
     assert a["as_of"] == T("2024-01-05 10:00")  # 1/104's last snapshot
     # ERR: mean views_48h (900, 300, 2000) / 10600 current subscribers
     assert a["err"] == pytest.approx((900 + 300 + 2000) / 3 / 10600)
@@ -413,10 +466,10 @@ def test_trending_z_score(weekly):
 
 
 def test_best_hours_slots_and_growth(weekly):
-    # views_48h 300 < 400 < 500 < 600 < 700 < 5000: percentiles 0, .2, .4, .6, .8, 1
-    # 09h: posts 1, 3, 5 -> (.4 + 0 + .2) / 3 = .2 ; 18h: posts 2, 4, 6 -> .8
+    # percentiles rank a post against >= 5 earlier ones: only post 6 (5000 views, above
+    # all five) has one, so no hour has the 3 ranked posts best_hours asks for
     m = _rows(weekly, "SELECT channel_id, * EXCLUDE (channel_id) FROM features.channel_metrics")[9]
-    assert m["best_hours"] == [18, 9]
+    assert m["best_hours"] is None
     assert m["top_post_ids"] == [6, 2, 4, 1, 5]
     # latest 02-12: 1300; 30 days back (<= 01-13) the 01-01 row: 1000
     assert (m["subscribers"], m["subscribers_30d_ago"]) == (1300, 1000)
@@ -432,9 +485,10 @@ def test_best_hours_slots_and_growth(weekly):
     # channel median views_48h = (500 + 600) / 2 = 550; post 6 (50 forwards) is the viral one
     assert s[0, 9][0] == 3 and s[0, 18][0] == 3
     assert s[0, 9][1] == pytest.approx((math.log(501) + math.log(301) + math.log(401)) / 3)
-    assert s[0, 9][2] == pytest.approx(0.2) and s[0, 18][2] == pytest.approx(0.8)
+    assert s[0, 9][2] is None and s[0, 18][2] == pytest.approx(1.0)
     assert s[0, 9][3] == pytest.approx(400 / 550) and s[0, 18][3] == pytest.approx(2100 / 550)
-    assert (s[0, 9][4], s[0, 18][4]) == (0.0, pytest.approx(1 / 3))
+    # viral share among the slot's labelled posts (post 6 is the only one, and viral)
+    assert (s[0, 9][4], s[0, 18][4]) == (None, 1.0)
 
 
 # --------------------------------------------------------------------------- robustness
@@ -473,7 +527,7 @@ def test_tables_build_with_only_posts_and_snapshots():
         None,
         None,
     )
-    assert pf[101]["view_percentile_48h"] == 0.5
+    assert pf[101]["view_percentile_48h"] is None   # first post of its channel: nothing earlier
     m = _rows(
         conn, "SELECT channel_id, username, subscribers, err, er FROM features.channel_metrics"
     )

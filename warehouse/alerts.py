@@ -59,13 +59,13 @@ spikes AS (
     SELECT 'view_spike' AS kind, t.channel_id, t.post_id,
            CASE WHEN t.z_score >= 2 * $spike_z THEN 'critical' ELSE 'warning' END AS severity,
            t.views_3h::DOUBLE AS observed,
-           exp(t.baseline_mean_log_views_3h) - 1 AS expected,
+           exp(t.baseline_mean_log_views) - 1 AS expected,
            $spike_z AS threshold,
            printf('post %d: %d views at 3 h, z = %.1f against the previous %d posts',
                   t.post_id, t.views_3h, t.z_score, t.baseline_posts) AS message,
            t.published_at AS detected_for
     FROM features.trending_posts t, clock
-    WHERE t.z_score >= $spike_z
+    WHERE t.basis = '3h' AND t.z_score >= $spike_z
       AND t.published_at >= clock.as_of - to_hours(CAST($spike_recent_hours AS BIGINT))
 ),
 gaps AS (

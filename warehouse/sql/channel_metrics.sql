@@ -2,7 +2,9 @@
 -- in raw.channels, raw.posts or raw.channel_daily. Subscriber-based metrics are
 -- NULL when the channel has no raw.channel_daily rows. "Recent" metrics (ERR,
 -- ER, reach) use the channel's posts published in the 30 days up to as_of whose
--- value at that age is known.
+-- value at that age is known. View-based metrics use each post's settled count
+-- (48 h views, or the latest count of a post older than 7 days without one);
+-- views_basis says which.
 WITH channel_ids AS (
     SELECT channel_id FROM raw.channels
     UNION
@@ -35,7 +37,9 @@ post_stats AS (
         min(published_at) AS first_published_at,
         max(published_at) AS last_published_at,
         max(last_observed_at) AS last_observed_at,
-        avg(views_latest) AS views_per_post
+        avg(views_settled) AS views_per_post,
+        count(*) FILTER (WHERE views_settled_basis = '48h') AS n_posts_48h,
+        count(*) FILTER (WHERE views_settled_basis = 'latest_after_7d') AS n_posts_settled_late
     FROM features.post_features
     GROUP BY channel_id
 ),
@@ -51,21 +55,30 @@ as_of AS (
 recent AS (
     SELECT
         pf.channel_id,
-        avg(pf.views_48h) AS mean_views_48h_30d,
-        sum(pf.interactions_48h) FILTER (WHERE pf.views_48h IS NOT NULL)
-            / NULLIF(sum(pf.views_48h) FILTER (WHERE pf.interactions_48h IS NOT NULL), 0) AS er,
+        avg(pf.views_settled) AS mean_views_48h_30d,
+        sum(pf.interactions_settled) FILTER (WHERE pf.views_settled IS NOT NULL)
+            / NULLIF(sum(pf.views_settled) FILTER (WHERE pf.interactions_settled IS NOT NULL), 0)
+            AS er,
         avg(pf.reach_12h) AS reach_12h,
         avg(pf.reach_24h) AS reach_24h,
         avg(pf.reach_48h) AS reach_48h
-    FROM features.post_features AS pf
+    FROM (
+        SELECT
+            *,
+            CASE WHEN views_settled_basis = '48h' THEN interactions_48h
+                 WHEN views_settled_basis = 'latest_after_7d'
+                 THEN forwards_latest + replies_latest + reactions_latest
+            END AS interactions_settled
+        FROM features.post_features
+    ) AS pf
     JOIN as_of AS a USING (channel_id)
     WHERE pf.published_at > a.as_of - INTERVAL 30 DAY
     GROUP BY pf.channel_id
 ),
 hour_stats AS (
-    SELECT channel_id, hour, avg(view_percentile_48h) AS mean_view_percentile
+    SELECT channel_id, hour, avg(settled_view_percentile) AS mean_view_percentile
     FROM features.post_features
-    WHERE view_percentile_48h IS NOT NULL
+    WHERE settled_view_percentile IS NOT NULL
     GROUP BY channel_id, hour
     HAVING count(*) >= 3
 ),
@@ -75,9 +88,9 @@ best AS (
     GROUP BY channel_id
 ),
 top AS (
-    SELECT channel_id, list(post_id ORDER BY views_48h DESC, post_id)[1:5] AS top_post_ids
+    SELECT channel_id, list(post_id ORDER BY views_settled DESC, post_id)[1:5] AS top_post_ids
     FROM features.post_features
-    WHERE views_48h IS NOT NULL
+    WHERE views_settled IS NOT NULL
     GROUP BY channel_id
 )
 SELECT
@@ -106,6 +119,13 @@ SELECT
     r.reach_48h,
     b.best_hours,
     t.top_post_ids,
+    -- which view counts the view-based metrics rest on
+    CASE WHEN coalesce(ps.n_posts_48h, 0) + coalesce(ps.n_posts_settled_late, 0) = 0 THEN NULL
+         WHEN coalesce(ps.n_posts_settled_late, 0) = 0 THEN '48h views'
+         WHEN coalesce(ps.n_posts_48h, 0) = 0 THEN 'latest views of posts older than 7 days'
+         ELSE printf('48h views (%d posts) + latest views of posts older than 7 days (%d posts)',
+                     ps.n_posts_48h, ps.n_posts_settled_late)
+    END AS views_basis,
     a.as_of
 FROM channel_ids AS c
 LEFT JOIN raw.channels AS ch USING (channel_id)

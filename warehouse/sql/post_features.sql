@@ -101,7 +101,9 @@ base AS (
         AND p.published_at::DATE >= d.day
 )
 SELECT
-    * EXCLUDE (prior_views, prior_forwards),
+    * EXCLUDE (prior_views, prior_forwards, prior_settled, views_settled, views_settled_basis,
+               channel_prior_posts_48h, channel_prior_median_views_48h,
+               channel_prior_mean_log_views_48h),
     views_1h / NULLIF(subscribers_at_publish, 0) AS reach_1h,
     views_3h / NULLIF(subscribers_at_publish, 0) AS reach_3h,
     views_6h / NULLIF(subscribers_at_publish, 0) AS reach_6h,
@@ -111,6 +113,9 @@ SELECT
     -- posts of the channel published strictly earlier (ties are not "before")
     (rank() OVER (PARTITION BY channel_id ORDER BY published_at) - 1)::BIGINT
         AS channel_prior_posts,
+    channel_prior_posts_48h,
+    channel_prior_median_views_48h,
+    channel_prior_mean_log_views_48h,
     -- targets, each against the channel's posts published before this one within a
     -- trailing window (labels never look ahead: a later post cannot change them).
     -- percentile = (earlier posts below + half of those equal) / earlier posts known,
@@ -136,17 +141,40 @@ SELECT
         (len(list_filter(prior_forwards, lambda x: x < forwards_48h))
          + 0.5 * len(list_filter(prior_forwards, lambda x: x = forwards_48h)))
         / len(list_filter(prior_forwards, lambda x: x IS NOT NULL)) >= 0.9
-    END AS is_viral
+    END AS is_viral,
+    views_settled,
+    views_settled_basis,
+    -- the same backward-looking percentile on the settled count (partial data: a
+    -- post seen once, days after publication, still ranks against earlier posts)
+    CASE WHEN views_settled IS NOT NULL
+              AND len(list_filter(prior_settled, lambda x: x IS NOT NULL)) >= 5 THEN
+        (len(list_filter(prior_settled, lambda x: x < views_settled))
+         + 0.5 * len(list_filter(prior_settled, lambda x: x = views_settled)))
+        / len(list_filter(prior_settled, lambda x: x IS NOT NULL))
+    END AS settled_view_percentile
 FROM (
     SELECT
         *,
         -- earlier posts (strictly earlier publish time) within the trailing 90 days
         list(views_48h) OVER earlier AS prior_views,
         list(forwards_48h) OVER earlier AS prior_forwards,
+        list(views_settled) OVER earlier AS prior_settled,
         count(views_48h) OVER prior_48h AS channel_prior_posts_48h,
         median(views_48h) OVER prior_48h AS channel_prior_median_views_48h,
         avg(ln(1 + views_48h)) OVER prior_48h AS channel_prior_mean_log_views_48h
-    FROM base
+    FROM (
+        SELECT
+            *,
+            -- settled views: the 48 h count, or for a post older than 7 days without
+            -- one (a collector that started late, a one-off export) its latest count;
+            -- views saturate within ~48 h, so after 7 days the latest is as good
+            coalesce(views_48h, CASE WHEN hours_observed >= 168 THEN views_latest END)
+                AS views_settled,
+            CASE WHEN views_48h IS NOT NULL THEN '48h'
+                 WHEN hours_observed >= 168 AND views_latest IS NOT NULL THEN 'latest_after_7d'
+            END AS views_settled_basis
+        FROM base
+    )
     WINDOW
         earlier AS (
             PARTITION BY channel_id ORDER BY published_at
