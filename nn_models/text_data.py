@@ -1,13 +1,23 @@
 """Inputs shared by the content and viral models: posts, labels, time split, token states.
 
-Both models read the same posts (those whose 48 h forwards are known, so ``is_viral``
-is defined), split them by publication time (train < validation < holdout, the holdout
+Both models read the same posts — those with a defined ``is_viral`` label from
+``features.post_features`` (top decile of 48 h forwards among the channel's *earlier*
+posts within 90 days, NULL for a channel's first 5 posts; nothing here recomputes
+it) — split them by publication time (train < validation < holdout, the holdout
 being the latest ~20 %) and feed frozen all-MiniLM-L6-v2 token states to a small
-network. Encoding ~10 k texts costs minutes of CPU, so the states are computed once
+network. Each split also keeps its texts, pre-publication context and channel ids for
+the tuned baselines (``nn_models.baselines_text``) and the clustered bootstrap.
+Encoding ~10 k texts costs minutes of CPU, so the states are computed once
 and cached on disk as float16, keyed by ``md5(text)`` (the same key as
 ``features.post_text_embeddings``), under ``$PULSE_DATA_DIR/cache/text_tokens/`` when
 that variable is set; the content model, the viral model and every re-run share them.
 Without the variable nothing is cached (each load encodes its texts again).
+
+Smallest history: ``MIN_LABELLED_POSTS`` labelled posts, and every split (train,
+validation, holdout) with at least ``MIN_CLASS_PER_SPLIT`` viral and as many non-viral
+posts (below that ROC AUC is undefined or rests on one or two posts); the paired
+bootstrap of the gate then says whether the holdout is large enough to tell model
+and baseline apart.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ log = logging.getLogger(__name__)
 TOKEN_MAX_LENGTH = 48           # MiniLM tokens per post (99 % of synthetic posts fit in 46)
 HOLDOUT_FRACTION = 0.20         # latest share of posts (by publish time)
 VAL_FRACTION = 0.15             # the share just before the holdout
-MIN_POSTS = 100                 # below this a viral top-decile label is meaningless
+MIN_LABELLED_POSTS = 100        # below this a top-decile label has < 10 positives overall
 MIN_CLASS_PER_SPLIT = 3         # each split needs this many viral and non-viral posts
 LABEL = "is_viral"
 AUX = "aux_targets"
@@ -48,13 +58,12 @@ AUX_TARGETS: tuple[str, ...] = (
     "forwards_percentile",        # within-channel percentile of forwards_48h
 )
 
-# Channel context known before publishing (the viral model's second input). Only
-# features whose relation to the label holds over time: ``is_viral`` ranks a post among
-# *all* the channel's posts, later ones included, so in growing channels viral posts
-# pile up at the end (train ~6 %, holdout ~19 % on the demo). Channel trends — subscriber
-# growth so far, prior forward rate, prior forward quantiles, history length — then
-# flip sign between the training period and the holdout and lowered holdout AUC when
-# tried; they are left out on purpose.
+# Channel context known before publishing (the viral model's second input, and the
+# context-only baseline's only input). Channel trends — subscriber growth so far, prior
+# forward rate, prior forward quantiles, history length — were left out when the label
+# still ranked a post among *later* posts too (viral posts then piled up at the end of
+# growing channels and those trends flipped sign between training and holdout); with
+# the trailing label they have not been re-tried.
 CONTEXT_FEATURES: tuple[str, ...] = (
     *(f"media_{m}" for m in MEDIA_TYPES),
     "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
@@ -338,9 +347,43 @@ def aux_targets(posts: pd.DataFrame, train: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TextPreparedData(PreparedData):
-    """``PreparedData`` plus the raw texts per split (the TF-IDF baseline reads them)."""
+    """``PreparedData`` plus, per split, what the baselines and the bootstrap read.
+
+    ``frames``: a ``text`` column and the ``CONTEXT_FEATURES`` columns (the baselines'
+    inputs); ``channels``: channel id per row (bootstrap clusters); ``baselines``: the
+    tuned baselines, filled by the task (``ViralLabelTask.load``).
+    """
 
     texts: dict[str, list[str]] = field(default_factory=dict)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    channels: dict[str, np.ndarray] = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)
+
+
+def baseline_frame(posts: pd.DataFrame) -> pd.DataFrame:
+    """The baselines' input frame: ``text`` + the context columns, one row per post."""
+    context = pd.DataFrame(context_features(posts), columns=list(CONTEXT_FEATURES))
+    context.insert(0, "text", posts["text"].fillna("").astype(str).to_numpy())
+    return context
+
+
+def check_history(posts: pd.DataFrame, splits: dict[str, np.ndarray] | None = None) -> None:
+    """``InsufficientData`` below the smallest history the text models learn from.
+
+    ``splits``: name -> boolean row mask; each needs both classes (see the module doc).
+    """
+    if len(posts) < MIN_LABELLED_POSTS:
+        raise InsufficientData(
+            f"the viral models need at least {MIN_LABELLED_POSTS} labelled posts (48 h forwards "
+            f"known, after each channel's first 5), has {len(posts)}")
+    labels = posts[LABEL].astype(bool).to_numpy()
+    for name, sel in (splits or {}).items():
+        pos, neg = int(labels[sel].sum()), int((~labels[sel]).sum())
+        if min(pos, neg) < MIN_CLASS_PER_SPLIT:
+            raise InsufficientData(
+                f"the viral models need at least {MIN_CLASS_PER_SPLIT} viral and "
+                f"{MIN_CLASS_PER_SPLIT} non-viral posts in each time split; the {name} split "
+                f"has {pos} viral and {neg} non-viral (labelled posts: {len(posts)})")
 
 
 def time_split(published_at: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -371,40 +414,34 @@ def prepare(
 ) -> TextPreparedData:
     """Arrays ``tokens``, ``mask`` [, ``context``], ``is_viral`` and ``aux_targets`` per split.
 
-    Raises ``InsufficientData`` when there are too few posts or a split lacks viral or
-    non-viral posts (ROC AUC is undefined then).
+    Raises ``InsufficientData`` below the smallest history (``check_history``).
     """
     posts = load_posts(conn)
-    if len(posts) < MIN_POSTS:
-        raise InsufficientData(
-            f"{len(posts)} posts with 48 h forwards; the viral models need >= {MIN_POSTS}"
-        )
+    check_history(posts)
     train, val, holdout, info = time_split(posts["published_at"])
+    check_history(posts, {"train": train, "validation": val, "holdout": holdout})
     labels = posts[LABEL].astype(bool).to_numpy()
-    for name, sel in (("train", train), ("validation", val), ("holdout", holdout)):
-        pos, neg = int(labels[sel].sum()), int((~labels[sel]).sum())
-        if min(pos, neg) < MIN_CLASS_PER_SPLIT:
-            raise InsufficientData(
-                f"{name} split has {pos} viral and {neg} non-viral posts; need >= "
-                f"{MIN_CLASS_PER_SPLIT} of each (posts with 48 h data: {len(posts)})"
-            )
     encoded = encode_texts(posts["text"].tolist(), max_length, cache_dir)
     arrays = {"tokens": encoded.tokens, "mask": encoded.mask,
               LABEL: labels.astype(np.float32), AUX: aux_targets(posts, train)}
     if with_context:
         arrays["context"] = context_features(posts)
     texts = posts["text"].tolist()
-    splits = {}
-    text_splits = {}
+    frame = baseline_frame(posts)
+    channel_ids = posts["channel_id"].to_numpy(dtype=np.int64)
+    splits, text_splits, frames, channels = {}, {}, {}, {}
     for name, sel in (("train", train), ("val", val), ("holdout", holdout)):
         splits[name] = {k: v[sel] for k, v in arrays.items()}
         text_splits[name] = [t for t, keep in zip(texts, sel, strict=True) if keep]
+        frames[name] = frame[sel].reset_index(drop=True)
+        channels[name] = channel_ids[sel]
     info.update({
         "n_train": int(train.sum()), "n_val": int(val.sum()), "n_holdout": int(holdout.sum()),
         "viral_rate_train": round(float(labels[train].mean()), 4),
         "viral_rate_val": round(float(labels[val].mean()), 4),
         "viral_rate_holdout": round(float(labels[holdout].mean()), 4),
         "n_channels": int(posts["channel_id"].nunique()),
+        "n_channels_holdout": int(np.unique(channel_ids[holdout]).size),
         "token_max_length": max_length,
         "texts_encoded": encoded.n_encoded,
         "texts_from_cache": encoded.n_cached,
@@ -413,5 +450,5 @@ def prepare(
     })
     return TextPreparedData(
         train=splits["train"], val=splits["val"], holdout=splits["holdout"],
-        info=info, texts=text_splits,
+        info=info, texts=text_splits, frames=frames, channels=channels,
     )
