@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(PULSE_DATA_DIR)/dagster_home
 export OMP_WAIT_POLICY ?= PASSIVE
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install run test dev bench serve lint clean
+.PHONY: install run test dev bench evaluate serve lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ dev: install
 
 bench: install
 	$(PY) -m benchmarks.run_all
+
+# every model against its strongest baseline on worlds it was not developed on
+evaluate: install
+	$(PY) -m benchmarks.evaluate
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,11 +1,13 @@
-"""Group ``models``: one asset per model card, each gated by blocking checks.
+"""Group ``models``: one asset per model card, each gated by asset checks.
 
-Every asset tunes with Optuna, trains, evaluates against its baseline on the
-latest period, registers a version (alias ``challenger``) and moves ``champion``
+Every asset tunes with Optuna, trains, evaluates against its strongest baseline on
+the latest period, registers a version (alias ``challenger``) and moves ``champion``
 only when every gate passed and it is at least as good as the champion on the
-same holdout (``nn_models.pipeline``). The gates are also reported as blocking
-ERROR checks, so nothing downstream in the same run consumes a failing model;
-across runs, forecasts read ``@champion`` only, which a failing version never gets.
+same holdout (``nn_models.pipeline``). The gates are reported as ERROR checks that
+do not block: a losing version is news (red in the UI, with its numbers), not an
+outage, and the forecasts downstream still refresh in the same run. They read
+``@champion`` or, without one, the strongest baseline, and never the new version:
+promotion is the gate a failing model cannot pass.
 """
 
 
@@ -46,8 +48,10 @@ class TrainingConfig(dg.Config):
 
 
 def _gate_table(report: TrainingReport) -> str:
-    lines = ["| gate | value | threshold | passed |", "|---|---|---|---|"]
-    lines += [f"| {g.name} | {g.value:.4f} | {g.threshold:.4f} | {g.passed} |" for g in report.gates]
+    lines = ["| gate | value | 90 % interval | threshold | passed |", "|---|---|---|---|---|"]
+    lines += [f"| {g.name} | {g.value:.4f} | "
+              f"{'' if g.lo is None else f'[{g.lo:+.4f}, {g.hi:+.4f}]'} | {g.threshold:.4f} | "
+              f"{g.passed} |" for g in report.gates]
     return "\n".join(lines)
 
 
@@ -69,6 +73,10 @@ def _metadata(report: TrainingReport, tracking: MlflowTracking) -> dict:
             "mlflow_run_id": dg.MetadataValue.text(str(report.run_id)),
             "mlflow_run": dg.MetadataValue.url(tracking.run_url(str(report.run_id))),
             "gates": dg.MetadataValue.md(_gate_table(report)),
+            "gates_json": dg.MetadataValue.json([
+                {"name": g.name, "passed": g.passed, "value": g.value, "threshold": g.threshold,
+                 "lo": g.lo, "hi": g.hi, "against_baseline": g.against_baseline,
+                 "description": g.description} for g in report.gates]),
             "train_seconds": dg.MetadataValue.float(round(report.train_seconds, 2)),
             "total_seconds": dg.MetadataValue.float(round(report.total_seconds, 2)),
             "optuna_trials": dg.MetadataValue.int(report.n_trials),

@@ -37,17 +37,25 @@ class LoadedModel:
     tags: dict[str, str] = field(default_factory=dict)
     onnx_run: Callable[..., tuple[np.ndarray, ...]] | None = None
 
-    @property
-    def metrics(self) -> dict[str, float]:
-        """Holdout metrics recorded at registration (``metric.*`` version tags)."""
+    def _tagged(self, prefix: str) -> dict[str, float]:
         out = {}
         for key, value in self.tags.items():
-            if key.startswith("metric."):
+            if key.startswith(prefix):
                 try:
-                    out[key[len("metric."):]] = float(value)
+                    out[key[len(prefix):]] = float(value)
                 except ValueError:
                     continue
         return out
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Holdout metrics recorded at registration (``metric.*`` version tags)."""
+        return self._tagged("metric.")
+
+    @property
+    def baseline_metrics(self) -> dict[str, float]:
+        """The baselines' metrics on the same holdout (``baseline.*`` version tags)."""
+        return self._tagged("baseline.")
 
     def run(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         if self.onnx_run is not None:

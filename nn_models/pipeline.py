@@ -269,6 +269,10 @@ def train_and_register(
         tags = {"gates_passed": str(report.gates_passed), "run_id": report.run_id,
                 **{f"gate.{g.name}": str(g.passed) for g in report.gates},
                 **{f"metric.{k}": f"{v:.6g}" for k, v in _flat("", report.metrics).items()},
+                # the baselines measured on the same holdout: what a baseline-served
+                # forecast's confidence is computed from
+                **{f"baseline.{k}": f"{v:.6g}" for k, v in _flat("", report.baseline).items()},
+                "strongest_baseline": str(data.info.get("strongest_baseline", "")),
                 **onnx_tags}
         for key, value in tags.items():
             client.set_model_version_tag(task.registered_model, report.version, key, value)

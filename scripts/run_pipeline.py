@@ -124,20 +124,26 @@ def summarize(warehouse: Path) -> None:
     )
 
 
-def main() -> int:
-    instance = prepare_instance()
+def execute(settings) -> dg.ExecuteInProcessResult:
+    """Materialize ``everything_job`` for ``settings`` into $DAGSTER_HOME's instance."""
     from channel_assets.definitions import build_definitions
+
+    instance = prepare_instance()
+    defs = build_definitions(settings)
+    return defs.get_job_def("everything_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+
+
+def main() -> int:
     from channel_assets.models import model_assets
     from resources.settings import load_settings
 
     settings = load_settings()
-    defs = build_definitions(settings)
     print(f"source={settings.source} size={settings.size} seed={settings.seed} "
           f"data_dir={settings.data_dir}")
     started = time.perf_counter()
-    result = defs.get_job_def("everything_job").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
+    result = execute(settings)
     elapsed = time.perf_counter() - started
     errors = step_failures(result)
     print(f"\nrun {result.run_id} {'succeeded' if result.success and not errors else 'FAILED'} "

@@ -1,11 +1,13 @@
 """``channel_insights``: traditional metrics + neural predictions + recommendations per channel.
 
 Replaces the seed's ``generate_neural_insights``, which typed its confidences in.
-Here each model's confidence is computed from what was *measured* on its holdout
-at registration (version tags), and for the growth forecast also from the width of
-this channel's own interval. When a model has no champion, that part is left out
-and ``fallback_reason`` says so; with no champion at all the insight is the
-traditional analytics alone.
+Every part comes from its forecast table and says who served it (``source``:
+``model`` or ``baseline``, with the table's ``fallback_reason``). Its confidence is
+computed from what was *measured* on the holdout at registration (version tags):
+the champion's primary metric for a model-served part, the strongest baseline's
+on the same holdout for a baseline-served one (NULL when nothing was measured,
+e.g. the model was skipped for too little data), rescaled to 0–1 as skill over
+chance. For growth, the width of this channel's own interval scales it too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 
 from nn_models.champions import LoadedModel
 from nn_models.forecasts.base import Champions, ForecastResult, stamp
+from nn_models.tasks import get_task
 
 MODEL_ORDER = ("engagement", "growth", "viral", "content", "schedule", "behavior")
 
@@ -27,28 +30,44 @@ def _clip01(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
-def model_confidence(name: str, model: LoadedModel, interval_width: float | None = None) -> float:
-    """A 0–1 confidence from the champion's measured holdout quality.
+def skill(metric: str, value: float) -> float:
+    """A measured holdout metric as 0–1 skill: 0 = chance or no better than naive, 1 = perfect.
 
-    engagement: median-split accuracy at 3 h rescaled from chance (0.5 → 0, 1 → 1);
-    content/viral: ROC AUC rescaled the same way; schedule: the top slot's share of
-    the best true slot effect; behavior: ARI against personas; growth: 80 % interval
-    coverage closeness to 0.8 times (1 − relative width of this channel's interval).
+    accuracy / AUC: (v − 0.5) / 0.5; MASE: 1 − v (0 at the in-sample seasonal naive's
+    error); rank correlations, ARI, ratios, lifts and shares: clipped to 0–1.
     """
-    m = model.metrics
-    if name == "engagement" and "accuracy_3h" in m:
-        return _clip01((m["accuracy_3h"] - 0.5) / 0.5)
-    if name in ("content", "viral") and "roc_auc" in m:
-        return _clip01((m["roc_auc"] - 0.5) / 0.5)
-    if name == "schedule" and "top_slot_ratio" in m:
-        return _clip01(m["top_slot_ratio"])
-    if name == "behavior" and "ari" in m:
-        return _clip01(m["ari"])
-    if name == "growth" and "coverage_80" in m:
-        calibration = _clip01(1 - abs(m["coverage_80"] - 0.8) / 0.8)
-        sharpness = 1.0 if interval_width is None else _clip01(1 - interval_width)
-        return calibration * sharpness
+    if value is None or not math.isfinite(value):
+        return float("nan")
+    name = metric.lower()
+    if "auc" in name or "accuracy" in name:
+        return _clip01((value - 0.5) / 0.5)
+    if "mase" in name:
+        return _clip01(1 - value)
+    if any(k in name for k in ("spearman", "ari", "ratio", "lift", "corr", "share")):
+        return _clip01(value)
     return float("nan")
+
+
+def model_confidence(name: str, model: LoadedModel | None, source: str,
+                     interval_width: float | None = None) -> float:
+    """Confidence of one insight part from measured holdout numbers (NaN: not measured).
+
+    ``source = model``: the champion's primary metric. ``source = baseline``: the
+    strongest baseline's primary metric as measured beside the champion (a channel the
+    champion could not score), NaN without a champion (nothing was measured).
+    """
+    if model is None:
+        return float("nan")
+    primary = get_task(name).primary_metric
+    if source == "model":
+        value = model.metrics.get(primary)
+    else:
+        strongest = model.tags.get("strongest_baseline", "")
+        value = model.baseline_metrics.get(f"baseline_{strongest}_{primary}")
+    conf = skill(primary, value if value is not None else float("nan"))
+    if name == "growth" and interval_width is not None and math.isfinite(conf):
+        conf *= _clip01(1 - interval_width)
+    return conf
 
 
 def _table(conn: duckdb.DuckDBPyConnection, sql: str, params: list) -> pd.DataFrame:
@@ -80,77 +99,96 @@ def _jsonable(value):
     return value
 
 
-def _neural(conn, champions: Champions, channel_id: int) -> tuple[dict, dict, list[str]]:
-    parts, confidence, missing = {}, {}, []
-    for name in MODEL_ORDER:
-        if champions.get(name) is None:
-            missing.append(name)
-    eng = _table(conn, """
+def _served(frame: pd.DataFrame) -> tuple[str, str | None]:
+    """Who served a part: model, baseline or both (rows of one channel), and why a baseline."""
+    sources = sorted(set(frame["source"].dropna())) if "source" in frame else []
+    source = sources[0] if len(sources) == 1 else "mixed" if sources else "unknown"
+    reasons = sorted(set(frame["fallback_reason"].dropna())) if "fallback_reason" in frame else []
+    return source, "; ".join(reasons) or None
+
+
+PART_SQL = {
+    "engagement": """
         SELECT post_id, hours_observed, engagement_score, predicted_views_48h, views_48h_lo,
-               views_48h_hi FROM forecasts.post_engagement_forecasts
-        WHERE channel_id = ? ORDER BY engagement_score DESC""", [channel_id])
-    if champions.get("engagement") is not None and not eng.empty:
-        parts["engagement"] = {
-            "young_posts_scored": len(eng),
-            "expected_above_median": int((eng["engagement_score"] > 0.5).sum()),
-            "top_posts": eng.head(3).to_dict("records"),
-        }
-        confidence["engagement"] = model_confidence("engagement", champions["engagement"])
-    growth = _table(conn, """
-        SELECT horizon_days, subscribers_p10, subscribers_p50, subscribers_p90
+               views_48h_hi, source, fallback_reason FROM forecasts.post_engagement_forecasts
+        WHERE channel_id = ? ORDER BY engagement_score DESC""",
+    "growth": """
+        SELECT horizon_days, subscribers_p10, subscribers_p50, subscribers_p90, source,
+               fallback_reason
         FROM forecasts.channel_growth_forecasts WHERE channel_id = ? AND horizon_days IN (7, 30)
-        ORDER BY horizon_days""", [channel_id])
-    if champions.get("growth") is not None and not growth.empty:
-        last = growth.iloc[-1]
-        width = float((last.subscribers_p90 - last.subscribers_p10) / max(last.subscribers_p50, 1))
-        parts["growth"] = {"forecast": growth.to_dict("records"), "relative_interval_width": width}
-        confidence["growth"] = model_confidence("growth", champions["growth"], width)
-    viral = _table(conn, """
-        SELECT post_id, viral_probability, content_score FROM forecasts.post_viral_scores
-        WHERE channel_id = ? ORDER BY viral_probability DESC LIMIT 3""", [channel_id])
-    if champions.get("viral") is not None and not viral.empty:
-        parts["viral"] = {"most_likely_viral": viral.to_dict("records")}
-        confidence["viral"] = model_confidence("viral", champions["viral"])
-        if champions.get("content") is not None:
-            confidence["content"] = model_confidence("content", champions["content"])
-    slots = _table(conn, """
-        SELECT weekday, hour, expected_engagement, confidence
+        ORDER BY horizon_days""",
+    "viral": """
+        SELECT post_id, viral_probability, content_score, source, fallback_reason
+        FROM forecasts.post_viral_scores
+        WHERE channel_id = ? ORDER BY viral_probability DESC LIMIT 3""",
+    "content": """
+        SELECT pattern, kind, effect, source, fallback_reason FROM forecasts.content_patterns
+        WHERE channel_id = ? ORDER BY effect DESC LIMIT 5""",
+    "schedule": """
+        SELECT weekday, hour, expected_engagement, confidence, source, fallback_reason
         FROM forecasts.posting_schedule_recommendations WHERE channel_id = ?
-        ORDER BY rank LIMIT 3""", [channel_id])
-    if champions.get("schedule") is not None and not slots.empty:
-        parts["schedule"] = {"best_slots": slots.to_dict("records")}
-        confidence["schedule"] = model_confidence("schedule", champions["schedule"])
-    segments = _table(conn, """
-        SELECT s.segment_label, count(*) AS users
+        ORDER BY rank LIMIT 3""",
+    "behavior": """
+        SELECT s.segment_label, count(*) AS users, any_value(s.source) AS source,
+               any_value(s.fallback_reason) AS fallback_reason
         FROM forecasts.user_segments s
         JOIN (SELECT DISTINCT user_id FROM raw.interactions WHERE channel_id = ?) u
           USING (user_id)
-        GROUP BY s.segment_label ORDER BY users DESC""", [channel_id])
-    if champions.get("behavior") is not None and not segments.empty:
-        parts["audience"] = {"segments": segments.to_dict("records")}
-        confidence["behavior"] = model_confidence("behavior", champions["behavior"])
-    return parts, confidence, missing
+        GROUP BY s.segment_label ORDER BY users DESC""",
+}
+
+
+def _summary(name: str, frame: pd.DataFrame) -> dict:
+    rows = frame.drop(columns=["source", "fallback_reason"], errors="ignore")
+    if name == "engagement":
+        return {"young_posts_scored": len(rows),
+                "expected_above_median": int((rows["engagement_score"] > 0.5).sum()),
+                "top_posts": rows.head(3).to_dict("records")}
+    if name == "growth":
+        last = rows.iloc[-1]
+        width = float((last.subscribers_p90 - last.subscribers_p10) / max(last.subscribers_p50, 1))
+        return {"forecast": rows.to_dict("records"), "relative_interval_width": width}
+    key = {"viral": "most_likely_viral", "content": "top_patterns", "schedule": "best_slots",
+           "behavior": "segments"}[name]
+    return {key: rows.to_dict("records")}
+
+
+def _neural(conn, champions: Champions, channel_id: int) -> tuple[dict, dict]:
+    """Each part that has rows for this channel, with its source and measured confidence."""
+    parts, confidence = {}, {}
+    for name in MODEL_ORDER:
+        frame = _table(conn, PART_SQL[name], [channel_id])
+        if frame.empty:
+            continue
+        source, reason = _served(frame)
+        part = {"source": source, "fallback_reason": reason, **_summary(name, frame)}
+        parts[name] = part
+        confidence[name] = model_confidence(name, champions.get(name), source,
+                                            part.get("relative_interval_width"))
+    return parts, confidence
 
 
 def insights(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id: int) -> dict:
     """One channel's insight document (also what the API returns)."""
     traditional = _traditional(conn, channel_id)
-    neural, confidence, missing = _neural(conn, champions, channel_id)
+    neural, confidence = _neural(conn, champions, channel_id)
     recs = _table(conn, """
         SELECT rank, recommendation, rationale, expected_lift FROM forecasts.content_recommendations
         WHERE channel_id = ? ORDER BY rank""", [channel_id])
     measured = [v for v in confidence.values() if not math.isnan(v)]
-    overall = float(sum(measured) / len(measured)) if measured else 0.0
-    reasons = []
-    if missing:
-        reasons.append(f"no champion for {', '.join(missing)}: those parts use traditional "
-                       "analytics only")
-    if not neural:
-        reasons.append("no neural predictions available for this channel")
+    # parts nobody measured count as no skill: the overall number never claims more
+    # than was shown on a holdout
+    overall = float(sum(measured) / len(confidence)) if confidence else 0.0
+    reasons = [f"{name}: {part['fallback_reason']}" for name, part in neural.items()
+               if part["source"] != "model" and part.get("fallback_reason")]
+    absent = [name for name in MODEL_ORDER if name not in neural]
+    if absent:
+        reasons.append(f"no forecast rows for {', '.join(absent)}")
     return {
         "channel_id": channel_id,
         "traditional": traditional,
         "neural": _jsonable_tree(neural),
+        "sources": {name: part["source"] for name, part in neural.items()},
         "recommendations": _jsonable_tree(recs.to_dict("records")) if not recs.empty else [],
         "confidence": {"overall": overall, **{k: (None if math.isnan(v) else v)
                                               for k, v in confidence.items()}},
@@ -177,9 +215,31 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
         doc = insights(conn, champions, int(channel_id))
         rows.append({"channel_id": int(channel_id), "insights": json.dumps(doc, default=str),
                      "confidence": doc["confidence"]["overall"],
-                     "fallback_reason": doc["fallback_reason"]})
-    frame = pd.DataFrame(rows, columns=["channel_id", "insights", "confidence", "fallback_reason"])
+                     "reason": doc["fallback_reason"],
+                     "all_model": all(v == "model" for v in doc["sources"].values())
+                     and len(doc["sources"]) == len(MODEL_ORDER)})
+    frame = pd.DataFrame(rows, columns=["channel_id", "insights", "confidence", "reason",
+                                        "all_model"])
     used = {n: m.version for n, m in champions.items() if m is not None}
-    frame = stamp(frame, None, scored_at, model_name="channel_pulse_insights")
-    frame["model_version"] = ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"
-    return ForecastResult(frame, models={n: str(v) for n, v in used.items()})
+    # a channel's insight is "model"-served only when every part was
+    model_rows = frame[frame["all_model"]].drop(columns=["reason", "all_model"])
+    base_rows = frame[~frame["all_model"]]
+    parts = [stamp(model_rows, _Insights(used), scored_at, model_name=MODEL_NAME)]
+    for reason, group in base_rows.groupby(base_rows["reason"].fillna("no neural part served"),
+                                           sort=False):
+        parts.append(stamp(group.drop(columns=["reason", "all_model"]), None, scored_at,
+                           model_name=MODEL_NAME, fallback_reason=reason))
+    out = pd.concat(parts, ignore_index=True).sort_values("channel_id", ignore_index=True)
+    out["model_version"] = ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"
+    return ForecastResult(out, models={n: str(v) for n, v in used.items()})
+
+
+MODEL_NAME = "channel_pulse_insights"
+
+
+class _Insights:
+    """Stands in for one model in ``stamp``: the insight combines the champions in ``used``."""
+
+    def __init__(self, used: dict[str, str]) -> None:
+        self.registered_model = MODEL_NAME
+        self.version = ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"

@@ -1,0 +1,146 @@
+"""`make run`'s entry point end to end on a user's kind of data (tiny sizes).
+
+- A landing folder with no truth tables: every model trains (passing or failing its
+  gates) or is skipped with a reason, and all eight forecast tables are filled, each
+  row saying whether a model or a baseline served it.
+- A failed gate is news, not a crash: the entry point returns 0, the champion stays,
+  the forecasts refresh from it, and the check is recorded failed with its numbers.
+- An exception in a feature asset is an error: the entry point returns non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from mlflow import MlflowClient
+
+from nn_models.forecasts import FORECASTS
+from nn_models.registry import CHAMPION, version_by_alias
+from nn_models.task import Gate
+from nn_models.tasks.engagement import EngagementTask
+from warehouse import synthetic
+from warehouse.synthetic_landing import write_landing
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("engagement", "growth", "content", "viral", "behavior", "schedule")
+
+
+def _entry_point():
+    """scripts/run_pipeline.py as a module (scripts/ is not a package)."""
+    if "run_pipeline" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("run_pipeline",
+                                                      ROOT / "scripts/run_pipeline.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["run_pipeline"] = module   # dataclasses resolve annotations through it
+        spec.loader.exec_module(module)
+    return sys.modules["run_pipeline"]
+
+
+def _run(monkeypatch, data_dir: Path, **env: str) -> int:
+    """`make run` with PULSE_* pointed at ``data_dir`` (tiny profile, CPU)."""
+    settings = {"PULSE_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home"),
+                "PULSE_SIZE": "tiny", "PULSE_PROFILE": "tiny", "PULSE_DEVICE": "cpu", **env}
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    return _entry_point().main()
+
+
+def _forced(passed: bool):
+    """A test double for a task's gates: the card and the baseline rule, verdict fixed."""
+    def gates(self, metrics, baseline):
+        value = 1.0 if passed else -1.0
+        return [Gate("forced_card", passed, value, 0.0, "test double: verdict fixed"),
+                Gate("forced_by_test", passed, value, 0.0, "test double: verdict fixed",
+                     kind="baseline", lo=value, hi=value)]
+    return gates
+
+
+def _sources(path: Path) -> dict[str, dict[str | None, int]]:
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        out = {}
+        for table in FORECASTS:
+            rows = conn.execute(f"SELECT source, count(*) FROM forecasts.{table} GROUP BY ALL")
+            out[table] = dict(rows.fetchall())
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def landing_run(tmp_path_factory):
+    """A 3-channel, 30-day world as landing files (no truth, a third of the users seen);
+    run once with engagement forced to pass, then again with it forced to fail."""
+    data_dir = tmp_path_factory.mktemp("landing_world")
+    cfg = dataclasses.replace(synthetic.SIZES["tiny"], seed=11)
+    write_landing(cfg, data_dir / "landing", interaction_user_share=0.35)
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(EngagementTask, "gates", _forced(True))
+        first = _run(mp, data_dir, PULSE_SOURCE="landing")
+        first_sources = _sources(data_dir / "warehouse.duckdb")
+        mp.setattr(EngagementTask, "gates", _forced(False))
+        second = _run(mp, data_dir, PULSE_SOURCE="landing")
+        second_sources = _sources(data_dir / "warehouse.duckdb")
+    finally:
+        mp.undo()
+    return {"dir": data_dir, "rc": (first, second), "sources": (first_sources, second_sources)}
+
+
+def test_landing_only_world_fills_every_forecast(landing_run):
+    assert landing_run["rc"][0] == 0
+    conn = duckdb.connect(str(landing_run["dir"] / "warehouse.duckdb"), read_only=True)
+    schemas = {s for (s,) in conn.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
+    conn.close()
+    assert "truth" not in schemas
+    for table, by_source in landing_run["sources"][0].items():
+        assert sum(by_source.values()) > 0, f"forecasts.{table} is empty"
+        assert set(by_source) <= {"model", "baseline"}, (table, by_source)
+
+
+def test_a_failed_gate_keeps_the_champion_and_refreshes_forecasts(landing_run):
+    data_dir = landing_run["dir"]
+    assert landing_run["rc"] == (0, 0)
+    client = MlflowClient(f"sqlite:///{data_dir / 'mlflow.db'}")
+    name = EngagementTask.registered_model
+    champion = version_by_alias(client, name, CHAMPION)
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert champion is not None and champion.version == "1"
+    assert len(versions) == 2          # the losing version is registered, not promoted
+    # the engagement forecasts were rewritten in the second run, still from v1
+    conn = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    rows = conn.execute("SELECT DISTINCT source, model_version FROM "
+                        "forecasts.post_engagement_forecasts").fetchall()
+    conn.close()
+    assert rows == [("model", "1")]
+
+
+def test_failed_check_is_recorded_with_its_numbers(landing_run):
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(landing_run["dir"] / "dagster_home"))
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("engagement_model"), "not_worse_than_baseline")])
+    record = next(iter(records.values()))
+    evaluation = record.event.dagster_event.event_specific_data
+    assert evaluation.passed is False
+    assert evaluation.metadata["forced_by_test"].value == -1.0
+
+
+def test_an_exception_in_a_feature_asset_is_an_error(tmp_path, monkeypatch):
+    from warehouse import features
+
+    original = features.build_feature_table
+
+    def broken(conn, name):
+        if name == "post_features":
+            raise RuntimeError("injected by the test")
+        return original(conn, name)
+
+    monkeypatch.setattr(features, "build_feature_table", broken)
+    assert _run(monkeypatch, tmp_path) != 0
