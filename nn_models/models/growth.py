@@ -1,4 +1,9 @@
-"""``GrowthForecaster``: 30-day subscriber quantiles from the last weeks of a channel.
+"""``GrowthForecaster``: 30-day subscriber quantiles from the last four weeks of a channel.
+
+The task uses a 28-day window (``nn_models.tasks.growth.HISTORY_DAYS``), so any channel
+with 28 days of subscriber counts can be scored; the window length is a constructor
+argument and the network reads any length of at least 8 days (the scale needs 7-day
+changes).
 
 Channel sizes span three orders of magnitude and grow by compounding (new readers
 arrive through forwards of recent posts, in proportion to the audience), so the model
@@ -83,7 +88,7 @@ class GrowthForecaster(nn.Module):
 
     def __init__(
         self,
-        history_days: int = 56,
+        history_days: int = 28,
         horizon: int = 30,
         hidden: int = 256,
         layers: int = 2,
@@ -220,12 +225,14 @@ class GrowthForecaster(nn.Module):
 
         Per point, the factor by which the band would have to stretch (or could shrink)
         to just contain the actual value; the scale is that factor's ``coverage`` quantile.
+        ``future`` may cover fewer days than ``horizon`` (short histories validate a
+        shorter horizon); the scale then comes from those days.
         """
         self.eval()
         self.interval_scale.fill_(1.0)
         log0, sigma = self.scale(history)
         actual = (torch.log(future.clamp_min(1.0)) - log0.unsqueeze(1)) / sigma.unsqueeze(1)
-        q = self.normalised(history)
+        q = self.normalised(history)[:, : future.shape[1]]   # the days validated
         median = q[..., 1]
         below = (median - q[..., 0]).clamp_min(1e-9)
         above = (q[..., 2] - median).clamp_min(1e-9)
