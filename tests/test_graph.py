@@ -55,3 +55,14 @@ def test_ingestion_and_features_materialize_and_rerun_changes_nothing(tiny_setti
     assert _counts(tiny_settings.warehouse_path) == first
     embeds = [m for m in again.asset_materializations_for_node("post_text_embeddings")]
     assert embeds[0].metadata["texts_embedded_this_run"].value == 0
+
+
+def test_no_model_or_forecast_depends_on_ground_truth(tiny_settings):
+    """Real data has no truth.* tables: no model or forecast may need one, even upstream."""
+    graph = build_definitions(tiny_settings).resolve_asset_graph()
+    truth = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "truth"}
+    assert truth, "the synthetic source still writes its truth tables (as an extra report)"
+    for key in graph.get_all_asset_keys():
+        if graph.get(key).group_name in ("models", "forecasts"):
+            upstream = graph.upstream_key_iterator(key)
+            assert not truth & set(upstream), key.to_user_string()
