@@ -115,7 +115,7 @@ class BehaviorClusterer(nn.Module):
         self.latent_noise = latent_noise
         self.latent_l2 = latent_l2
         self.hour_smoothing = hour_smoothing
-        self.silhouette_by_k: dict[int, float] = {}
+        self.validation_error_by_k: dict[int, float] = {}   # k -> validation profile error
         n = len(self.feature_names)
         self.encoder = _mlp([n, *hidden, latent_dim], dropout)
         self.decoder = _mlp([latent_dim, *reversed(hidden), n], dropout)
