@@ -246,7 +246,8 @@ def test_growth_score_from_latest_day(conn, growth_model):
     result = gro.score(conn, {"growth": growth_model}, SCORED_AT)
     frame = result.frame
     assert list(frame.columns[:6]) == gro.COLUMNS
-    assert list(frame.columns[6:9]) == list(LINEAGE_COLUMNS)
+    assert list(frame.columns[6:11]) == list(LINEAGE_COLUMNS)
+    assert set(frame["source"]) == {"model"} and frame["fallback_reason"].isna().all()
     last = conn.execute("""
         SELECT channel_id, max(day) AS last_day, arg_max(subscribers, day) AS last_subs
         FROM features.channel_daily_features GROUP BY ALL ORDER BY channel_id""").fetchdf()
@@ -272,16 +273,20 @@ def test_growth_score_from_latest_day(conn, growth_model):
 
 
 def test_growth_missing_champion_and_short_history(conn):
+    # without a champion every channel is still forecast, by the strongest baseline
     missing = gro.score(conn, {"growth": None}, SCORED_AT)
-    assert missing.frame.empty and list(missing.frame.columns[:6]) == gro.COLUMNS
-    assert "no champion for growth" in missing.notes["skipped"]
+    assert len(missing.frame) == 3 * 30 and list(missing.frame.columns[:6]) == gro.COLUMNS
+    assert set(missing.frame["source"]) == {"baseline"}
+    assert missing.frame["fallback_reason"].str.contains("no champion for growth").all()
+    assert "no champion for growth" in missing.notes["no_champion"]
     no_tables = gro.score(duckdb.connect(), {"growth": _growth(conn, 14)}, SCORED_AT)
     assert no_tables.frame.empty and "missing" in no_tables.notes["skipped"]
-    long_window = _growth(conn, 56)        # tiny channels have 30 days
+    long_window = _growth(conn, 56)        # tiny channels have 30 days: the baseline serves
     short = gro.score(conn, {"growth": long_window}, SCORED_AT)
-    assert short.frame.empty and "56 days" in short.notes["too_short"]
-    with pytest.raises(InvalidInput, match="reads the last 56"):
-        gro.forecast_channel(conn, long_window, 1001, 7)
+    assert len(short.frame) == 3 * 30 and set(short.frame["source"]) == {"baseline"}
+    assert short.frame["fallback_reason"].str.contains("reads the last 56").all()
+    out = gro.forecast_channel(conn, long_window, 1001, 7)
+    assert out["source"] == "baseline" and "reads the last 56" in out["fallback_reason"]
 
 
 def test_forecast_channel_matches_table(conn, growth_model):

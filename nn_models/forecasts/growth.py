@@ -12,9 +12,9 @@ its p10/p90 come from its errors on them (``nn_models.baselines_growth``). The c
 cached per warehouse content, so per-request answers match the table.
 
 The ``growth`` champion reads the last ``history_days`` days of a channel's
-``features.channel_daily_features`` (the raw columns ``RAW_FEATURES``, made gap-free by
-the task's own ``channel_series``: a missing day repeats the last subscriber count and
-has no posts) and returns ln(subscribers) at p10/p50/p90 for each of the next
+``features.channel_daily_features`` (the columns ``RAW_FEATURES``, made gap-free by
+the task's own ``channel_series``, which adds ``history_drift``: a missing day repeats
+the last subscriber count and has no posts) and returns ln(subscribers) at p10/p50/p90 for each of the next
 ``horizon`` days. The forecast origin is the channel's LATEST observed day, so horizon
 1 is the day after it. The model itself hides the 48 h post statistics of the last two
 days (not known yet on the origin day), exactly as in training.
@@ -54,7 +54,7 @@ from nn_models.forecasts.base import (
     missing_champion,
     stamp,
 )
-from nn_models.models.growth import RAW_FEATURES
+from nn_models.models.growth import RAW_FEATURES, TABLE_FEATURES
 from nn_models.service import InvalidInput
 from nn_models.tasks.growth import DAILY_SQL, HORIZON, MIN_HISTORY_DAYS, channel_series
 
@@ -67,7 +67,7 @@ BACKTEST_ORIGINS = 4            # validation origins per channel for the scoring
 _CHOICES: OrderedDict[str, B.BaselineChoice] = OrderedDict()   # by warehouse content
 
 CHANNEL_SQL = f"""
-SELECT channel_id, day, {", ".join(RAW_FEATURES)}
+SELECT channel_id, day, {", ".join(TABLE_FEATURES)}
 FROM features.channel_daily_features
 WHERE channel_id = ?
 ORDER BY day

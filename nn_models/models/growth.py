@@ -15,14 +15,15 @@ per subscriber yesterday" means the same thing for a 2 k and a 2 M channel.
 
 A GRU reads the window, additive attention pools its states (subscriber jumps follow
 specific viral days, not only the last one), and a dense block (128) maps
-``[attention context, last state, drift, noise, trend t-statistic]`` to the 30-day x 3
-quantile path. With 20-odd channels there is little to learn from, so the path has the
+``[attention context, last state, drift, noise, trend t-statistic, history drift]`` to
+the 30-day x 3 quantile path. With 20-odd channels there is little to learn from, so the path has the
 shape of a random walk with drift and the network sets its parameters: the median
-continues the window's mean daily log change, shrunk or stretched
-(``2 * sigmoid(a) * drift * h + b``), and the p10/p90 band grows with ``sqrt(h)``
-(daily noise) and ``h`` (drift error) in units of the window's daily noise; a small
-per-day term (the 30 x 3 outputs, x0.1) bends each curve. Quantiles are ordered by
-construction (softplus distances below and above the median). After training,
+continues a learned mix of the window's mean daily log change and the channel's whole
+history's (``history_drift`` on the last day, which reaches back beyond the window),
+shrunk or stretched (``2 * sigmoid(a) * (m * drift + (1 - m) * long) * h + b``), and
+the p10/p90 band grows with ``sqrt(h)`` (daily noise) and ``h`` (drift error) in units
+of the window's daily noise; a small per-day term (the 30 x 3 outputs, x0.1) bends each
+curve. Quantiles are ordered by construction (softplus distances below and above the median). After training,
 ``calibrate_intervals`` rescales the band on validation windows (split conformal).
 The forecast is ``log S0 + sigma * q``: ``forward`` returns natural-log subscribers
 (``exp`` gives counts), which keeps the ONNX export faithful to float32 precision for
@@ -43,11 +44,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Raw daily columns the model reads, in this order (from features.channel_daily_features).
-RAW_FEATURES: tuple[str, ...] = (
+# Daily columns of features.channel_daily_features the model reads, in this order.
+TABLE_FEATURES: tuple[str, ...] = (
     "subscribers", "posts", "views_48h_sum", "forwards_48h_sum", "interactions_48h_sum",
     "engagement_rate", "reach_48h", "viral_posts", "mean_text_length", "weekday",
 )
+# ... plus ``history_drift``: on each day, the mean daily change of ln S from the channel's
+# first subscriber count to that day (backward-looking; ``tasks.growth.channel_series``).
+RAW_FEATURES: tuple[str, ...] = (*TABLE_FEATURES, "history_drift")
 _R = {name: i for i, name in enumerate(RAW_FEATURES)}
 # Columns computed from 48 h views: unknown for the last UNKNOWN_48H_DAYS days of a window.
 NEEDS_48H = ("views_48h_sum", "forwards_48h_sum", "interactions_48h_sum", "engagement_rate",
@@ -106,15 +110,15 @@ class GrowthForecaster(nn.Module):
         self.attention = nn.Sequential(nn.Linear(hidden, hidden // 2), nn.Tanh(),
                                        nn.Linear(hidden // 2, 1))
         self.head = nn.Sequential(
-            nn.Linear(2 * hidden + 3, dense), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(2 * hidden + 4, dense), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(dense, horizon * len(QUANTILES)),
         )
         # shape of the 30-day path: slope correction, intercept, and the sqrt(h) and h
         # terms of the band below and above the median (random walk with drift)
-        self.path = nn.Linear(dense, 6)
+        self.path = nn.Linear(dense, 7)
         with torch.no_grad():  # start at "drift continues" with a ~p10/p90 random-walk band
             self.path.weight.mul_(0.1)
-            self.path.bias.copy_(torch.tensor([0.0, 0.0, 0.954, -1.686, 0.954, -1.686]))
+            self.path.bias.copy_(torch.tensor([0.0, 0.0, 0.954, -1.686, 0.954, -1.686, 0.0]))
         # widening (> 1) or narrowing of the band fitted on validation windows after training
         self.register_buffer("interval_scale", torch.ones(()))
 
@@ -201,14 +205,19 @@ class GrowthForecaster(nn.Module):
         # how clearly the window trends: drift / its standard error
         n_days = torch.ones_like(drift) * (history.shape[1] - 1)
         t_stat = drift * n_days.sqrt() / noise.clamp_min(1e-3)
-        summary = torch.stack([drift, noise, torch.tanh(t_stat / 5)], dim=-1)
+        # the drift over the channel's whole history (it reaches further back than the window)
+        long_drift = history[:, -1, _R["history_drift"]] / sigma
+        summary = torch.stack([drift, noise, torch.tanh(t_stat / 5), long_drift], dim=-1)
         pooled = torch.cat([(weights * states).sum(dim=1), states[:, -1], summary], dim=-1)
         z = self.head[:-1](pooled)                               # (N, dense)
         per_day = self.head[-1](z).view(-1, self.horizon, len(QUANTILES))
-        p = self.path(z).unsqueeze(1)                            # (N, 1, 6)
+        p = self.path(z).unsqueeze(1)                            # (N, 1, 7)
         h = torch.arange(1, self.horizon + 1, device=history.device, dtype=history.dtype)
         h = h.view(1, -1)
-        slope = drift.unsqueeze(1) * 2 * torch.sigmoid(p[..., 0])   # shrink or stretch
+        # a learned mix of the window's and the whole history's drift, shrunk or stretched
+        mix = torch.sigmoid(p[..., 6])
+        slope = (mix * drift.unsqueeze(1) + (1 - mix) * long_drift.unsqueeze(1)) \
+            * 2 * torch.sigmoid(p[..., 0])
         median = slope * h + p[..., 1] + 0.1 * per_day[..., 0]
         noise = noise.unsqueeze(1) * self.interval_scale
         below = noise * (F.softplus(p[..., 2]) * h.sqrt() + F.softplus(p[..., 3]) * h

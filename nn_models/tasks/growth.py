@@ -41,7 +41,7 @@ from nn_models import baselines_growth as B
 from nn_models import metrics as M
 from nn_models import plots
 from nn_models.device import DeviceChoice
-from nn_models.models.growth import QUANTILES, RAW_FEATURES, GrowthForecaster
+from nn_models.models.growth import QUANTILES, RAW_FEATURES, TABLE_FEATURES, GrowthForecaster
 from nn_models.task import Gate, InsufficientData, ModelTask, PreparedData
 from nn_models.training import TrainConfig, TrainResult, fit, seed_everything
 
@@ -59,7 +59,7 @@ N_BOOT = 1000
 MARGIN_PREFIX = "margin_mase_vs_"
 
 DAILY_SQL = f"""
-SELECT channel_id, day, {", ".join(RAW_FEATURES)}
+SELECT channel_id, day, {", ".join(TABLE_FEATURES)}
 FROM features.channel_daily_features
 ORDER BY channel_id, day
 """
@@ -69,6 +69,7 @@ def channel_series(daily: pd.DataFrame) -> dict[int, pd.DataFrame]:
     """Per channel, a gap-free daily frame of RAW_FEATURES from its first subscriber count.
 
     Missing days repeat the last subscriber count and have no post activity.
+    ``history_drift`` on day t is (ln S_t - ln S_first) / t: only days up to t (0 on day 0).
     """
     out: dict[int, pd.DataFrame] = {}
     for channel, frame in daily.groupby("channel_id", sort=True):
@@ -79,8 +80,10 @@ def channel_series(daily: pd.DataFrame) -> dict[int, pd.DataFrame]:
         days = pd.date_range(frame.index.min(), frame.index.max(), freq="D")
         frame = frame.reindex(days)
         frame["subscribers"] = frame["subscribers"].ffill()
-        frame = frame.fillna({c: 0.0 for c in RAW_FEATURES if c != "subscribers"})
+        frame = frame.fillna({c: 0.0 for c in TABLE_FEATURES if c != "subscribers"})
         frame["weekday"] = frame.index.weekday
+        log_s = np.log(np.maximum(frame["subscribers"].to_numpy(np.float64), 1.0))
+        frame["history_drift"] = (log_s - log_s[0]) / np.maximum(np.arange(len(log_s)), 1)
         out[int(channel)] = frame[list(RAW_FEATURES)].astype(np.float64)
     return out
 
