@@ -27,17 +27,31 @@ the users it is attached to, in this order:
 
 Labels are unique per segment: a clash first adds the activity level, then the
 segment number.
+
+**Without a champion** (or when it cannot assign, e.g. no centroids) every user is
+segmented by the strongest baseline, fitted at scoring time (``source='baseline'``,
+``fallback_reason`` says why): ``BehaviorTask.load`` runs the task's protocol on
+``raw.interactions`` — PCA + k-means with inputs and k chosen on the validation
+period, or the global profile when that predicted the validation period better — and
+the chosen rule is refitted on every user's whole-history features (users with at
+least ``MIN_FIT_INTERACTIONS`` interactions; everyone is assigned). ``distance`` is
+then the Euclidean distance to the segment's centre in PCA space. When interactions
+are too sparse for that protocol, one global profile serves: every user in segment 0,
+distance = Euclidean distance of his shares to the mean shares, and the reason
+(the task's InsufficientData message) is in the note and ``fallback_reason``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 import numpy as np
 import pandas as pd
 
+from nn_models.baselines_behavior import fit_pca_kmeans
 from nn_models.champions import LoadedModel
 from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, parse_channel_id, stamp
 from nn_models.models.behavior import (
@@ -48,8 +62,8 @@ from nn_models.models.behavior import (
     behavior_inputs,
     hour_smoothing_kernel,
 )
-from nn_models.service import ModelUnavailable
-from nn_models.tasks.behavior import BehaviorTask
+from nn_models.task import InsufficientData
+from nn_models.tasks.behavior import LATENT_DIM, MIN_FIT_INTERACTIONS, BehaviorTask, baseline_inputs
 
 TABLE = "user_segments"
 COLUMNS = ["user_id", "segment_id", "segment_label", "distance", "segment_size", "n_interactions"]
@@ -222,12 +236,53 @@ def segment_traits(frame: pd.DataFrame, segments: np.ndarray) -> dict[int, dict]
             for s in np.unique(segments)}
 
 
+# ------------------------------------------------------------------------ baseline
+@dataclass
+class BaselineSegments:
+    """Every user's segment and distance from the strongest baseline, and how it was chosen."""
+
+    segments: np.ndarray
+    distances: np.ndarray
+    rule: str
+    how: str
+
+
+def fit_baseline(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> BaselineSegments:
+    """Segments of ``frame``'s users (user_behavior_features rows) by the strongest baseline."""
+    x = behavior_inputs(frame, FEATURES)
+    try:
+        data = BehaviorTask().load(conn)
+    except InsufficientData as exc:
+        data, why = None, f"one global profile: PCA + k-means could not be validated ({exc})"
+    if data is not None and data.info["strongest_baseline"] == "pca_kmeans":
+        variant, k = data.info["baseline_pca_kmeans_variant"], data.info["baseline_pca_kmeans_k"]
+        active = frame["n_interactions"].to_numpy() >= MIN_FIT_INTERACTIONS
+        if active.sum() > k:
+            inputs, weight = baseline_inputs(variant, x[active])
+            fitted = fit_pca_kmeans(inputs, k, LATENT_DIM, weight)
+            segments, distances = fitted.assign(baseline_inputs(variant, x)[0])
+            how = (f"PCA + k-means ({variant} inputs, k={k} chosen on the validation period; "
+                   f"validation profile error {data.info['baseline_pca_kmeans_val_error']:.4f} vs "
+                   f"global profile {data.info['baseline_global_profile_val_error']:.4f}), "
+                   f"refitted on {int(active.sum())} users' whole history")
+            return BaselineSegments(segments.astype(np.int64), distances, "pca_kmeans", how)
+        why = f"one global profile: {int(active.sum())} active users, too few for k={k}"
+    elif data is not None:
+        why = (f"one global profile: it predicted the validation period better than PCA + "
+               f"k-means ({data.info['baseline_global_profile_val_error']:.4f} vs "
+               f"{data.info['baseline_pca_kmeans_val_error']:.4f})")
+    distances = np.sqrt(((x - x.mean(axis=0)) ** 2).sum(axis=1)) if len(x) else np.zeros(0)
+    return BaselineSegments(np.zeros(len(x), dtype=np.int64), distances.astype(np.float64),
+                            "global_profile", why)
+
+
 # ------------------------------------------------------------------------- scoring
 def _result(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
-            notes: dict[str, str]) -> ForecastResult:
+            notes: dict[str, str], fallback_reason: str | None = None) -> ForecastResult:
     models = {model.registered_model: model.version} if model else {}
     return ForecastResult(stamp(frame[COLUMNS], model, scored_at,
-                                model_name=None if model else BehaviorTask.registered_model),
+                                model_name=None if model else BehaviorTask.registered_model,
+                                fallback_reason=fallback_reason),
                           notes=notes, models=models)
 
 
@@ -240,37 +295,48 @@ def _empty() -> pd.DataFrame:
                          "n_interactions": pd.Series(dtype="int64")})
 
 
-def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
-          scored_at: datetime) -> ForecastResult:
-    reason = missing_champion(TABLE, ("behavior",), champions)
-    if reason:
-        return _result(_empty(), None, scored_at, {"skipped": reason})
-    model = champions["behavior"]
-    assert model is not None
-    frame = _frame(conn, "SELECT * FROM features.user_behavior_features ORDER BY user_id", [])
-    if frame is None or frame.empty:
-        why = "does not exist yet" if frame is None else "is empty (no interactions)"
-        return _result(_empty(), model, scored_at,
-                       {"skipped": f"{TABLE}: features.user_behavior_features {why}"})
-    try:
-        segments, distances = assign(model, frame)
-    except ValueError as exc:
-        return _result(_empty(), model, scored_at, {"skipped": f"{TABLE}: {exc}"})
-    found = segment_traits(frame, segments)
-    labels = labels_for(found)
+def _rows(frame: pd.DataFrame, segments: np.ndarray, distances: np.ndarray
+          ) -> tuple[pd.DataFrame, dict[int, str], np.ndarray]:
+    labels = labels_for(segment_traits(frame, segments))
     sizes = np.bincount(segments)
     out = pd.DataFrame({
         "user_id": frame["user_id"].to_numpy(np.int64),
-        "segment_id": segments,
+        "segment_id": segments.astype(np.int64),
         "segment_label": [labels[int(s)] for s in segments],
-        "distance": distances,
+        "distance": np.asarray(distances, dtype=np.float64),
         "segment_size": sizes[segments].astype(np.int64),
         "n_interactions": frame["n_interactions"].to_numpy(np.int64),
     })
-    n_segments = getattr(model.module, "n_segments", len(found))
-    notes = {"segments": "; ".join(f"{s}: {labels[s]} ({int(sizes[s])} users)" for s in found)}
-    if len(found) < n_segments:
-        notes["empty_segments"] = (f"{n_segments - len(found)} of the model's {n_segments} "
+    return out, labels, sizes
+
+
+def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
+          scored_at: datetime) -> ForecastResult:
+    model = champions.get("behavior")
+    frame = _frame(conn, "SELECT * FROM features.user_behavior_features ORDER BY user_id", [])
+    if frame is None or frame.empty:
+        why = "does not exist yet" if frame is None else "is empty (no interactions)"
+        reason = f"{TABLE}: features.user_behavior_features {why}"
+        return _result(_empty(), model, scored_at, {"skipped": reason}, reason)
+    reason = missing_champion(TABLE, ("behavior",), champions)
+    if model is not None:
+        try:
+            segments, distances = assign(model, frame)
+        except ValueError as exc:
+            reason = f"{TABLE}: champion v{model.version} cannot assign segments: {exc}"
+    if reason:
+        base = fit_baseline(conn, frame)
+        out, labels, sizes = _rows(frame, base.segments, base.distances)
+        notes = {"baseline": f"{base.rule}: {base.how}", "fallback": reason,
+                 "segments": "; ".join(f"{s}: {labels[s]} ({int(sizes[s])} users)"
+                                       for s in labels)}
+        return _result(out, None, scored_at, notes, reason)
+    assert model is not None
+    out, labels, sizes = _rows(frame, segments, distances)
+    n_segments = getattr(model.module, "n_segments", len(labels))
+    notes = {"segments": "; ".join(f"{s}: {labels[s]} ({int(sizes[s])} users)" for s in labels)}
+    if len(labels) < n_segments:
+        notes["empty_segments"] = (f"{n_segments - len(labels)} of the model's {n_segments} "
                                    "centroids have no users today")
     return _result(out, model, scored_at, notes)
 
@@ -303,16 +369,40 @@ def _all_user_labels(conn: duckdb.DuckDBPyConnection, model: LoadedModel) -> dic
     return {s: {"label": label, "size": int(sizes[s])} for s, label in labels.items()}
 
 
+def _baseline_assignment(conn: duckdb.DuckDBPyConnection, users: pd.DataFrame):
+    """(segments, distances, labels {segment: {label, size}}, label source) of ``users`` from
+    the published baseline rows, or from the baseline fitted now when they are missing."""
+    rows = _frame(conn, """
+        SELECT user_id, segment_id, segment_label, distance, segment_size
+        FROM forecasts.user_segments WHERE source = 'baseline'""", [])
+    if rows is not None and set(users["user_id"]) <= set(rows["user_id"]):
+        mine = users[["user_id"]].merge(rows, on="user_id", how="left")
+        labels = {int(r.segment_id): {"label": r.segment_label, "size": int(r.segment_size)}
+                  for r in rows.drop_duplicates("segment_id").itertuples()}
+        return (mine["segment_id"].to_numpy(np.int64), mine["distance"].to_numpy(np.float64),
+                labels, "forecasts.user_segments (baseline rows)")
+    frame = _frame(conn, "SELECT * FROM features.user_behavior_features ORDER BY user_id", [])
+    base = fit_baseline(conn, frame)
+    _, names, sizes = _rows(frame, base.segments, base.distances)
+    row = pd.Series(np.arange(len(frame)), index=frame["user_id"].to_numpy()).reindex(
+        users["user_id"].to_numpy()).to_numpy(np.int64)
+    labels = {s: {"label": label, "size": int(sizes[s])} for s, label in names.items()}
+    return base.segments[row], base.distances[row], labels, f"baseline fitted now: {base.how}"
+
+
 def _round(value: float, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
-def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channel_id) -> dict:
+def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None,
+                     channel_id) -> dict:
     """The segment mix of the users who interacted with a channel (the API's answer).
 
     Per segment: its (network-wide) label and size, the channel's users in it, their
     share of the channel's users and of its interactions, their typical active hours
-    and action mix (their own features), and their mean latent distance.
+    and action mix (their own features), and their mean distance to the centre.
+    ``model=None`` (no champion) answers from the strongest baseline: ``source`` says
+    which served (``model`` / ``baseline``) and ``fallback_reason`` why.
     """
     channel_id = _channel_id(channel_id)
     users = _frame(conn, """
@@ -323,22 +413,31 @@ def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channe
         SELECT f.*, c.channel_interactions
         FROM features.user_behavior_features AS f JOIN c USING (user_id)
         ORDER BY f.user_id""", [channel_id])
-    base = {"channel_id": channel_id, "model_name": model.registered_model,
-            "model_version": str(model.version)}
+    reason = missing_champion(TABLE, ("behavior",), {"behavior": model})
+    base = {"channel_id": channel_id,
+            "model_name": model.registered_model if model else BehaviorTask.registered_model,
+            "model_version": str(model.version) if model else "none",
+            "source": "model" if model else "baseline", "fallback_reason": reason}
     if users is None:
         return {**base, "users": 0, "segments": [],
                 "note": "raw.interactions or features.user_behavior_features is not published yet"}
     if users.empty:
         return {**base, "users": 0, "segments": [],
                 "note": "no user interactions recorded for this channel"}
-    try:
-        segments, distances = assign(model, users)
-    except ValueError as exc:
-        raise ModelUnavailable(f"behavior champion cannot assign segments: {exc}") from exc
-    known = _published_labels(conn, model)
-    label_source = "forecasts.user_segments"
-    if not set(np.unique(segments)) <= set(known):
-        known, label_source = _all_user_labels(conn, model), "computed over all users"
+    if model is not None:
+        try:
+            segments, distances = assign(model, users)
+            known = _published_labels(conn, model)
+            label_source = "forecasts.user_segments"
+            if not set(np.unique(segments)) <= set(known):
+                known, label_source = _all_user_labels(conn, model), "computed over all users"
+        except ValueError as exc:
+            model = None
+            base.update(model_name=BehaviorTask.registered_model, model_version="none",
+                        source="baseline",
+                        fallback_reason=f"{TABLE}: the champion cannot assign segments: {exc}")
+    if model is None:
+        segments, distances, known, label_source = _baseline_assignment(conn, users)
     weights = users["channel_interactions"].to_numpy(float)
     x = behavior_inputs(users, FEATURES)
     activity = users["n_interactions"].to_numpy(np.float64)
@@ -368,4 +467,3 @@ def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channe
         })
     out.sort(key=lambda r: (-r["users"], r["segment_id"]))
     return {**base, "users": int(len(users)), "label_source": label_source, "segments": out}
-
