@@ -198,3 +198,33 @@ def tfidf_logreg_scores(
     model = make_pipeline("tfidf", ngrams=ngrams, c=c)
     model.fit(pd.DataFrame({TEXT: list(train_texts)}), np.asarray(train_labels).astype(int))
     return model.predict_proba(pd.DataFrame({TEXT: list(test_texts)}))[:, 1]
+
+
+def word_term_weights(tuned: TunedBaseline, frame: pd.DataFrame, labels: np.ndarray,
+                      seed: int = 0) -> tuple[pd.Series, Any, str]:
+    """Readable word n-gram weights behind a tuned TF-IDF baseline, for content patterns.
+
+    When the baseline reads words (``word_*`` n-gram sets) its own LR coefficients of
+    the word features are returned; when it reads character n-grams only (fragments
+    such as ``"eaki"`` say little to a reader) a word 1–2-gram TF-IDF LR with the
+    baseline's chosen C is fitted on the same rows and its coefficients are returned.
+    Also returns the word analyser (text -> its n-grams) and a note on which it was.
+    """
+    if tuned.name != "tfidf" or tuned.model is None:
+        raise ValueError("word weights need a fitted tfidf baseline")
+    if str(tuned.params["ngrams"]).startswith("word"):
+        model, note = tuned.model, f"LR weights of the {tuned.label} baseline's word n-grams"
+    else:
+        model = make_pipeline("tfidf", ngrams="word_1_2", c=float(tuned.params["C"]), seed=seed)
+        model.fit(frame[[TEXT]], np.asarray(labels).astype(int))
+        note = (f"LR weights of word 1-2-grams with the baseline's C={tuned.params['C']:g} (the "
+                f"{tuned.label} baseline itself reads character n-grams)")
+    features = model.named_steps["features"]
+    text = features.named_transformers_["text"]
+    vectorizer = dict(text.transformer_list)["word"] if isinstance(text, FeatureUnion) else text
+    prefix = "text__word__" if isinstance(text, FeatureUnion) else "text__"
+    names = features.get_feature_names_out()
+    coef = model.named_steps["lr"].coef_[0]
+    keep = np.array([n.startswith(prefix) for n in names])
+    weights = pd.Series(coef[keep], index=[n[len(prefix):] for n in names[keep]])
+    return weights.sort_values(ascending=False), vectorizer.build_analyzer(), note

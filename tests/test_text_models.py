@@ -12,14 +12,16 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from nn_models import text_data
+from nn_models import baselines_text, text_data
 from nn_models.baselines_text import binary_metrics, tfidf_logreg_scores
 from nn_models.device import choose_device
+from nn_models.metrics import bootstrap_margin
 from nn_models.models.content import ContentAnalyzer
 from nn_models.models.viral import ViralDetector
 from nn_models.pipeline import train_and_register
 from nn_models.registry import CHALLENGER, version_by_alias
 from nn_models.task import PROFILES, InsufficientData
+from nn_models.tasks import content as content_task
 from nn_models.tasks.content import AUC_THRESHOLD, ContentTask
 from nn_models.tasks.viral import ViralTask
 from warehouse import features, synthetic
@@ -154,6 +156,85 @@ def test_binary_metrics_hand_computed():
     assert math.isnan(binary_metrics(np.zeros(3), np.arange(3.0))["roc_auc"])
 
 
+def _baseline_frames(data):
+    return data.frames["train"], data.train["is_viral"], data.frames["val"], data.val["is_viral"]
+
+
+def test_baselines_chosen_on_validation_only(viral_data, monkeypatch):
+    """The selection sees train and validation rows only; the choice is the validation best,
+    is recorded, and does not move when every holdout label is flipped."""
+    tuned = viral_data.baselines
+    assert set(tuned) == set(baselines_text.BASELINE_NAMES)
+    info = viral_data.info
+    assert info["strongest_baseline"] == max(tuned, key=lambda n: tuned[n].val_roc_auc)
+    for name, b in tuned.items():
+        assert info[f"baseline_{name}_params"] == b.label
+        assert b.val_roc_auc == max(c["val_roc_auc"] for c in b.grid)
+        assert len(b.grid) == len(baselines_text.C_GRID) * (
+            len(baselines_text.NGRAM_GRID) if "tfidf" in name else 1)
+    # the recorded validation AUC of the chosen text settings, recomputed by hand
+    tf = tuned["tfidf"]
+    train, y_train, val, y_val = _baseline_frames(viral_data)
+    model = baselines_text.make_pipeline("tfidf", ngrams=tf.params["ngrams"], c=tf.params["C"])
+    model.fit(train, y_train.astype(int))
+    assert binary_metrics(y_val, model.predict_proba(val)[:, 1])["roc_auc"] == pytest.approx(
+        tf.val_roc_auc)
+    # the task hands the selection the train and validation rows, never the holdout
+    seen = []
+    real = content_task.tune_baselines
+
+    def spy(names, train, y_train, val, y_val, *args, **kwargs):
+        seen.append((len(train), len(val)))
+        return real(names, train, y_train, val, y_val, *args, **kwargs)
+
+    monkeypatch.setattr(content_task, "tune_baselines", spy)
+    flipped = text_data.TextPreparedData(
+        train=viral_data.train, val=viral_data.val,
+        holdout={**viral_data.holdout, "is_viral": 1 - viral_data.holdout["is_viral"]},
+        info={}, frames=viral_data.frames, channels=viral_data.channels)
+    ViralTask().fit_baselines(flipped)
+    assert seen == [(info["n_train"], info["n_val"])]
+    assert {n: b.params for n, b in flipped.baselines.items()} == {
+        n: b.params for n, b in tuned.items()}
+
+
+def test_gate_is_the_bootstrap_margin_over_the_strongest(viral_data):
+    task = ViralTask()
+    y = viral_data.holdout["is_viral"]
+    scores = task.baseline_holdout_scores(viral_data)
+    best = viral_data.info["strongest_baseline"]
+
+    # a "model" that scores the holdout labels themselves: AUC 1
+    task.probabilities = lambda model, arrays: arrays["is_viral"].astype(np.float64)
+    metrics = task.evaluate(torch.nn.Identity(), viral_data)
+    assert metrics["roc_auc"] == 1.0
+    want = bootstrap_margin(lambda i: content_task.roc_auc(y[i], y[i]),
+                            lambda i: content_task.roc_auc(y[i], scores[best][i]), len(y),
+                            n_boot=content_task.N_BOOT, seed=content_task.BOOTSTRAP_SEED)
+    assert metrics["margin_strongest"] == pytest.approx(want.diff)
+    assert (metrics["margin_strongest_lo"], metrics["margin_strongest_hi"]) == pytest.approx(
+        (want.lo, want.hi))
+    base = task.baseline(viral_data)
+    gates = task.gates(metrics, base)
+    assert gates[1].passed == (want.lo >= 0) and gates[1].kind == "baseline"
+    # a margin whose interval reaches below 0 fails, whatever the point estimate
+    noisy = {**metrics, "margin_strongest": 0.05, "margin_strongest_lo": -0.01}
+    assert not task.gates(noisy, base)[1].passed
+
+
+def test_labels_are_the_warehouse_trailing_labels(warehouse, content_data):
+    """is_viral is read from post_features (trailing window), never recomputed here."""
+    posts = text_data.load_posts(warehouse)
+    stored = warehouse.execute(
+        "SELECT channel_id, post_id, is_viral FROM features.post_features "
+        "WHERE is_viral IS NOT NULL AND forwards_48h IS NOT NULL").fetchdf()
+    both = posts.merge(stored, on=["channel_id", "post_id"], suffixes=("", "_stored"))
+    assert len(both) == len(posts) and (both["is_viral"] == both["is_viral_stored"]).all()
+    labels = np.concatenate([content_data.train["is_viral"], content_data.val["is_viral"],
+                             content_data.holdout["is_viral"]])
+    np.testing.assert_array_equal(labels, posts["is_viral"].astype(float).to_numpy())
+
+
 def test_tfidf_baseline_learns_a_word_and_its_bigram():
     train = ["boom big news", "boom today", "quiet day", "nothing new", "quiet evening",
              "plain update", "boom again"]
@@ -256,23 +337,27 @@ def test_context_uses_only_earlier_posts(warehouse):
     posts_full = text_data.load_posts(_posts_only_warehouse(full))
     posts_early = text_data.load_posts(early)
     keep = posts_full["published_at"] < cut
-    # forwards_percentile / is_viral rank against later posts; the context must not
+    # context from earlier posts only: cutting the later half changes none of it
     pd.testing.assert_frame_equal(
         pd.DataFrame(ctx_full[keep.to_numpy()]),
         pd.DataFrame(text_data.context_features(posts_early)),
     )
-    first = posts_full.groupby("channel_id").head(1).index
-    assert np.all(ctx_full[first, text_data.CONTEXT_FEATURES.index("has_prior")] == 0)
+    # labelled posts start after a channel's first 5, so some already have 48 h-old priors
+    has_prior = ctx_full[:, text_data.CONTEXT_FEATURES.index("has_prior")]
+    np.testing.assert_array_equal(
+        has_prior, (posts_full["channel_prior_posts_48h"].fillna(0) > 0).to_numpy(float))
 
 
 def test_insufficient_data(warehouse, tmp_path):
     with pytest.raises(InsufficientData, match="not built"):
         ContentTask(cache_dir=tmp_path).load(duckdb.connect())
     full = warehouse.execute("SELECT * FROM features.post_features").fetchdf()
-    with pytest.raises(InsufficientData, match=r"need >= 100|>= 100"):
-        ContentTask(cache_dir=tmp_path).load(_posts_only_warehouse(full.head(60)))
-    no_viral = full.assign(is_viral=False)
-    with pytest.raises(InsufficientData, match="0 viral"):
+    labelled = full[full["is_viral"].notna() & full["forwards_48h"].notna()]
+    with pytest.raises(InsufficientData,
+                       match=rf"at least {text_data.MIN_LABELLED_POSTS} labelled posts.*has 60"):
+        ContentTask(cache_dir=tmp_path).load(_posts_only_warehouse(labelled.head(60)))
+    no_viral = full.assign(is_viral=full["is_viral"].notna() & False)
+    with pytest.raises(InsufficientData, match=r"at least 3 viral.*has 0 viral"):
         ViralTask(cache_dir=tmp_path).load(_posts_only_warehouse(no_viral))
 
 
@@ -310,6 +395,14 @@ def test_train_and_register_tiny(task_cls, warehouse, cache_dir, tmp_path):
     assert gate.threshold == AUC_THRESHOLD and gate.passed == (gate.value >= AUC_THRESHOLD)
     assert 0.0 <= report.metrics["roc_auc"] <= 1.0
     assert 0.0 <= report.baseline["baseline_roc_auc"] <= 1.0
+    best = report.data_info["strongest_baseline"]
+    assert best in task.baseline_names
+    for name in task.baseline_names:   # every baseline's holdout metric and its margin
+        assert f"baseline_{name}_roc_auc" in report.baseline and f"margin_{name}_lo" in report.metrics
+    beats = report.gates[1]
+    assert beats.value == pytest.approx(report.metrics["roc_auc"] - report.baseline["baseline_roc_auc"])
+    assert beats.lo == report.metrics["margin_strongest_lo"] and beats.passed == (beats.lo >= 0)
+    assert report.data_info[f"baseline_{best}_params"] in beats.description
     assert {"roc_holdout", "calibration_holdout"} <= set(report.artifacts)
     client = MlflowClient(tracking)
     version = version_by_alias(client, task.registered_model, CHALLENGER)

@@ -22,9 +22,19 @@ channels so a run stays within ``MAX_POSTS`` posts):
     the channel's mean. Clustering each channel on its own finds the topics *that
     channel* mixes (a network-wide k-means put most channels in one or two clusters).
 
+``tfidf_term`` — instead of ``cnn_phrase`` when there is no content champion: the
+    word n-grams with the largest positive weights of the strongest text baseline
+    (the TF-IDF LR tuned on validation and fitted on the labelled history,
+    ``viral.scoring_baselines``; ``baselines_text.word_term_weights``). Per channel the
+    ``N_TERMS`` best-weighted terms that occur in at least ``MIN_PATTERN_POSTS`` of its
+    posts; ``effect`` / ``viral_lift`` as above over the posts containing the term.
+    Rows are then stamped ``source = baseline`` with the reason, and the posts'
+    content score is the baseline's probability.
+
 Every row carries ``n_posts`` (the sample size behind ``effect``); rows with fewer
 than ``MIN_PATTERN_POSTS`` posts are left out. ``detail`` (JSON) holds the numbers
-behind the row (means, rates, mean content-model score, filter id and threshold).
+behind the row (means, rates, mean content score, filter id and threshold or term
+weight, and ``content_model_version``: the champion's version or ``baseline:tfidf``).
 """
 
 from __future__ import annotations
@@ -51,9 +61,11 @@ TABLE = "content_patterns"
 COLUMNS = ["channel_id", "pattern", "kind", "effect",
            # extras
            "n_posts", "viral_lift", "detail"]
-KINDS = ("cnn_phrase", "topic_cluster")
+KINDS = ("cnn_phrase", "tfidf_term", "topic_cluster")
+PHRASE_KINDS = ("cnn_phrase", "tfidf_term")
 
 N_FILTERS = 8                 # viral-associated CNN filters whose phrases are reported
+N_TERMS = 8                   # baseline terms per channel (no content champion)
 STRONG_QUANTILE = 0.9         # "fires strongly": top decile of the filter's activations
 MIN_PATTERN_POSTS = 5         # fewer posts behind an effect → no row
 MIN_ANALYSIS_POSTS = 30       # fewer labelled posts → nothing to analyse
@@ -86,8 +98,8 @@ class Analysis:
     """Everything measured on the analysed posts (``recommendations`` reuses it)."""
 
     posts: pd.DataFrame            # ids, text, view_percentile_48h, is_viral, content_score, cluster
-    tokens: np.ndarray             # MiniLM token states of the posts (n, L, 384) float16
-    mask: np.ndarray               # (n, L)
+    tokens: np.ndarray | None      # MiniLM token states of the posts (n, L, 384) float16
+    mask: np.ndarray | None        # (n, L); both None on the baseline path
     filters: pd.DataFrame          # selected filters: filter, width, correlation, threshold
     activations: np.ndarray        # (n, n_selected) max-pooled activation
     positions: np.ndarray          # (n, n_selected) start of the best window
@@ -96,6 +108,10 @@ class Analysis:
     clustering: dict[str, Any]     # embedding source; per channel k and silhouette
     patterns: pd.DataFrame         # rows of forecasts.content_patterns (COLUMNS)
     notes: dict[str, str] = field(default_factory=dict)
+    content_version: str = ""      # the content champion's version, or "baseline:tfidf"
+    content_label: str = ""        # who scored content_score, for rationales
+    term_rows: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    baselines: Any = None          # viral.ScoringBaselines on the baseline path
 
 
 # -------------------------------------------------------------------------- inputs
@@ -124,9 +140,11 @@ def mean_pooled(tokens: np.ndarray, mask: np.ndarray, chunk: int = 1024) -> np.n
     return out
 
 
-def sentence_embeddings(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame, tokens: np.ndarray,
-                        mask: np.ndarray) -> tuple[np.ndarray, str]:
-    """Stored sentence embeddings by text hash; mean-pooled token states where missing."""
+def sentence_embeddings(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame,
+                        tokens: np.ndarray | None,
+                        mask: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """Stored sentence embeddings by text hash; mean-pooled token states where missing
+    (``tokens`` None: only the missing texts are encoded, through the token cache)."""
     name = f"_hashes_{uuid.uuid4().hex[:12]}"
     conn.register(name, pd.DataFrame({"text_hash": posts["text_hash"].unique()}))
     try:
@@ -139,12 +157,16 @@ def sentence_embeddings(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame, to
         conn.unregister(name)
     found = dict(zip(stored["text_hash"], stored["embedding"], strict=True))
     hit = posts["text_hash"].map(lambda h: h in found).to_numpy(dtype=bool)
-    vectors = np.zeros((len(posts), tokens.shape[-1]), dtype=np.float32)
+    vectors = np.zeros((len(posts), text_data.EMBEDDING_DIM), dtype=np.float32)
     if hit.any():
         vectors[hit] = np.stack([np.asarray(found[h], dtype=np.float32)
                                  for h in posts["text_hash"][hit]])
     if not hit.all():
-        vectors[~hit] = mean_pooled(tokens[~hit], mask[~hit])
+        if tokens is None:
+            missing = text_models.encode(posts["text"][~hit].tolist(), cached=True)
+            vectors[~hit] = mean_pooled(missing.tokens, missing.mask)
+        else:
+            vectors[~hit] = mean_pooled(tokens[~hit], mask[~hit])
     if hit.all():
         source = "features.post_text_embeddings"
     elif hit.any():
@@ -282,27 +304,52 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
-def analyse(conn: duckdb.DuckDBPyConnection, content: LoadedModel,
+def analyse(conn: duckdb.DuckDBPyConnection, content: LoadedModel | None,
             channel_id: int | None = None) -> Analysis:
-    """Measure both pattern kinds on all channels (or one channel's posts alone)."""
+    """Measure the pattern kinds on all channels (or one channel's posts alone).
+
+    ``content`` None (no champion): ``tfidf_term`` rows from the strongest text baseline
+    replace the CNN's phrases, and the baseline scores ``content_score``.
+    """
     posts = load_posts(conn, channel_id)
     if len(posts) < MIN_ANALYSIS_POSTS:
         raise NotEnoughPosts(f"{len(posts)} posts with known 48 h outcome; patterns need >= "
                              f"{MIN_ANALYSIS_POSTS}")
-    encoded = text_models.encode(posts["text"].tolist(), cached=True)
-    posts["content_score"] = text_models.content_probabilities(content, encoded.tokens,
-                                                               encoded.mask)
-    values, positions, widths = filter_activations(content, encoded.tokens, encoded.mask)
     label = posts["is_viral"].to_numpy(float)
-    filters = select_filters(values, label, widths)
-    chosen = filters["filter"].to_numpy(dtype=np.int64)
-    activations, starts = values[:, chosen], positions[:, chosen]
-    strong = strong_mask(activations, filters)
-    needed = np.flatnonzero(strong.any(axis=1))
-    ids = dict(zip(needed.tolist(), token_ids(posts["text"].iloc[needed].tolist()), strict=True))
-    phrases = [{int(i): decode_window(ids[int(i)], int(starts[i, j]), int(w))
-                for i in np.flatnonzero(strong[:, j])} for j, w in enumerate(filters["width"])]
-    vectors, source = sentence_embeddings(conn, posts, encoded.tokens, encoded.mask)
+    baselines = None
+    if content is not None:
+        encoded = text_models.encode(posts["text"].tolist(), cached=True)
+        tokens, mask = encoded.tokens, encoded.mask
+        posts["content_score"] = text_models.content_probabilities(content, tokens, mask)
+        values, positions, widths = filter_activations(content, tokens, mask)
+        filters = select_filters(values, label, widths)
+        chosen = filters["filter"].to_numpy(dtype=np.int64)
+        activations, starts = values[:, chosen], positions[:, chosen]
+        strong = strong_mask(activations, filters)
+        needed = np.flatnonzero(strong.any(axis=1))
+        ids = dict(zip(needed.tolist(), token_ids(posts["text"].iloc[needed].tolist()),
+                       strict=True))
+        phrases = [{int(i): decode_window(ids[int(i)], int(starts[i, j]), int(w))
+                    for i in np.flatnonzero(strong[:, j])}
+                   for j, w in enumerate(filters["width"])]
+        token_note = f"token states: {encoded.n_cached} from cache, {encoded.n_encoded} encoded"
+        version, content_label = content.version, f"ContentAnalyzer v{content.version}"
+    else:
+        baselines = text_models.scoring_baselines(conn)
+        tokens = mask = None
+        posts["content_score"] = baselines.content_scores(posts["text"].tolist())
+        filters = pd.DataFrame({"filter": pd.Series(dtype="int64"),
+                                "width": pd.Series(dtype="int64"),
+                                "correlation": pd.Series(dtype="float64"),
+                                "threshold": pd.Series(dtype="float64")})
+        activations = np.zeros((len(posts), 0))
+        starts = np.zeros((len(posts), 0), dtype=np.int64)
+        phrases = []
+        token_note = "no content champion: patterns from the text baseline's term weights"
+        version = (f"baseline:{baselines.content.name}" if baselines.content is not None
+                   else "baseline:none")
+        content_label = f"the {baselines.describe('content')}"
+    vectors, source = sentence_embeddings(conn, posts, tokens, mask)
     matrix, vocab = tfidf_matrix(posts["text"].tolist())
     labels = np.zeros(len(posts), dtype=np.int64)
     terms: dict[tuple[int, int], list[str]] = {}
@@ -313,13 +360,18 @@ def analyse(conn: duckdb.DuckDBPyConnection, content: LoadedModel,
         named = cluster_terms(matrix[rows] if matrix is not None else None, vocab, labels[rows])
         terms.update({(int(channel), c): t for c, t in named.items()})
     posts["cluster"] = labels
-    analysis = Analysis(posts, encoded.tokens, encoded.mask, filters, activations, starts,
-                        phrases, terms, clustering, pd.DataFrame(columns=COLUMNS))
-    analysis.patterns = _pattern_rows(analysis, content)
+    analysis = Analysis(posts, tokens, mask, filters, activations, starts,
+                        phrases, terms, clustering, pd.DataFrame(columns=COLUMNS),
+                        content_version=version, content_label=content_label,
+                        baselines=baselines)
+    if baselines is not None:
+        analysis.term_rows = term_members(posts, baselines)
+        analysis.notes["terms"] = (baselines.term_note if baselines.term_weights is not None
+                                   else f"no term patterns: {baselines.describe('content')}")
+    analysis.patterns = _pattern_rows(analysis)
     analysis.notes["posts"] = (
         f"{len(posts)} posts with known 48 h outcome from {posts['channel_id'].nunique()} "
-        f"channel(s) (latest <= {MAX_POSTS_PER_CHANNEL} per channel); token states: "
-        f"{encoded.n_cached} from cache, {encoded.n_encoded} encoded")
+        f"channel(s) (latest <= {MAX_POSTS_PER_CHANNEL} per channel); {token_note}")
     ks = Counter(info["k"] for info in clustering["channels"].values())
     analysis.notes["clusters"] = (
         "topic clusters per channel, k by silhouette: "
@@ -328,7 +380,29 @@ def analyse(conn: duckdb.DuckDBPyConnection, content: LoadedModel,
     return analysis
 
 
-def _pattern_rows(a: Analysis, content: LoadedModel) -> pd.DataFrame:
+def term_members(posts: pd.DataFrame, baselines) -> dict[tuple[int, str], np.ndarray]:
+    """(channel, term) -> positions within the channel's posts that contain the term.
+
+    Per channel the ``N_TERMS`` terms with the largest positive baseline weight that
+    occur in at least ``MIN_PATTERN_POSTS`` of its posts, best weight first.
+    """
+    weights = baselines.term_weights
+    if weights is None:
+        return {}
+    positive = weights[weights > 0]
+    analyzer = baselines.term_analyzer
+    docs = [set(analyzer(t)) for t in posts["text"]]
+    out: dict[tuple[int, str], np.ndarray] = {}
+    for channel, rows in posts.groupby("channel_id").indices.items():
+        counts = Counter(term for r in rows for term in docs[r])
+        picked = [t for t in positive.index if counts.get(t, 0) >= MIN_PATTERN_POSTS][:N_TERMS]
+        for term in picked:
+            out[(int(channel), str(term))] = np.array(
+                [i for i, r in enumerate(rows) if term in docs[r]], dtype=np.int64)
+    return out
+
+
+def _pattern_rows(a: Analysis) -> pd.DataFrame:
     posts = a.posts
     rows = []
     for channel_id, idx in posts.groupby("channel_id").indices.items():
@@ -358,7 +432,7 @@ def _pattern_rows(a: Analysis, content: LoadedModel) -> pd.DataFrame:
                       "viral_correlation": _round(f.correlation),
                       "threshold": _round(f.threshold, 6),
                       "top_phrases": found.most_common(TOP_PHRASES),
-                      "content_model_version": content.version}
+                      "content_model_version": a.content_version}
             row = {"channel_id": int(channel_id), "pattern": phrase, "kind": "cnn_phrase",
                    "effect": m["mean_view_percentile"] - base["channel_mean_view_percentile"],
                    "n_posts": m["n_posts"],
@@ -366,6 +440,19 @@ def _pattern_rows(a: Analysis, content: LoadedModel) -> pd.DataFrame:
             if phrase not in phrase_rows or phrase_rows[phrase]["n_posts"] < row["n_posts"]:
                 phrase_rows[phrase] = row   # two filters, same phrase: keep the larger sample
         rows.extend(phrase_rows.values())
+        weights = a.baselines.term_weights if a.baselines is not None else None
+        for (channel_, term), members in a.term_rows.items():
+            if channel_ != int(channel_id):
+                continue
+            m = measured(members)
+            detail = {**m, "term": term, "weight": _round(float(weights[term]), 6),
+                      "baseline": a.baselines.content.label, "term_source": a.baselines.term_note,
+                      "content_model_version": a.content_version}
+            rows.append({"channel_id": int(channel_id), "pattern": term, "kind": "tfidf_term",
+                         "effect": m["mean_view_percentile"] - base["channel_mean_view_percentile"],
+                         "n_posts": m["n_posts"],
+                         "viral_lift": m["viral_rate"] - base["channel_viral_rate"],
+                         "detail": detail})
         info = a.clustering["channels"][int(channel_id)]
         if info["k"] < 2:
             continue       # one cluster is the channel itself: no topic contrast to measure
@@ -377,7 +464,7 @@ def _pattern_rows(a: Analysis, content: LoadedModel) -> pd.DataFrame:
             detail = {**m, "cluster": int(cluster), "terms": words, "k": info["k"],
                       "silhouette": info["silhouette"],
                       "embedding_source": a.clustering["embedding_source"],
-                      "content_model_version": content.version}
+                      "content_model_version": a.content_version}
             rows.append({"channel_id": int(channel_id), "pattern": ", ".join(words),
                          "kind": "topic_cluster",
                          "effect": m["mean_view_percentile"] - base["channel_mean_view_percentile"],
@@ -407,7 +494,8 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def empty_frame(model: LoadedModel | None, scored_at: datetime) -> pd.DataFrame:
+def empty_frame(model: LoadedModel | None, scored_at: datetime,
+                reason: str | None = None) -> pd.DataFrame:
     frame = pd.DataFrame({"channel_id": pd.Series(dtype="int64"),
                           "pattern": pd.Series(dtype="object"),
                           "kind": pd.Series(dtype="object"),
@@ -415,28 +503,38 @@ def empty_frame(model: LoadedModel | None, scored_at: datetime) -> pd.DataFrame:
                           "n_posts": pd.Series(dtype="int64"),
                           "viral_lift": pd.Series(dtype="float64"),
                           "detail": pd.Series(dtype="object")})
-    return text_models.text_columns_typed(stamp(frame, model, scored_at))
+    return text_models.text_columns_typed(stamp(frame, model, scored_at, fallback_reason=reason))
+
+
+def baseline_reason(champions: Champions) -> str | None:
+    """Why the table is served from the baseline (None with a content champion)."""
+    reason = missing_champion(TABLE, ("content",), champions)
+    return reason and (f"{reason}; patterns from the TF-IDF baseline's term weights and "
+                       "topic clusters instead of CNN filters")
 
 
 def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
           scored_at: datetime) -> ForecastResult:
+    """Patterns of every channel, from the content champion or (none) the text baseline."""
     content = champions.get("content")
-    reason = missing_champion(TABLE, ("content",), champions)
-    if reason:
-        return ForecastResult(empty_frame(None, scored_at), notes={"skipped": reason})
-    models = {"content": content.version}
+    reason = baseline_reason(champions)
+    models = {"content": content.version} if content is not None else {}
     try:
         analysis = analyse(conn, content)
     except duckdb.CatalogException as exc:
-        return ForecastResult(empty_frame(content, scored_at), models=models,
-                              notes={"skipped": f"features.post_features is not built yet ({exc})"})
+        why = f"features.post_features is not built yet ({exc})"
+        return ForecastResult(empty_frame(content, scored_at, reason and f"{reason}; {why}"),
+                              models=models, notes={"skipped": why})
     except NotEnoughPosts as exc:
-        return ForecastResult(empty_frame(content, scored_at), notes={"skipped": str(exc)},
-                              models=models)
+        return ForecastResult(empty_frame(content, scored_at, reason and f"{reason}; {exc}"),
+                              notes={"skipped": str(exc)}, models=models)
+    model_name = None if content is not None else f"baseline:{analysis.content_version[9:]}"
     frame = text_models.text_columns_typed(stamp(_table_frame(analysis.patterns), content,
-                                                 scored_at))
+                                                 scored_at, model_name, fallback_reason=reason))
     counts = frame["kind"].value_counts().to_dict()
     analysis.notes["rows"] = ", ".join(f"{counts.get(k, 0)} {k}" for k in KINDS)
+    if reason:
+        analysis.notes["source"] = reason
     return ForecastResult(frame, notes=analysis.notes, models=models)
 
 
@@ -510,25 +608,50 @@ def score_texts(content: LoadedModel, texts: list[str], phrase_rows: list[dict])
     return out
 
 
-def analyze(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channel_id: int,
+def score_texts_baseline(baselines, texts: list[str], term_rows: list[dict]) -> list[dict]:
+    """Baseline content probability of each text and which of the channel's terms it holds."""
+    if not texts:
+        return []
+    probability = baselines.content_scores(texts)
+    analyzer = baselines.term_analyzer
+    out = []
+    for text, p in zip(texts, probability, strict=True):
+        grams = set(analyzer(text)) if analyzer is not None else set()
+        matched = [{"pattern": r["pattern"], "effect": r["effect"], "n_posts": r["n_posts"]}
+                   for r in term_rows if r["pattern"] in grams]
+        out.append({"text": text, "content_score": None if np.isnan(p) else float(p),
+                    "strong_phrases": [], "matched_patterns": matched})
+    return out
+
+
+def analyze(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, channel_id: int,
             text_data: list[str] | None) -> dict:
-    """The channel's patterns (published table, else measured now) and optional text scores."""
+    """The channel's patterns (published table, else measured now) and optional text scores.
+
+    ``model`` None (no content champion): patterns and text scores come from the text
+    baseline (``source = "baseline"`` with ``fallback_reason``); ``served_from`` says
+    whether the patterns were read from the published table or measured now.
+    """
     channel_id = text_models.parse_channel_id(channel_id)
     texts = _validate_texts(text_data)
     notes = []
+    reason = baseline_reason({"content": model})
     stored = _stored_patterns(conn, channel_id)
     if stored is not None and not stored.empty:
         rows = [{**r, "detail": json.loads(r["detail"])} for r in stored.to_dict("records")]
         versions = sorted(set(stored["model_version"].astype(str)))
-        source = {"table": f"forecasts.{TABLE}", "scored_at": pd.Timestamp(
+        served_from = {"table": f"forecasts.{TABLE}", "scored_at": pd.Timestamp(
             stored["scored_at"].max()).isoformat(), "model_version": ",".join(versions)}
-        if versions != [model.version]:
+        if model is not None and versions != [model.version]:
             notes.append(f"patterns were scored with content model v{','.join(versions)}; the "
                          f"champion is now v{model.version} (strong-phrase detection needs the "
                          "same version and is skipped until the table is re-scored)")
+        elif model is None and "model" in set(stored["source"].astype(str)):
+            notes.append("no content champion now: the stored patterns were scored by a "
+                         "former champion; text scores below come from the baseline")
     else:
-        source = {"table": None, "computed": "on request from this channel's posts alone",
-                  "model_version": model.version}
+        served_from = {"table": None, "computed": "on request from this channel's posts alone",
+                       "model_version": model.version if model is not None else "none"}
         try:
             rows = analyse(conn, model, channel_id).patterns.to_dict("records")
             notes.append(f"forecasts.{TABLE} has no rows for this channel: patterns measured now "
@@ -544,12 +667,24 @@ def analyze(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channel_id: int
         "patterns": patterns,
         "effect_definition": "mean within-channel 48 h view percentile of the posts with the "
                              "pattern minus the channel's mean (n_posts = sample size)",
-        "source": source,
+        "source": "model" if model is not None else "baseline",
+        "fallback_reason": reason,
+        "served_from": served_from,
         "model": text_models.model_info(model),
         "notes": notes,
     }
     if texts is not None:
-        phrase_rows = [{**r, "detail": r["detail"] if isinstance(r["detail"], dict)
-                        else json.loads(r["detail"])} for r in rows if r["kind"] == "cnn_phrase"]
-        result["texts"] = score_texts(model, texts, phrase_rows)
+        def parsed(kind: str) -> list[dict]:
+            return [{**r, "detail": r["detail"] if isinstance(r["detail"], dict)
+                     else json.loads(r["detail"])} for r in rows if r["kind"] == kind]
+
+        if model is not None:
+            result["texts"] = score_texts(model, texts, parsed("cnn_phrase"))
+        else:
+            try:
+                baselines = text_models.scoring_baselines(conn)
+            except duckdb.CatalogException as exc:
+                raise text_models.tables_missing(exc) from exc
+            result["texts"] = score_texts_baseline(baselines, texts, parsed("tfidf_term"))
+            result["baseline"] = text_models.baseline_info(baselines, "content")
     return result

@@ -18,10 +18,16 @@ models and timed with the schedule model:
 * the schedule model's best (weekday, hour) slot for the channel, with its expected
   engagement (relative log 48 h reach vs the channel's typical post).
 
-Without a viral or schedule champion the recommendation is still made and the
-rationale says which check is missing. ``recommend`` serves one channel and can add
-a short draft per recommendation from a local ``transformers`` causal LM
-(``PULSE_TEXT_GENERATOR``); nothing is ever downloaded.
+Without a content champion the patterns come from the text baseline
+(``patterns.analyse``: ``tfidf_term`` rows and topic clusters, content scores from the
+tuned TF-IDF LR) and rows are stamped ``source = baseline`` with the reason; without
+a viral champion the viral check uses the strongest viral baseline
+(``viral.scoring_baselines``). Without a schedule champion no slot is suggested.
+The rationale always names which model or baseline made each check.
+
+``recommend`` serves one channel and can add a short draft per recommendation from
+a local ``transformers`` causal LM (``PULSE_TEXT_GENERATOR``); nothing is ever
+downloaded.
 """
 
 from __future__ import annotations
@@ -70,14 +76,23 @@ DRAFT_SEED = 0
 # -------------------------------------------------------------------- model checks
 
 
-def _viral_scores(conn: duckdb.DuckDBPyConnection, viral: LoadedModel,
+def _viral_scores(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
                   analysis: pattern_analysis.Analysis) -> np.ndarray:
-    """Viral probability of every analysed post (text + its pre-publication context)."""
+    """Viral probability of every analysed post (text + its pre-publication context), from
+    the viral champion or, without one, the strongest viral baseline."""
     posts = analysis.posts
     ctx = text_models.stored_post_context(conn, posts[["channel_id", "post_id"]])
     ctx = posts[["channel_id", "post_id"]].merge(ctx, on=["channel_id", "post_id"], how="left")
-    return text_models.viral_probabilities(viral, analysis.tokens, analysis.mask,
-                                           text_data.context_features(ctx))
+    if viral is None:
+        baselines = text_models.scoring_baselines(conn)
+        ctx["text"] = posts["text"].to_numpy()
+        return baselines.viral_scores(text_data.baseline_frame(ctx),
+                                      posts["channel_id"].to_numpy())
+    tokens, mask = analysis.tokens, analysis.mask
+    if tokens is None:
+        encoded = text_models.encode(posts["text"].tolist(), cached=True)
+        tokens, mask = encoded.tokens, encoded.mask
+    return text_models.viral_probabilities(viral, tokens, mask, text_data.context_features(ctx))
 
 
 def best_slots(schedule: LoadedModel) -> dict[int, tuple[int, int, float]]:
@@ -97,6 +112,9 @@ def _members(analysis: pattern_analysis.Analysis, channel_rows: np.ndarray,
     if kind == "topic_cluster":
         clusters = analysis.posts["cluster"].to_numpy()[channel_rows]
         return channel_rows[clusters == detail["cluster"]]
+    if kind == "tfidf_term":
+        channel = int(analysis.posts["channel_id"].iloc[channel_rows[0]])
+        return channel_rows[analysis.term_rows[(channel, detail["term"])]]
     j = int(np.flatnonzero(analysis.filters["filter"].to_numpy() == detail["filter"])[0])
     strong = pattern_analysis.strong_mask(analysis.activations[channel_rows], analysis.filters)
     return channel_rows[strong[:, j]]
@@ -118,7 +136,7 @@ def _keep_phrases(frame: pd.DataFrame) -> np.ndarray:
     kept: dict[int, list[str]] = {}
     for i, (channel, kind, pattern) in enumerate(
             zip(frame["channel_id"], frame["kind"], frame["pattern"], strict=True)):
-        if kind != "cnn_phrase":
+        if kind not in pattern_analysis.PHRASE_KINDS:
             continue
         better = kept.setdefault(int(channel), [])
         if len(better) >= MAX_PHRASE_RECOMMENDATIONS or any(
@@ -140,11 +158,14 @@ def _slot_text(weekday: int, hour: int) -> str:
     return f"{WEEKDAYS[weekday]}s at {hour:02d}:00 UTC"
 
 
-def _wording(row: dict, content: LoadedModel, viral: LoadedModel | None,
+def _wording(row: dict, analysis: pattern_analysis.Analysis, viral: LoadedModel | None,
              schedule: LoadedModel | None, slot_note: str | None) -> tuple[str, str]:
     if row["kind"] == "topic_cluster":
         what = f"Post more about {row['pattern']}"
         subject = f"{row['n_posts']} of the channel's posts on this topic"
+    elif row["kind"] == "tfidf_term":
+        what = f"Use words like \u201c{row['pattern']}\u201d"
+        subject = f"{row['n_posts']} of the channel's posts containing this term"
     else:
         what = f"Use hooks like \u201c{row['pattern']}\u201d"
         subject = f"{row['n_posts']} of the channel's posts where the CNN reads this phrase"
@@ -155,14 +176,20 @@ def _wording(row: dict, content: LoadedModel, viral: LoadedModel | None,
         f"{subject} reached a mean 48 h view percentile of {row['mean_view_percentile']:.2f} vs "
         f"{row['channel_mean_view_percentile']:.2f} for the channel (viral rate "
         f"{_pct(row['viral_rate'])} vs {_pct(row['channel_viral_rate'])}).",
-        f"ContentAnalyzer v{content.version} gives them a mean viral probability of "
-        f"{row['content_score']:.3f} vs {row['channel_content_score']:.3f} for the channel's posts.",
     ]
+    if not math.isnan(row["content_score"]):
+        who = (analysis.content_label if analysis.baselines is None
+               else f"No content champion; {analysis.content_label}")
+        parts.append(f"{who} gives them a mean viral probability of {row['content_score']:.3f} vs "
+                     f"{row['channel_content_score']:.3f} for the channel's posts.")
     if viral is not None:
         parts.append(f"ViralDetector v{viral.version} (text + channel context): "
                      f"{row['viral_probability']:.3f} vs {row['channel_viral_probability']:.3f}.")
+    elif not math.isnan(row["viral_probability"]):
+        parts.append(f"No viral champion; {row['viral_source']}: "
+                     f"{row['viral_probability']:.3f} vs {row['channel_viral_probability']:.3f}.")
     else:
-        parts.append("No viral champion: the ViralDetector check was skipped.")
+        parts.append("No viral champion and no viral baseline: the viral check was skipped.")
     if slot:
         gain = math.expm1(row["slot_expected_engagement"])
         ratio = schedule.metrics.get("top_slot_ratio") if schedule is not None else None
@@ -186,12 +213,14 @@ def _wording(row: dict, content: LoadedModel, viral: LoadedModel | None,
 def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
           analysis: pattern_analysis.Analysis) -> tuple[pd.DataFrame, dict[str, str]]:
     """Ranked recommendations for every channel in ``analysis`` (COLUMNS order)."""
-    content, viral, schedule = (champions.get(n) for n in ("content", "viral", "schedule"))
+    viral, schedule = (champions.get(n) for n in ("viral", "schedule"))
     notes: dict[str, str] = {}
     posts = analysis.posts
-    viral_prob = _viral_scores(conn, viral, analysis) if viral is not None else None
+    viral_prob = _viral_scores(conn, viral, analysis)
+    viral_source = ""
     if viral is None:
-        notes["viral"] = "no viral champion: recommendations made without the ViralDetector check"
+        viral_source = f"the {text_models.scoring_baselines(conn).describe('viral')}"
+        notes["viral"] = f"no viral champion: the viral check uses {viral_source}"
     slots = best_slots(schedule) if schedule is not None else {}
     if schedule is None:
         notes["schedule"] = "no schedule champion: no posting slot suggested"
@@ -222,6 +251,7 @@ def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
     frame = pd.DataFrame(cells)
     if frame.empty:
         return empty_rows(), notes
+    frame["viral_source"] = viral_source
     frame["shrinkage"], frame["tau2"], frame["cells"] = 0.0, 0.0, 0
     for kind, idx in frame.groupby("kind").indices.items():
         factor, tau2 = _shrinkage(frame.iloc[idx])
@@ -254,7 +284,7 @@ def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
         elif math.isnan(row["best_weekday"]):
             slot_note = (f"ScheduleOptimizer v{schedule.version} was trained without this channel: "
                          "no posting slot suggested.")
-        texts.append(_wording(row, content, viral, schedule, slot_note))
+        texts.append(_wording(row, analysis, viral, schedule, slot_note))
     frame["recommendation"] = [t[0] for t in texts]
     frame["rationale"] = [t[1] for t in texts]
     notes["channels"] = (f"{frame['channel_id'].nunique()} of {posts['channel_id'].nunique()} "
@@ -267,35 +297,50 @@ def empty_rows() -> pd.DataFrame:
 
 
 def _versions(champions: Champions) -> str:
-    """Lineage of a row: the versions of the champions it used, e.g. content:v2,viral:v1."""
-    used = {n: m.version for n, m in champions.items()
-            if m is not None and n in ("content", "viral", "schedule")}
-    return ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"
+    """Lineage of a row: what made each check, e.g. content:v2,schedule:v1,viral:baseline
+    (content and viral fall back to their baselines; no schedule champion, no slot)."""
+    used = {n: f"v{champions[n].version}" if champions.get(n) is not None else "baseline"
+            for n in ("content", "viral")}
+    if champions.get("schedule") is not None:
+        used["schedule"] = f"v{champions['schedule'].version}"
+    return ",".join(f"{n}:{v}" for n, v in sorted(used.items()))
 
 
-def _stamped(frame: pd.DataFrame, champions: Champions, scored_at: datetime) -> pd.DataFrame:
-    out = stamp(frame, None, scored_at, model_name=MODEL_NAME)
-    out["model_version"] = _versions(champions)
+def baseline_reason(champions: Champions) -> str | None:
+    """Why rows are served from the text baseline (None with a content champion)."""
+    reason = missing_champion(TABLE, ("content",), champions)
+    return reason and (f"{reason}; recommended from the TF-IDF baseline's patterns "
+                       "(term weights, topic clusters) and its content scores")
+
+
+def _stamped(frame: pd.DataFrame, champions: Champions, scored_at: datetime,
+             why: str | None = None) -> pd.DataFrame:
+    reason = baseline_reason(champions)
+    out = stamp(frame, champions.get("content"), scored_at, model_name=MODEL_NAME,
+                fallback_reason=reason and (f"{reason}; {why}" if why else reason))
+    out["model_version"] = pd.Series(_versions(champions), index=out.index, dtype="string")
     return text_models.text_columns_typed(out)
 
 
 def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
           scored_at: datetime) -> ForecastResult:
-    reason = missing_champion(TABLE, ("content",), champions)
-    if reason:
-        return ForecastResult(_stamped(empty_rows(), {}, scored_at), notes={"skipped": reason})
-    content = champions["content"]
+    """Recommendations for every channel (from the text baseline without a content champion)."""
+    content = champions.get("content")
     models = {n: m.version for n, m in champions.items()
               if m is not None and n in ("content", "viral", "schedule")}
     try:
         analysis = pattern_analysis.analyse(conn, content)
     except duckdb.CatalogException as exc:
-        return ForecastResult(_stamped(empty_rows(), champions, scored_at), models=models,
-                              notes={"skipped": f"features.post_features is not built yet ({exc})"})
+        why = f"features.post_features is not built yet ({exc})"
+        return ForecastResult(_stamped(empty_rows(), champions, scored_at, why), models=models,
+                              notes={"skipped": why})
     except pattern_analysis.NotEnoughPosts as exc:
-        return ForecastResult(_stamped(empty_rows(), champions, scored_at), models=models,
-                              notes={"skipped": str(exc)})
+        return ForecastResult(_stamped(empty_rows(), champions, scored_at, str(exc)),
+                              models=models, notes={"skipped": str(exc)})
     frame, notes = build(conn, champions, analysis)
+    reason = baseline_reason(champions)
+    if reason:
+        notes["source"] = reason
     return ForecastResult(_stamped(frame, champions, scored_at),
                           notes={**analysis.notes, **notes}, models=models)
 
@@ -375,26 +420,27 @@ def _jsonable(value: Any) -> Any:
 
 def recommend(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id: int,
               text_generator_path: str | None) -> dict:
-    """One channel's ranked recommendations (published table, else computed now) + drafts."""
-    from nn_models.service import ModelUnavailable
+    """One channel's ranked recommendations (published table, else computed now) + drafts.
 
+    ``champions`` may hold None for any model: without a content champion the text
+    baseline's patterns serve (``source = "baseline"``, ``fallback_reason``); the
+    provenance of the rows is in ``served_from``.
+    """
     channel_id = text_models.parse_channel_id(channel_id)
     content = champions.get("content")
-    if content is None:
-        raise ModelUnavailable("no content champion: no version has passed its gates yet, so "
-                               "no content patterns to recommend from")
     notes: list[str] = []
     stored = _stored(conn, channel_id)
     if stored is not None:
         frame = stored
-        source = {"table": f"forecasts.{TABLE}",
-                  "scored_at": None if frame.empty else _jsonable(frame["scored_at"].max()),
-                  "model_version": None if frame.empty else str(frame["model_version"].iloc[0])}
+        served_from = {"table": f"forecasts.{TABLE}",
+                       "scored_at": None if frame.empty else _jsonable(frame["scored_at"].max()),
+                       "model_version": (None if frame.empty
+                                         else str(frame["model_version"].iloc[0]))}
         if frame.empty:
             notes.append("no pattern of this channel has an expected lift above 0 (or the channel "
                          "was not scored yet)")
-        elif source["model_version"] != _versions(champions):
-            notes.append(f"scored with {source['model_version']}; the champions are now "
+        elif served_from["model_version"] != _versions(champions):
+            notes.append(f"scored with {served_from['model_version']}; the champions are now "
                          f"{_versions(champions)} (the table is re-scored when a champion changes)")
     else:
         try:
@@ -408,7 +454,7 @@ def recommend(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id:
             raise text_models.tables_missing(exc) from exc
         notes.append(f"forecasts.{TABLE} is not published: computed now from this channel's "
                      "posts alone")
-        source = {"table": None, "computed": "on request"}
+        served_from = {"table": None, "computed": "on request"}
     recs = [{k: _jsonable(v) for k, v in r.items() if k in COLUMNS}
             for r in frame.to_dict("records")]
     if text_generator_path:
@@ -423,7 +469,9 @@ def recommend(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id:
         "recommendations": recs,
         "expected_lift_definition": "expected gain in the post's within-channel 48 h view "
                                     "percentile (0-1 scale), shrunk by sample size",
-        "source": source,
+        "source": "model" if content is not None else "baseline",
+        "fallback_reason": baseline_reason(champions),
+        "served_from": served_from,
         "models": {n: text_models.model_info(champions.get(n))
                    for n in ("content", "viral", "schedule")},
         "text_generator": generator,

@@ -16,7 +16,15 @@ tests/test_forecasts_text.py checks both equal the training context.
 
 ``viral_probability`` comes from the ``ViralDetector`` champion (text + context),
 ``content_score`` from the ``ContentAnalyzer`` champion (text alone, sigmoid of its
-calibrated logit); NULL when there is no content champion.
+calibrated logit). Without a champion, the strongest baseline serves instead
+(``scoring_baselines``): the baselines of ``nn_models.baselines_text`` are tuned on a
+time split of the labelled history in the warehouse (fitted on its earlier 80 %,
+chosen on the latest 20 %), and the chosen one is refitted on all labelled posts —
+for ``viral_probability`` the best of TF-IDF / context-only / TF-IDF + context LR,
+for ``content_score`` the tuned TF-IDF LR (text only, like the content model). Rows
+then carry ``source = baseline`` and the ``fallback_reason``; with too little
+labelled history even for that (``text_data.check_history``), the channel's observed
+viral rate serves, and the reason says so. ``detect`` falls back the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import math
 import threading
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +42,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nn_models import text_data
+from nn_models import baselines_text, text_data
 from nn_models.champions import LoadedModel
 from nn_models.forecasts.base import Champions, ForecastResult, missing_champion, stamp
+from nn_models.task import InsufficientData
 
 TABLE = "post_viral_scores"
 COLUMNS = ["channel_id", "post_id", "viral_probability", "content_score",
@@ -44,7 +54,8 @@ COLUMNS = ["channel_id", "post_id", "viral_probability", "content_score",
 RECENT_DAYS = 14
 SCORE_BATCH = 256
 MAX_TEXT_CHARS = 10_000     # Telegram caps a message at 4096 characters (captions 1024)
-LABEL_DEFINITION = "top decile of the channel's 48 h forwards"
+LABEL_DEFINITION = "top decile of 48 h forwards among the channel's earlier posts (90 days)"
+SELECTION_FRACTION = 0.20   # scoring-time baselines: chosen on the latest 20 % of labelled posts
 CHANNEL_FEATURES = ("log_subscribers", "prior_log_median_views", "prior_slot_effect",
                     "prior_weekday_effect", "has_prior")
 
@@ -250,6 +261,124 @@ def network_context(model: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
     return context
 
 
+# ------------------------------------------------------------------ baselines
+
+
+@dataclass
+class ScoringBaselines:
+    """The strongest baselines, tuned and fitted at scoring time on the labelled history.
+
+    ``content``: tuned TF-IDF LR (text only); ``viral``: the best on validation of the
+    three viral baselines. Both None when the history is below the text models' minimum
+    (``reason``); ``viral_rates`` (channel -> observed viral rate) then serve instead.
+    """
+
+    content: baselines_text.TunedBaseline | None
+    viral: baselines_text.TunedBaseline | None
+    n_posts: int
+    reason: str | None = None
+    selection: dict[str, float] = field(default_factory=dict)   # name -> validation AUC
+    viral_rates: dict[int, float] = field(default_factory=dict)
+    network_rate: float | None = None
+    context_mean: np.ndarray | None = None   # mean context of the labelled posts
+    term_weights: pd.Series | None = None    # word n-gram -> LR weight (content patterns)
+    term_analyzer: Any = None                # text -> its word n-grams
+    term_note: str = ""
+
+    def describe(self, which: str) -> str:
+        """Which baseline serves ``which`` ("viral" / "content") and how it was chosen."""
+        tuned = self.viral if which == "viral" else self.content
+        if tuned is None:
+            return (f"the channel's observed viral rate (no baseline could be fitted: "
+                    f"{self.reason})")
+        chosen = ", ".join(f"{n} {auc:.3f}" for n, auc in self.selection.items())
+        return (f"baseline {tuned.label}, chosen on the latest {SELECTION_FRACTION:.0%} of "
+                f"{self.n_posts} labelled posts (validation ROC AUC: {chosen}) and refitted "
+                "on all of them")
+
+    def rate(self, channel_id: int | None) -> float:
+        if channel_id is not None and int(channel_id) in self.viral_rates:
+            return self.viral_rates[int(channel_id)]
+        return float("nan") if self.network_rate is None else self.network_rate
+
+    def viral_scores(self, frame: pd.DataFrame, channel_ids: np.ndarray) -> np.ndarray:
+        """Viral probability of ``frame`` rows (``text_data.baseline_frame`` columns)."""
+        if self.viral is not None:
+            return self.viral.scores(frame)
+        return np.array([self.rate(c) for c in channel_ids], dtype=np.float64)
+
+    def content_scores(self, texts: list[str]) -> np.ndarray:
+        """Text-only viral probability (NaN without a fitted baseline)."""
+        if self.content is None:
+            return np.full(len(texts), np.nan)
+        return self.content.scores(pd.DataFrame({baselines_text.TEXT: list(texts)}))
+
+
+_baseline_lock = threading.Lock()
+_baseline_cache: dict[tuple, ScoringBaselines] = {}
+
+
+def selection_split(published_at: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Earlier 80 % (fit) / latest 20 % (choose) of the labelled posts, by publish time."""
+    ts = pd.to_datetime(published_at).to_numpy()
+    if len(ts) == 0:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    start = np.sort(ts)[int(np.floor(len(ts) * (1 - SELECTION_FRACTION)))]
+    return ts < start, ts >= start
+
+
+def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> ScoringBaselines:
+    """Tune, choose and fit the baselines on the warehouse's labelled posts (see module doc).
+
+    Cached per process on the labelled history (post count, latest post, label count),
+    so the three forecast tables and repeated requests share one fit.
+    """
+    posts = text_data.load_posts(conn)
+    key = (len(posts), str(posts["published_at"].max()) if len(posts) else "",
+           int(posts["post_id"].sum()) if len(posts) else 0,
+           int(posts[text_data.LABEL].astype(bool).sum()) if len(posts) else 0, seed)
+    with _baseline_lock:
+        if key in _baseline_cache:
+            return _baseline_cache[key]
+        labels = posts[text_data.LABEL].astype(bool).to_numpy()
+        rates = posts.assign(v=labels.astype(float)).groupby("channel_id")["v"].mean()
+        frame = text_data.baseline_frame(posts)
+        out = ScoringBaselines(
+            None, None, len(posts),
+            viral_rates={int(c): float(r) for c, r in rates.items()},
+            network_rate=float(labels.mean()) if len(labels) else None,
+            context_mean=(frame[list(text_data.CONTEXT_FEATURES)].to_numpy().mean(axis=0)
+                          if len(frame) else None))
+        fit, val = selection_split(posts["published_at"])
+        try:
+            text_data.check_history(posts, {"fit": fit, "validation": val})
+        except InsufficientData as exc:
+            out.reason = str(exc)
+        else:
+            tuned = baselines_text.tune_baselines(
+                baselines_text.BASELINE_NAMES, frame[fit], labels[fit], frame[val], labels[val],
+                text_data.CONTEXT_FEATURES, seed=seed)
+            best = baselines_text.strongest(tuned)
+            out.selection = {n: round(b.val_roc_auc, 4) for n, b in tuned.items()}
+            out.viral = tuned[best].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
+            out.content = tuned["tfidf"].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
+            out.term_weights, out.term_analyzer, out.term_note = (
+                baselines_text.word_term_weights(out.content, frame, labels, seed))
+        _baseline_cache.clear()        # one history per process is enough
+        _baseline_cache[key] = out
+        return out
+
+
+def baseline_info(baselines: ScoringBaselines, which: str) -> dict[str, Any]:
+    """The serving baseline as a request's JSON (name, chosen settings, validation AUCs)."""
+    tuned = baselines.viral if which == "viral" else baselines.content
+    return {"baseline": None if tuned is None else tuned.name,
+            "params": None if tuned is None else tuned.params,
+            "validation_roc_auc": baselines.selection or None,
+            "n_labelled_posts": baselines.n_posts,
+            "description": baselines.describe(which)}
+
+
 # --------------------------------------------------------------------------- batch
 
 
@@ -262,59 +391,74 @@ def _recent_keys(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         """, [RECENT_DAYS]).fetchdf()
 
 
-def empty_frame(model: LoadedModel | None, scored_at: datetime) -> pd.DataFrame:
+def empty_frame(model: LoadedModel | None, scored_at: datetime,
+                reason: str | None = None) -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
     frame = frame.astype({"channel_id": "int64", "post_id": "int64", "published_at": "datetime64[us]",
                           "media_type": "object", "observed_viral": "float64",
                           "content_model_version": "object"})
-    return text_columns_typed(stamp(frame, model, scored_at))
+    return text_columns_typed(stamp(frame, model, scored_at, fallback_reason=reason))
 
 
 def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
           scored_at: datetime) -> ForecastResult:
+    """Score the recent posts with the champions, or the strongest baseline without one."""
     viral = champions.get("viral")
     content = champions.get("content")
     reason = missing_champion(TABLE, ("viral",), champions)
-    if reason:
-        return ForecastResult(empty_frame(None, scored_at), notes={"skipped": reason})
-    notes: dict[str, str] = {}
+    models = {n: m.version for n, m in (("viral", viral), ("content", content)) if m is not None}
     try:
         keys = _recent_keys(conn)
     except duckdb.CatalogException as exc:
-        return ForecastResult(empty_frame(viral, scored_at),
-                              notes={"skipped": f"features.post_features is not built yet ({exc})"},
-                              models={"viral": viral.version})
+        why = f"features.post_features is not built yet ({exc})"
+        return ForecastResult(empty_frame(viral, scored_at, reason and f"{reason}; {why}"),
+                              notes={"skipped": why}, models=models)
     if keys.empty:
-        return ForecastResult(empty_frame(viral, scored_at),
-                              notes={"skipped": "features.post_features has no posts"},
-                              models={"viral": viral.version})
+        why = "features.post_features has no posts"
+        return ForecastResult(empty_frame(viral, scored_at, reason and f"{reason}; {why}"),
+                              notes={"skipped": why}, models=models)
+    notes: dict[str, str] = {}
     posts = stored_post_context(conn, keys)
-    encoded = encode(posts["text"].tolist(), cached=True)
     context = text_data.context_features(posts)
-    frame = pd.DataFrame({
-        "channel_id": posts["channel_id"].astype("int64"),
-        "post_id": posts["post_id"].astype("int64"),
-        "viral_probability": viral_probabilities(viral, encoded.tokens, encoded.mask, context),
-    })
+    channel_ids = posts["channel_id"].to_numpy(dtype=np.int64)
+    fallback = scoring_baselines(conn) if viral is None or content is None else None
+    token_note = "token states: not needed (no champion to score with)"
+    if viral is not None or content is not None:
+        encoded = encode(posts["text"].tolist(), cached=True)
+        token_note = (f"token states: {encoded.n_cached} from cache, "
+                      f"{encoded.n_encoded} encoded")
+    frame = pd.DataFrame({"channel_id": posts["channel_id"].astype("int64"),
+                          "post_id": posts["post_id"].astype("int64")})
+    if viral is not None:
+        frame["viral_probability"] = viral_probabilities(viral, encoded.tokens, encoded.mask,
+                                                         context)
+    else:
+        frame["viral_probability"] = fallback.viral_scores(text_data.baseline_frame(posts),
+                                                           channel_ids)
+        reason = f"{reason}; viral_probability from the {fallback.describe('viral')}"
+        notes["viral_probability"] = reason
     if content is not None:
         frame["content_score"] = content_probabilities(content, encoded.tokens, encoded.mask)
+        content_version = content.version
     else:
-        frame["content_score"] = np.nan
+        frame["content_score"] = fallback.content_scores(posts["text"].tolist())
+        content_version = (f"baseline:{fallback.content.name}" if fallback.content is not None
+                           else None)
         notes["content_score"] = (missing_champion(TABLE, ("content",), champions)
-                                  + "; content_score is NULL")
+                                  + f"; content_score from the {fallback.describe('content')}"
+                                  + ("" if fallback.content is not None else " (NULL)"))
     frame["published_at"] = pd.to_datetime(posts["published_at"]).astype("datetime64[us]")
     frame["media_type"] = posts["media_type"].astype(object)
     frame["observed_viral"] = posts["is_viral"].astype("float64")   # NULL until 48 h known
-    frame["content_model_version"] = content.version if content is not None else None
+    frame["content_model_version"] = content_version
     pending = int(posts["is_viral"].isna().sum())
     notes["scope"] = (f"{len(frame)} posts from the last {RECENT_DAYS} days of "
                       f"{frame['channel_id'].nunique()} channels ({pending} without 48 h data yet); "
-                      f"token states: {encoded.n_cached} from cache, {encoded.n_encoded} encoded")
-    models = {"viral": viral.version}
-    if content is not None:
-        models["content"] = content.version
-    return ForecastResult(text_columns_typed(stamp(frame[COLUMNS], viral, scored_at)), notes=notes,
-                          models=models)
+                      f"{token_note}")
+    model_name = None if viral is not None or fallback.viral is None else (
+        f"baseline:{fallback.viral.name}")
+    stamped = stamp(frame[COLUMNS], viral, scored_at, model_name, fallback_reason=reason)
+    return ForecastResult(text_columns_typed(stamped), notes=notes, models=models)
 
 
 # ---------------------------------------------------------------------- per request
@@ -390,9 +534,13 @@ def tables_missing(exc: Exception) -> Exception:
     return ModelUnavailable(f"feature tables are not published yet (run the pipeline): {exc}")
 
 
-def detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel, content: LoadedModel | None,
-           post_content: dict) -> dict:
-    """Viral probability of a post before it is published (what the API returns)."""
+def detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
+           content: LoadedModel | None, post_content: dict) -> dict:
+    """Viral probability of a post before it is published (what the API returns).
+
+    ``viral`` / ``content`` may be None (no champion): the strongest baseline fitted on
+    the labelled history answers instead, and ``source`` / ``fallback_reason`` say so.
+    """
     text, media, channel_id, published_at, assumed = _validated(post_content)
     try:
         return _detect(conn, viral, content, text, media, channel_id, published_at, assumed)
@@ -400,10 +548,11 @@ def detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel, content: LoadedM
         raise tables_missing(exc) from exc
 
 
-def _detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel, content: LoadedModel | None,
-            text: str, media: str, channel_id: int | None, published_at: datetime,
-            assumed: bool) -> dict:
+def _detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
+            content: LoadedModel | None, text: str, media: str, channel_id: int | None,
+            published_at: datetime, assumed: bool) -> dict:
     notes = []
+    fallback = scoring_baselines(conn) if viral is None or content is None else None
     if channel_id is not None:
         known = conn.execute("SELECT count(*) FROM features.post_features WHERE channel_id = ?",
                              [channel_id]).fetchall()[0][0]
@@ -424,33 +573,61 @@ def _detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel, content: Loaded
             "channel_prior_posts_48h": np.nan, "channel_prior_median_views_48h": np.nan,
             "prior_log_reach": np.nan, "prior_slot_posts": np.nan, "prior_slot_log_reach": np.nan,
             "prior_weekday_posts": np.nan, "prior_weekday_log_reach": np.nan}])
-        context = network_context(viral, frame)
+        if viral is not None:
+            context = network_context(viral, frame)
+            notes.append("no channel_id: channel features (audience size, prior reach, slot "
+                         "effects) set to the viral model's training mean, i.e. an average channel")
+        else:
+            context = text_data.context_features(frame)
+            if fallback.context_mean is not None:
+                for feature in CHANNEL_FEATURES:
+                    i = text_data.CONTEXT_FEATURES.index(feature)
+                    context[:, i] = fallback.context_mean[i]
+            notes.append("no channel_id: channel features (audience size, prior reach, slot "
+                         "effects) set to the mean of the labelled posts, i.e. an average channel")
         context_kind = "network"
-        notes.append("no channel_id: channel features (audience size, prior reach, slot effects) "
-                     "set to the viral model's training mean, i.e. an average channel")
     if assumed:
         notes.append("no published_at: assumed publication now")
-    content_score = None
-    with request_threads():
-        encoded = encode([text], cached=False)
-        probability = float(viral_probabilities(viral, encoded.tokens, encoded.mask, context)[0])
-        if content is not None:
-            content_score = float(content_probabilities(content, encoded.tokens, encoded.mask)[0])
+    fallback_reason = None
+    if viral is not None or content is not None:
+        with request_threads():
+            encoded = encode([text], cached=False)
+            if viral is not None:
+                probability = float(viral_probabilities(viral, encoded.tokens, encoded.mask,
+                                                        context)[0])
+            if content is not None:
+                content_score = float(content_probabilities(content, encoded.tokens,
+                                                            encoded.mask)[0])
+    if viral is None:
+        base = pd.DataFrame(context, columns=list(text_data.CONTEXT_FEATURES))
+        base.insert(0, "text", [text])
+        probability = float(fallback.viral_scores(base, np.array([channel_id]))[0])
+        fallback_reason = (missing_champion("viral:detect", ("viral",), {"viral": None})
+                           + f"; viral_probability from the {fallback.describe('viral')}")
     if content is None:
-        notes.append("no content champion: content_score is null")
+        value = float(fallback.content_scores([text])[0])
+        content_score = None if math.isnan(value) else value
+        notes.append("no content champion: content_score from the "
+                     + fallback.describe("content"))
     rate = base_rate(conn, channel_id)
     relative = (probability / rate["viral_rate"]) if rate["viral_rate"] else None
+    models = {"viral": model_info(viral), "content": model_info(content)}
+    if fallback is not None:
+        models["baselines"] = {w: baseline_info(fallback, w) for w, m in
+                               (("viral", viral), ("content", content)) if m is None}
     return {
         "channel_id": channel_id,
         "context": context_kind,
         "published_at": published_at.isoformat(),
         "published_at_assumed": assumed,
         "media_type": media,
-        "viral_probability": probability,
+        "viral_probability": None if math.isnan(probability) else probability,
         "content_score": content_score,
         "base_rate": rate,
         "relative_to_base_rate": relative,
         "label": LABEL_DEFINITION,
-        "models": {"viral": model_info(viral), "content": model_info(content)},
+        "source": "model" if viral is not None else "baseline",
+        "fallback_reason": fallback_reason,
+        "models": models,
         "notes": notes,
     }
