@@ -183,7 +183,8 @@ def test_too_little_history_is_skipped_with_the_minimum(warehouse):
         first = warehouse.execute("SELECT min(published_at) FROM features.post_features").fetchall()
         warehouse.execute("DELETE FROM features.post_features WHERE published_at > ? + INTERVAL 7 DAY",
                           [first[0][0]])
-        with pytest.raises(InsufficientData, match=rf"needs at least \d+ posts .*\({MIN_TRAIN_POSTS} to train on.*has 46"):
+        expected = rf"needs at least \d+ posts .*\({MIN_TRAIN_POSTS} to train on.*has 46"
+        with pytest.raises(InsufficientData, match=expected):
             ScheduleTask().load(warehouse)
     finally:
         warehouse.execute("ROLLBACK")
