@@ -130,3 +130,12 @@ def test_per_request_functions_answer_without_a_model(conn):
     by_model = gro.forecast_channel(conn, champion, SHORT, 10)
     assert by_model["source"] == "model" and by_model["fallback_reason"] is None
     assert gro.what_if(conn, champion, SHORT, {"posts_per_day": 3.0})["source"] == "model"
+
+
+def test_a_champion_that_cannot_score_leaves_the_table_to_the_baseline(conn):
+    champion = _champion(conn, MIN_HISTORY_DAYS)
+    champion.module.head[0] = torch.nn.Linear(3, 16)     # inputs it was not built for
+    result = gro.score(conn, {"growth": champion}, SCORED_AT)
+    assert set(result.frame["source"]) == {"baseline"} and len(result.frame) == 2 * 30
+    assert result.frame["fallback_reason"].str.contains("v7 could not score").all()
+    assert "could not score" in result.notes["model_failed"]

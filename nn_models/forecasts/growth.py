@@ -233,11 +233,19 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     parts = []
     by_model = [] if model is None else sorted(
         c for c, f in eligible.items() if len(f) >= lookback(model)[0])
+    failed = None
     if by_model:
         history_days, horizon = lookback(model)
         windows = np.stack([_window(eligible[c], history_days) for c in by_model])
-        parts.append(_stamped(_rows(by_model, eligible, run_model(model, windows)), model,
-                              scored_at))
+        try:
+            q = run_model(model, windows)
+        except Exception as exc:  # e.g. a champion saved for other inputs: serve the baseline
+            failed = (f"the growth champion v{model.version} could not score "
+                      f"({type(exc).__name__}: {str(exc)[:200]})")
+            notes["model_failed"] = failed
+            by_model = []
+    if by_model:
+        parts.append(_stamped(_rows(by_model, eligible, q), model, scored_at))
         notes["scored"] = (f"{len(by_model)} channels x {horizon} days by the model from each "
                            f"channel's latest day (window {history_days} days); p10-p90 is its "
                            "80 % interval")
@@ -249,9 +257,10 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
         choice = fit_baseline(eligible)
         q = baseline_quantiles(choice, [eligible[c] for c in rest])
         name = f"baseline:{choice.name}"
-        if model is None:
+        if model is None or failed:
             parts.append(_stamped(_rows(rest, eligible, q), None, scored_at,
-                                  f"{no_champion}; served by the {choice.describe()}", name))
+                                  f"{no_champion or failed}; served by the {choice.describe()}",
+                                  name))
         else:
             for days in sorted({len(eligible[c]) for c in rest}):
                 idx = [i for i, c in enumerate(rest) if len(eligible[c]) == days]
