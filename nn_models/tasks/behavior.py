@@ -83,16 +83,6 @@ BOOTSTRAP_SEED = 0
 BASELINE_VARIANTS = ("model_inputs", "plain")
 
 
-def user_bucket(user_id: np.ndarray) -> np.ndarray:
-    """Stable pseudo-random number in [0, 1) per user (splitmix64 of the id)."""
-    z = np.asarray(user_id).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
 def _table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     row = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
