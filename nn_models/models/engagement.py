@@ -1,8 +1,11 @@
-"""``EngagementPredictor``: how a post will do at 48 h, from its first hours of counters.
+"""``EngagementPredictor``: how a post will do at 48 h, from everything observed of it.
 
-An LSTM reads the post's trajectory on the 15-minute grid of
-``features.post_trajectories`` (log counters, also relative to the channel's usual
-48 h views and to its subscribers) and a small dense block adds the static context
+An LSTM reads the post's trajectory on the grid of ``features.post_trajectories``
+(every 15 min to 3 h, hourly to 24 h, then 30/36/42 h: log counters, also relative to
+the channel's usual 48 h views and to its subscribers, and at every step the channel's
+usual log growth from that age to 48 h and the channel-growth rule's margin, i.e. the
+latest views extrapolated with that growth against the channel's prior median) and a
+small dense block adds the static context
 known at publication (publish hour/weekday, media, text length, channel size and
 baseline, and how the channel's earlier posts grew from their first hours to 48 h,
 overall and at the same time of day). One model serves every post age: the sequence is padded to the full grid
@@ -12,10 +15,16 @@ the hidden state at ``length - 1`` has seen exactly the observed prefix.
 Three heads share the trunk:
 
 * ``score``: sigmoid engagement score, the post's predicted percentile of 48 h views
-  within its channel (> 0.5 = above the channel's median);
+  within its channel (> 0.5 = above the channel's median). Its logit is the trunk's
+  output plus ``rule_weight`` x the rule's margin (raw, unnormalised), so an untrained
+  head already reads the latest snapshot the way the channel-growth rule does and
+  training learns the correction;
 * log 48 h views and log 48 h interactions as quantiles p10/p50/p90 in ``log1p``
-  space. Counters are cumulative, so each quantile is the last observed value plus a
-  cumulative softplus: p10 >= observed, p10 <= p50 <= p90 by construction.
+  space. Counters are cumulative, so p10 >= observed and p10 <= p50 <= p90 by
+  construction: views p50 = observed + a soft ReLU of (the channel's usual growth
+  from this age + a learned correction), so it starts at the rule's extrapolation;
+  p10 lies a learned share of the way from observed to p50, p90 = p50 + softplus.
+  Interactions: observed plus a cumulative softplus.
 
 Normalisation statistics are buffers, so a model loaded from the registry scores raw
 feature arrays (built by ``nn_models.tasks.engagement``) without the task object.
@@ -37,8 +46,13 @@ SEQUENCE_FEATURES: tuple[str, ...] = (
     "views_vs_channel",     # log1p(views) - log1p(channel prior median 48 h views)
     "views_vs_subscribers", # log1p(views) - log1p(subscribers at publish)
     "age_hours",            # grid age / 12 h
+    "channel_growth_to_48h",  # the channel's usual log1p growth from this age to 48 h
+    "rule_vs_channel",      # log_views + channel_growth_to_48h - log1p(channel median)
 )
 VIEWS = SEQUENCE_FEATURES.index("log_views")
+GROWTH = SEQUENCE_FEATURES.index("channel_growth_to_48h")
+RULE = SEQUENCE_FEATURES.index("rule_vs_channel")
+RULE_WEIGHT_INIT = 3.0      # logit per unit of log margin at initialisation
 INTERACTIONS = SEQUENCE_FEATURES.index("log_interactions")
 
 # Per post, known at publication (built by ``nn_models.tasks.engagement.static_features``).
@@ -94,6 +108,7 @@ class EngagementPredictor(nn.Module):
             nn.ReLU(),
         )
         self.score_head = nn.Linear(dense2, 1)
+        self.rule_weight = nn.Parameter(torch.tensor(RULE_WEIGHT_INIT))
         self.views_head = nn.Linear(dense2, len(QUANTILES))
         self.interactions_head = nn.Linear(dense2, len(QUANTILES))
 
@@ -120,6 +135,17 @@ class EngagementPredictor(nn.Module):
         """p10 = observed + softplus, p50 = p10 + softplus, p90 = p50 + softplus."""
         return reference.unsqueeze(-1) + torch.cumsum(F.softplus(raw), dim=-1)
 
+    @staticmethod
+    def _views_quantiles(observed: torch.Tensor, growth: torch.Tensor,
+                         raw: torch.Tensor) -> torch.Tensor:
+        """p50 = observed + softplus_5(growth + raw50); p10 = observed + sigmoid(raw10)
+        x (p50 - observed); p90 = p50 + softplus(raw90)."""
+        gap = F.softplus(growth + raw[..., 1], beta=5.0)
+        p50 = observed + gap
+        p10 = observed + torch.sigmoid(raw[..., 0] + 1.0) * gap
+        p90 = p50 + F.softplus(raw[..., 2])
+        return torch.stack([p10, p50, p90], dim=-1)
+
     def forward_steps(
         self, sequence: torch.Tensor, static: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -132,8 +158,10 @@ class EngagementPredictor(nn.Module):
         context = (static - self.static_mean) / self.static_std
         context = context.unsqueeze(1).expand(-1, sequence.shape[1], -1)
         z = self.trunk(torch.cat([out, context], dim=-1))
-        score = torch.sigmoid(self.score_head(z)).squeeze(-1)
-        log_views = self._cumulative_quantiles(sequence[..., VIEWS], self.views_head(z))
+        logit = self.score_head(z).squeeze(-1) + self.rule_weight * sequence[..., RULE]
+        score = torch.sigmoid(logit)
+        log_views = self._views_quantiles(sequence[..., VIEWS], sequence[..., GROWTH],
+                                          self.views_head(z))
         log_interactions = self._cumulative_quantiles(
             sequence[..., INTERACTIONS], self.interactions_head(z)
         )

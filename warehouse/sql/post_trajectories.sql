@@ -1,13 +1,16 @@
 -- features.post_trajectories: as-of counters of every post at fixed ages
--- (the LSTM's input sequence). One row per post and grid age the post has
--- reached; counters are NULL where no snapshot exists at or before that age
--- (collection started late), so every reached grid point is present.
+-- (the LSTM's input sequence): every 15 min to 3 h, hourly to 24 h, then 30, 36
+-- and 42 h, so a post observed for up to 48 h is read up to its latest snapshot.
+-- One row per post and grid age the post has reached; counters are NULL where no
+-- snapshot exists at or before that age (collection started late), so every
+-- reached grid point is present.
 --
 -- Value at age h = the last snapshot with observed_at <= published_at + h + 5 min,
 -- kept only when the post has been observed at an age >= h - 5 min.
 -- The grid must equal warehouse.features.TRAJECTORY_GRID_MINUTES (a test checks it).
 WITH grid AS (
-    SELECT unnest(range(15, 181, 15) || range(240, 721, 60))::INTEGER AS age_minutes
+    SELECT unnest(range(15, 181, 15) || range(240, 1441, 60) || range(1800, 2521, 360))::INTEGER
+        AS age_minutes
 ),
 observed AS (
     SELECT channel_id, post_id, max(observed_at) AS last_observed_at
