@@ -2,7 +2,8 @@
 
 A tiny synthetic warehouse, a ContentAnalyzer and a ViralDetector trained two epochs by
 their own tasks, and an untrained ScheduleOptimizer that knows two of the three channels
-(so the "schedule model does not know this channel" path runs too).
+(so the "schedule model does not know this channel" path runs too). Without champions
+every table is still filled, from the strongest baseline fitted on the labelled history.
 """
 
 from __future__ import annotations
@@ -124,9 +125,16 @@ def reader(conn, scored, tmp_path_factory):
 
 
 def _assert_lineage(frame: pd.DataFrame, name: str, version: str) -> None:
-    assert list(frame.columns[-3:]) == list(LINEAGE_COLUMNS)
+    assert list(frame.columns[-len(LINEAGE_COLUMNS):]) == list(LINEAGE_COLUMNS)
     assert (frame["model_name"] == name).all() and (frame["model_version"] == version).all()
     assert (frame["scored_at"] == pd.Timestamp(SCORED_AT)).all()
+    assert (frame["source"] == "model").all() and frame["fallback_reason"].isna().all()
+
+
+def _assert_baseline_rows(frame: pd.DataFrame, reason: str) -> None:
+    assert len(frame) > 0
+    assert (frame["source"] == "baseline").all()
+    assert frame["fallback_reason"].str.contains(reason).all()
 
 
 # --------------------------------------------------------------------- viral scores
@@ -175,13 +183,34 @@ def test_viral_scores_rows_ranges_and_training_parity(conn, champions, scored, v
     assert "scope" in result.notes
 
 
-def test_viral_scores_without_champions(conn, champions):
-    empty = viral.score(conn, {"viral": None, "content": champions["content"]}, SCORED_AT)
-    assert empty.frame.empty and "no champion for viral" in empty.notes["skipped"]
-    assert list(empty.frame.columns) == viral.COLUMNS + list(LINEAGE_COLUMNS)
+def test_viral_scores_without_champions(conn, champions, scored):
+    """No viral champion: every recent post is scored by the strongest viral baseline,
+    tuned on a time split of the labelled history and refitted on all of it."""
+    result = viral.score(conn, {"viral": None, "content": champions["content"]}, SCORED_AT)
+    frame = result.frame
+    assert list(frame.columns) == viral.COLUMNS + list(LINEAGE_COLUMNS)
+    _assert_baseline_rows(frame, "no champion for viral")
+    assert frame["fallback_reason"].str.contains("chosen on the latest 20%").all()
+    model_rows = scored["post_viral_scores"].frame
+    assert set(zip(frame.channel_id, frame.post_id, strict=True)) == set(
+        zip(model_rows.channel_id, model_rows.post_id, strict=True))
+    assert frame["viral_probability"].between(0, 1).all()
+    assert frame["viral_probability"].nunique() > 10        # a model of the post, not a rate
+    np.testing.assert_allclose(frame["content_score"], model_rows["content_score"], atol=1e-6)
+    # the same numbers as the chosen baseline refitted on all labelled posts
+    baselines = viral.scoring_baselines(conn)
+    posts = viral.stored_post_context(conn, frame[["channel_id", "post_id"]])
+    want = baselines.viral.scores(text_data.baseline_frame(posts))
+    np.testing.assert_allclose(frame["viral_probability"], want)
+    assert (frame["model_name"] == f"baseline:{baselines.viral.name}").all()
+    assert baselines.viral.name in baselines.selection
+    assert baselines.selection[baselines.viral.name] == max(baselines.selection.values())
+    # no content champion: content_score from the tuned TF-IDF baseline
     text_only = viral.score(conn, {"viral": champions["viral"], "content": None}, SCORED_AT)
-    assert len(text_only.frame) > 0 and text_only.frame["content_score"].isna().all()
-    assert "content_score is NULL" in text_only.notes["content_score"]
+    assert (text_only.frame["source"] == "model").all()
+    assert text_only.frame["content_score"].between(0, 1).all()
+    assert (text_only.frame["content_model_version"] == "baseline:tfidf").all()
+    assert "content_score from the baseline tfidf" in text_only.notes["content_score"]
 
 
 def test_detect_matches_the_batch_score_of_a_stored_post(conn, champions, scored):
@@ -208,7 +237,10 @@ def test_detect_network_context_and_bad_input(conn, champions):
     out = viral.detect(conn, champions["viral"], None, {"text": "BREAKING: huge news!!!",
                                                         "media_type": "photo"})
     assert out["context"] == "network" and out["channel_id"] is None
-    assert 0 <= out["viral_probability"] <= 1 and out["content_score"] is None
+    assert 0 <= out["viral_probability"] <= 1 and 0 <= out["content_score"] <= 1
+    assert out["source"] == "model" and out["fallback_reason"] is None
+    assert any(n.startswith("no content champion: content_score from the baseline tfidf")
+               for n in out["notes"])
     assert out["base_rate"]["scope"] == "network" and out["published_at_assumed"]
     assert any("training mean" in n for n in out["notes"])
     bad = [None, {"media_type": "photo"}, {"text": 5, "media_type": "photo"},
@@ -235,7 +267,7 @@ def test_patterns_effects_are_measured(conn, analysis, scored, champions):
     frame = scored["content_patterns"].frame
     assert list(frame.columns) == patterns.COLUMNS + list(LINEAGE_COLUMNS)
     _assert_lineage(frame, "channel_pulse_content", "1")
-    assert set(frame["kind"]) == set(patterns.KINDS)
+    assert set(frame["kind"]) == {"cnn_phrase", "topic_cluster"}     # the champion serves
     assert (frame["n_posts"] >= patterns.MIN_PATTERN_POSTS).all()
     assert frame["effect"].between(-1, 1).all() and frame["viral_lift"].between(-1, 1).all()
     # the scored table is the analysis' rows (deterministic: seeded k-means, same inputs)
@@ -274,10 +306,25 @@ def test_topic_clusters_same_with_stored_or_pooled_embeddings(conn, analysis, em
     np.testing.assert_allclose(stored, pooled, atol=1e-6)
 
 
-def test_patterns_without_champion_or_data(champions):
-    result = patterns.score(duckdb.connect(), {"content": None}, SCORED_AT)
-    assert result.frame.empty and "no champion for content" in result.notes["skipped"]
-    assert list(result.frame.columns) == patterns.COLUMNS + list(LINEAGE_COLUMNS)
+def test_patterns_without_champion_or_data(conn, champions, embeddings_table):
+    result = patterns.score(conn, {"content": None}, SCORED_AT)
+    frame = result.frame
+    assert list(frame.columns) == patterns.COLUMNS + list(LINEAGE_COLUMNS)
+    _assert_baseline_rows(frame, "no champion for content")
+    assert set(frame["kind"]) == {"tfidf_term", "topic_cluster"}
+    assert frame["channel_id"].nunique() == 3
+    baselines = viral.scoring_baselines(conn)
+    posts = patterns.load_posts(conn)
+    for row in frame[frame["kind"] == "tfidf_term"].to_dict("records"):
+        detail = json.loads(row["detail"])
+        assert detail["weight"] > 0 and detail["content_model_version"] == "baseline:tfidf"
+        assert baselines.term_weights[row["pattern"]] == pytest.approx(detail["weight"], abs=1e-6)
+        channel = posts[posts["channel_id"] == row["channel_id"]]
+        members = channel[[row["pattern"] in set(baselines.term_analyzer(t))
+                           for t in channel["text"]]]
+        assert len(members) == row["n_posts"] >= patterns.MIN_PATTERN_POSTS
+        assert row["effect"] == pytest.approx(members["view_percentile_48h"].mean()
+                                              - channel["view_percentile_48h"].mean())
     no_tables = patterns.score(duckdb.connect(), {"content": champions["content"]}, SCORED_AT)
     assert no_tables.frame.empty and "not built" in no_tables.notes["skipped"]
 
@@ -288,7 +335,8 @@ def test_analyze_through_published_parquet(reader, champions, scored):
     out = patterns.analyze(reader, content, CHANNEL, texts)
     stored = scored["content_patterns"].frame
     mine = stored[stored["channel_id"] == CHANNEL]
-    assert out["source"]["table"] == "forecasts.content_patterns"
+    assert out["served_from"]["table"] == "forecasts.content_patterns"
+    assert out["source"] == "model" and out["fallback_reason"] is None
     assert sum(len(v) for v in out["patterns"].values()) == len(mine)
     encoded = viral.encode(texts, cached=False)
     want = viral.content_probabilities(content, encoded.tokens, encoded.mask)
@@ -304,6 +352,17 @@ def test_analyze_through_published_parquet(reader, champions, scored):
     for bad in ("text", [1, 2], ["x"] * (patterns.MAX_REQUEST_TEXTS + 1)):
         with pytest.raises(InvalidInput):
             patterns.analyze(reader, content, CHANNEL, bad)
+    # no champion: measured now from the baseline (the published table has model rows)
+    fresh = patterns.analyze(_without_forecasts(reader), None, CHANNEL, texts)
+    assert fresh["source"] == "baseline" and "no champion for content" in fresh["fallback_reason"]
+    assert fresh["patterns"]["tfidf_term"] and not fresh["patterns"]["cnn_phrase"]
+    baselines = viral.scoring_baselines(reader)
+    assert [t["content_score"] for t in fresh["texts"]] == pytest.approx(
+        baselines.content_scores(texts).tolist())
+    term = fresh["patterns"]["tfidf_term"][0]["pattern"]
+    hit = patterns.analyze(_without_forecasts(reader), None, CHANNEL, [f"so {term} today"])
+    assert term in [m["pattern"] for m in hit["texts"][0]["matched_patterns"]]
+    json.dumps(fresh)
 
 
 # ------------------------------------------------------------------- recommendations
@@ -345,14 +404,20 @@ def test_recommendations_ranked_with_measured_numbers(scored, champions):
 
 def test_recommendations_degrade_without_viral_and_schedule(conn, analysis, champions):
     frame, notes = recommendations.build(conn, {"content": champions["content"]}, analysis)
-    assert len(frame) > 0 and frame["viral_probability"].isna().all()
+    assert len(frame) > 0 and frame["viral_probability"].between(0, 1).all()
     assert frame["best_hour"].isna().all()
-    assert all("No viral champion" in r and "No schedule champion" in r for r in frame.rationale)
+    assert all("No viral champion; the baseline" in r and "No schedule champion" in r
+               for r in frame.rationale)
     assert "viral" in notes and "schedule" in notes
-    empty = recommendations.score(conn, {"content": None, "viral": champions["viral"]},
-                                  SCORED_AT)
-    assert empty.frame.empty and "no champion for content" in empty.notes["skipped"]
-    assert list(empty.frame.columns) == recommendations.COLUMNS + list(LINEAGE_COLUMNS)
+    result = recommendations.score(conn, {"content": None, "viral": champions["viral"]},
+                                   SCORED_AT)
+    frame = result.frame
+    assert list(frame.columns) == recommendations.COLUMNS + list(LINEAGE_COLUMNS)
+    _assert_baseline_rows(frame, "no champion for content")
+    assert set(frame["kind"]) <= {"tfidf_term", "topic_cluster"}
+    assert (frame["model_version"] == "content:baseline,viral:v1").all()
+    assert (frame["expected_lift"] > 0).all() and frame["content_score"].between(0, 1).all()
+    assert all("No content champion; the baseline tfidf" in r for r in frame.rationale)
 
 
 def test_recommend_with_a_local_tiny_gpt2(conn, reader, champions, scored, tmp_path):
@@ -372,7 +437,8 @@ def test_recommend_with_a_local_tiny_gpt2(conn, reader, champions, scored, tmp_p
     stored = scored["content_recommendations"].frame
     assert [r["rank"] for r in out["recommendations"]] == stored.loc[
         stored["channel_id"] == CHANNEL, "rank"].tolist()
-    assert out["source"]["table"] == "forecasts.content_recommendations"
+    assert out["served_from"]["table"] == "forecasts.content_recommendations"
+    assert out["source"] == "model" and out["fallback_reason"] is None
     assert out["text_generator"]["status"] == "used"
     drafts = [r["draft"] for r in out["recommendations"]]
     assert drafts and all(isinstance(d, str) and d for d in drafts)
@@ -389,12 +455,76 @@ def test_recommend_with_a_local_tiny_gpt2(conn, reader, champions, scored, tmp_p
 
     # no published table: computed on request from the channel's posts
     fresh = recommendations.recommend(_without_forecasts(conn), champions, CHANNEL, None)
-    assert fresh["source"]["table"] is None
+    assert fresh["served_from"]["table"] is None
     assert all(r["expected_lift"] > 0 for r in fresh["recommendations"])
-    with pytest.raises(ModelUnavailable):
-        recommendations.recommend(reader, {**champions, "content": None}, CHANNEL, None)
+    none = {"content": None, "viral": None, "schedule": None}
+    base = recommendations.recommend(_without_forecasts(conn), none, CHANNEL, None)
+    assert base["source"] == "baseline" and "no champion for content" in base["fallback_reason"]
+    assert base["recommendations"] and all(r["kind"] in ("tfidf_term", "topic_cluster")
+                                           for r in base["recommendations"])
+    json.dumps(base)
     with pytest.raises(InvalidInput):
         recommendations.recommend(reader, champions, "abc", None)
+
+
+# ------------------------------------------------------------------- no champion at all
+
+
+def test_every_table_filled_from_baselines_without_any_champion(conn, embeddings_table):
+    """A world where no text model has passed its gates: all three tables have rows for
+    every channel, each saying it was served by a baseline and why."""
+    none = {"content": None, "viral": None, "schedule": None}
+    channels = set(conn.execute("SELECT DISTINCT channel_id FROM features.post_features"
+                                ).fetchdf()["channel_id"])
+    for module, reason in ((viral, "no champion for viral"),
+                           (patterns, "no champion for content"),
+                           (recommendations, "no champion for content")):
+        result = module.score(conn, none, SCORED_AT)
+        frame = result.frame
+        assert list(frame.columns) == module.COLUMNS + list(LINEAGE_COLUMNS)
+        _assert_baseline_rows(frame, reason)
+        assert frame["model_version"].notna().all()
+        if module is not recommendations:     # a channel may have no pattern with lift > 0
+            assert set(frame["channel_id"]) == channels
+        write_forecast(conn, f"_baseline_{module.TABLE}", frame)   # DuckDB takes the types
+        conn.execute(f"DROP TABLE forecasts._baseline_{module.TABLE}")
+
+
+def test_detect_without_champions(conn):
+    post = {"text": "BREAKING: huge news!!!", "media_type": "photo", "channel_id": CHANNEL,
+            "published_at": "2026-10-30T12:00:00Z"}
+    out = viral.detect(conn, None, None, post)
+    assert out["source"] == "baseline" and "no champion for viral" in out["fallback_reason"]
+    baselines = viral.scoring_baselines(conn)
+    frame = viral.hypothetical_context(conn, CHANNEL, datetime(2026, 10, 30, 12), "photo",
+                                       post["text"])
+    frame["text"] = post["text"]
+    assert out["viral_probability"] == pytest.approx(
+        float(baselines.viral.scores(text_data.baseline_frame(frame))[0]))
+    assert out["content_score"] == pytest.approx(
+        float(baselines.content_scores([post["text"]])[0]))
+    assert out["models"]["baselines"]["viral"]["baseline"] == baselines.viral.name
+    network = viral.detect(conn, None, None, {"text": "quiet day", "media_type": "none"})
+    assert network["context"] == "network" and 0 <= network["viral_probability"] <= 1
+    json.dumps(out)
+
+
+def test_scoring_baselines_fall_back_to_rates_below_the_minimum(conn):
+    """Below the text models' smallest history no baseline is fitted; the channel's
+    observed viral rate serves and the reason names the minimum."""
+    few = duckdb.connect()
+    few.execute("CREATE SCHEMA features")
+    frame = conn.execute("SELECT * FROM features.post_features ORDER BY published_at "
+                         "LIMIT 80").fetchdf()
+    few.register("f", frame)
+    few.execute("CREATE TABLE features.post_features AS SELECT * FROM f")
+    baselines = viral.scoring_baselines(few)
+    assert baselines.viral is None and "at least 100 labelled posts" in baselines.reason
+    rates = frame[frame["is_viral"].notna() & frame["forwards_48h"].notna()].groupby(
+        "channel_id")["is_viral"].mean()
+    got = baselines.viral_scores(pd.DataFrame({"text": ["x"] * len(rates)}), rates.index.to_numpy())
+    np.testing.assert_allclose(got, rates.to_numpy(float))
+    assert "observed viral rate" in baselines.describe("viral")
 
 
 def _without_forecasts(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:

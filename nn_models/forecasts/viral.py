@@ -331,9 +331,10 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> Scoring
     """Tune, choose and fit the baselines on the warehouse's labelled posts (see module doc).
 
     Cached per process on the labelled history (post count, latest post, label count),
-    so the three forecast tables and repeated requests share one fit.
+    so the three forecast tables and repeated requests share one fit. A missing
+    ``features.post_features`` raises ``duckdb.CatalogException`` (callers map it).
     """
-    posts = text_data.load_posts(conn)
+    posts = conn.execute(text_data.POSTS_SQL).fetchdf()
     key = (len(posts), str(posts["published_at"].max()) if len(posts) else "",
            int(posts["post_id"].sum()) if len(posts) else 0,
            int(posts[text_data.LABEL].astype(bool).sum()) if len(posts) else 0, seed)
