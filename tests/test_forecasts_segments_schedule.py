@@ -111,6 +111,7 @@ def test_segments_score_assigns_every_user_to_its_nearest_centroid(warehouse, be
     assert (frame["model_version"] == "1").all()
     assert (frame["scored_at"] == pd.Timestamp(SCORED_AT)).all()
     assert segment_result.models == {"channel_pulse_behavior": "1"}
+    assert (frame["source"] == "model").all() and frame["fallback_reason"].isna().all()
     assert "users" in segment_result.notes["segments"]
 
 
@@ -142,14 +143,43 @@ def test_labels_name_hours_actions_week_and_activity():
     assert len(windows) == 2 and windows[1]["part"] == "evening"
 
 
-def test_segments_missing_champion_gives_empty_frame_and_note(warehouse, behavior):
+def test_segments_without_champion_come_from_the_baseline(warehouse, behavior):
     result = segments.score(warehouse, {"behavior": None}, SCORED_AT)
-    assert result.frame.empty
-    assert list(result.frame.columns) == segments.COLUMNS + list(LINEAGE_COLUMNS)
-    assert "behavior" in result.notes["skipped"]
+    frame = result.frame
+    assert list(frame.columns) == segments.COLUMNS + list(LINEAGE_COLUMNS)
+    users = warehouse.execute("SELECT user_id FROM features.user_behavior_features ORDER BY 1"
+                              ).fetchdf()["user_id"].tolist()
+    assert frame["user_id"].tolist() == users                    # every user, none dropped
+    assert (frame["source"] == "baseline").all() and (frame["model_version"] == "none").all()
+    assert frame["fallback_reason"].str.contains("no champion for behavior").all()
+    assert "PCA + k-means" in result.notes["baseline"] or "global profile" in result.notes["baseline"]
+    pairs = frame[["segment_id", "segment_label"]].drop_duplicates()
+    assert pairs["segment_id"].is_unique and pairs["segment_label"].is_unique
+    assert (frame["distance"] >= 0).all() and result.models == {}
+    # the baseline's k is the one chosen on the validation period
+    data = BehaviorTask().load(warehouse)
+    if data.info["strongest_baseline"] == "pca_kmeans":
+        assert frame["segment_id"].nunique() <= data.info["baseline_pca_kmeans_k"]
     empty = duckdb.connect()                          # no feature tables at all
     no_inputs = segments.score(empty, {"behavior": behavior}, SCORED_AT)
     assert no_inputs.frame.empty and "does not exist" in no_inputs.notes["skipped"]
+
+
+def test_sparse_interactions_fall_back_to_one_global_profile():
+    conn = duckdb.connect()          # the tiny preset: 60 users, too few to validate k-means
+    ensure_schema(conn)
+    tables = synthetic.generate(synthetic.config_for("tiny", seed=42)).tables()
+    for name in ("raw.channels", "raw.posts", "raw.interactions"):
+        upsert_frame(conn, name, tables[name])
+    features.build_feature_table(conn, "user_behavior_features")
+    result = segments.score(conn, {"behavior": None}, SCORED_AT)
+    frame = result.frame
+    assert len(frame) == conn.execute(
+        "SELECT count(DISTINCT user_id) FROM raw.interactions").fetchall()[0][0]
+    assert (frame["segment_id"] == 0).all() and (frame["source"] == "baseline").all()
+    assert "one global profile" in result.notes["baseline"]
+    assert "needs at least" in result.notes["baseline"]        # the task's stated minimum
+    conn.close()
 
 
 def test_channel_segments_mix_of_a_channel(warehouse, behavior, segment_result):
@@ -176,6 +206,22 @@ def test_channel_segments_mix_of_a_channel(warehouse, behavior, segment_result):
             segments.channel_segments(warehouse, behavior, bad)
     nobody = segments.channel_segments(warehouse, behavior, 123456789)
     assert nobody["users"] == 0 and nobody["segments"] == [] and nobody["note"]
+    assert out["source"] == "model" and out["fallback_reason"] is None
+
+
+def test_channel_segments_without_a_model(warehouse):
+    channel = _channel(warehouse)
+    out = segments.channel_segments(warehouse, None, channel)
+    assert out["source"] == "baseline" and "no champion" in out["fallback_reason"]
+    assert out["model_version"] == "none" and out["label_source"].startswith("baseline fitted now")
+    assert sum(p["users"] for p in out["segments"]) == out["users"] > 0
+    table = segments.score(warehouse, {"behavior": None}, SCORED_AT).frame
+    labels = dict(table[["segment_id", "segment_label"]].drop_duplicates()
+                  .itertuples(index=False))
+    assert all(p["label"] == labels[p["segment_id"]] for p in out["segments"])
+    for bad in BAD_IDS:
+        with pytest.raises(InvalidInput):
+            segments.channel_segments(warehouse, None, bad)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -207,29 +253,65 @@ def test_schedule_score_ranks_all_slots_of_every_channel(warehouse, sched, sched
         "SELECT count(*) FROM features.post_features WHERE views_48h IS NOT NULL").fetchall()[0][0]
     assert (frame["model_name"] == "channel_pulse_schedule").all()
     assert (frame["model_version"] == "1").all()
-    assert "top_slot_ratio" in schedule_result.notes["confidence"]
+    assert (frame["source"] == "model").all() and frame["fallback_reason"].isna().all()
+    assert "spearman" in schedule_result.notes["confidence"]
 
 
 def test_schedule_confidence_follows_the_documented_formula(warehouse, sched):
-    tagged = dataclasses.replace(sched, version="2", tags={"metric.top_slot_ratio": "0.9",
-                                                           "metric.unseen_top_slot_ratio": "0.6"})
+    tagged = dataclasses.replace(sched, version="2", tags={"metric.spearman": "0.4"})
     frame = schedule.score(warehouse, {"schedule": tagged}, SCORED_AT).frame
-    n = frame["sample_size"].to_numpy(float)
     n_channel = frame.groupby("channel_id")["sample_size"].transform("sum").to_numpy(float)
-    expected = (0.6 + 0.3 * n / (n + 1)) * n_channel / (n_channel + schedule.MIN_CHANNEL_POSTS)
+    expected = 0.4 * n_channel / (n_channel + schedule.MIN_CHANNEL_POSTS)
     np.testing.assert_allclose(frame["confidence"], expected, rtol=1e-6)
-    # a slot with history is trusted more than one without, in the same channel
-    one = frame[frame["channel_id"] == frame["channel_id"].iloc[0]]
-    assert one.loc[one["sample_size"] > 0, "confidence"].min() > \
-        one.loc[one["sample_size"] == 0, "confidence"].max()
+    # a negative measured rank correlation gives no confidence at all
+    worse = dataclasses.replace(sched, version="3", tags={"metric.spearman": "-0.2"})
+    assert (schedule.score(warehouse, {"schedule": worse}, SCORED_AT).frame["confidence"] == 0).all()
     # no measured metric -> no confidence, and the note says why
-    bare = dataclasses.replace(sched, version="3", tags={})
+    bare = dataclasses.replace(sched, version="4", tags={})
     result = schedule.score(warehouse, {"schedule": bare}, SCORED_AT)
     assert result.frame["confidence"].isna().all() and "NaN" in result.notes["confidence"]
 
 
-def test_schedule_falls_back_to_network_slots(warehouse, sched, monkeypatch):
-    module = sched.module
+def _check_baseline_rows(group: pd.DataFrame) -> None:
+    assert len(group) == 168 and sorted(group["rank"]) == list(range(1, 169))
+    assert (group["source"] == "baseline").all() and group["fallback_reason"].notna().all()
+    assert (group["model_version"] == "none").all()
+    assert group["confidence"].between(0, 1).all()
+
+
+def test_schedule_without_champion_comes_from_the_strongest_baseline(warehouse):
+    result = schedule.score(warehouse, {"schedule": None}, SCORED_AT)
+    frame = result.frame
+    assert list(frame.columns) == schedule.COLUMNS + list(LINEAGE_COLUMNS)
+    channels = [c for (c,) in warehouse.execute(
+        "SELECT channel_id FROM raw.channels ORDER BY channel_id").fetchall()]
+    assert sorted(frame["channel_id"].unique()) == channels
+    for _, group in frame.groupby("channel_id"):
+        _check_baseline_rows(group)
+    assert frame["fallback_reason"].str.contains("no champion for schedule").all()
+    assert (frame["basis"] == "channel").all() and result.models == {}
+    # the rule chosen on validation, refitted on all labelled posts: the same ranking
+    base = schedule.fit_baseline(warehouse)
+    data = ScheduleTask().load(warehouse)
+    assert base.rule == data.info["strongest_baseline"]
+    assert base.spearman == pytest.approx(
+        ScheduleTask().baseline(data)[f"baseline_{base.rule}_spearman"])
+    assert base.rule in result.notes["baseline"]
+    one = frame[frame["channel_id"] == channels[0]].sort_values(["weekday", "hour"])
+    top = int(np.argmax(base.tables[channels[0]]))
+    assert one["rank"].to_numpy()[top] == 1
+    if base.rule != "most_posted_hour":
+        np.testing.assert_allclose(one["expected_engagement"], base.tables[channels[0]])
+    n_channel = one["sample_size"].sum()
+    np.testing.assert_allclose(one["confidence"], np.clip(base.spearman, 0, 1) * n_channel
+                               / (n_channel + schedule.MIN_CHANNEL_POSTS))
+    out = schedule.channel_schedule(warehouse, None, channels[0])
+    assert out["source"] == "baseline" and "no champion" in out["fallback_reason"]
+    assert [(s["weekday"], s["hour"]) for s in out["top_slots"]] == [
+        divmod(int(i), 24) for i in np.argsort(one["rank"].to_numpy(), kind="stable")[:5]]
+
+
+def test_schedule_channels_the_model_cannot_score_get_baseline_rows(warehouse, sched, monkeypatch):
     warehouse.execute("BEGIN TRANSACTION")
     try:
         warehouse.execute("INSERT INTO raw.channels VALUES (999, 'newbie', 'New', ?)", [SCORED_AT])
@@ -238,42 +320,50 @@ def test_schedule_falls_back_to_network_slots(warehouse, sched, monkeypatch):
             VALUES (999, 1, ?, 'hi', 'photo'), (999, 2, ?, 'hello', 'photo')""",
                           [SCORED_AT, SCORED_AT])
         result = schedule.score(warehouse, {"schedule": sched}, SCORED_AT)
-        new = result.frame[result.frame["channel_id"] == 999].sort_values(["weekday", "hour"])
-        assert len(new) == 168 and (new["basis"] == "network").all()
-        assert (new["sample_size"] == 0).all() and sorted(new["rank"]) == list(range(1, 169))
-        assert "999: channel unknown" in result.notes["network_fallback"]
-        # network slots: the model's prediction for a photo post, averaged over known channels
-        photo = module.media_types.index("photo")
-        with torch.no_grad():
-            by_channel = [module(channel=torch.full((168,), i), weekday=torch.arange(168) // 24,
-                                 hour=torch.arange(168) % 24, media=torch.full((168,), photo))
-                          for i in range(len(module.channel_ids))]
-        np.testing.assert_allclose(new["expected_engagement"],
-                                   torch.stack(by_channel).mean(0).numpy(), rtol=1e-4, atol=1e-5)
-        assert new["confidence"].between(0, 1).all() and new["confidence"].notna().all()
+        new = result.frame[result.frame["channel_id"] == 999]
+        _check_baseline_rows(new)
+        assert (new["basis"] == "network").all() and (new["sample_size"] == 0).all()
+        assert new["fallback_reason"].str.contains("unknown").all()
+        old = result.frame[result.frame["channel_id"] != 999]
+        assert (old["source"] == "model").all()
+        assert result.models == {"channel_pulse_schedule": "1"}
+        assert "999" in result.notes["fallback"]
         api = schedule.channel_schedule(warehouse, sched, 999)
-        assert api["basis"] == "network" and "unknown" in api["basis_reason"]
+        assert api["source"] == "baseline" and "unknown" in api["fallback_reason"]
+        assert api["basis"] == "network"
     finally:
         warehouse.execute("ROLLBACK")
-    # known channels with too little history also fall back
+    # known channels with too little history also fall back to the baseline
     monkeypatch.setattr(schedule, "MIN_CHANNEL_POSTS", 10**6)
     result = schedule.score(warehouse, {"schedule": sched}, SCORED_AT)
-    assert (result.frame["basis"] == "network").all()
-    assert "fewer than 1000000" in result.notes["network_fallback"]
+    assert (result.frame["source"] == "baseline").all()
+    assert result.frame["fallback_reason"].str.contains("fewer than the 1000000").all()
 
 
-def test_schedule_missing_champion_or_inputs(warehouse, sched):
-    result = schedule.score(warehouse, {"schedule": None}, SCORED_AT)
-    assert result.frame.empty and "schedule" in result.notes["skipped"]
-    assert list(result.frame.columns) == schedule.COLUMNS + list(LINEAGE_COLUMNS)
+def test_schedule_without_inputs(warehouse, sched):
     empty = schedule.score(duckdb.connect(), {"schedule": sched}, SCORED_AT)
     assert empty.frame.empty and empty.notes["skipped"]
+    assert list(empty.frame.columns) == schedule.COLUMNS + list(LINEAGE_COLUMNS)
+
+
+def test_no_truth_no_champion_both_tables_are_filled(warehouse):
+    warehouse.execute("BEGIN TRANSACTION")
+    try:
+        warehouse.execute("DROP SCHEMA truth CASCADE")
+        seg = segments.score(warehouse, {"behavior": None}, SCORED_AT).frame
+        plan = schedule.score(warehouse, {"schedule": None}, SCORED_AT).frame
+    finally:
+        warehouse.execute("ROLLBACK")
+    for frame in (seg, plan):
+        assert len(frame) > 0 and (frame["source"] == "baseline").all()
+        assert frame["fallback_reason"].notna().all()
 
 
 def test_channel_schedule_top_slots_and_history(warehouse, sched, schedule_result):
     channel = _channel(warehouse)
     out = schedule.channel_schedule(warehouse, sched, channel)
-    assert out["basis"] == "channel" and out["basis_reason"] is None
+    assert out["basis"] == "channel" and out["source"] == "model"
+    assert out["fallback_reason"] is None
     top = out["top_slots"]
     assert [s["rank"] for s in top] == [1, 2, 3, 4, 5]
     rows = schedule_result.frame.query("channel_id == @channel and rank <= 5").sort_values("rank")
@@ -309,5 +399,19 @@ def test_api_functions_read_published_parquet(warehouse, behavior, sched, segmen
     assert published["segments"] == direct["segments"] and published["users"] == direct["users"]
     plan = schedule.channel_schedule(reader, sched, channel)
     assert plan == schedule.channel_schedule(warehouse, sched, channel)
+    # without a champion: the published baseline rows answer
+    write_forecast(warehouse, "posting_schedule_recommendations",
+                   schedule.score(warehouse, {"schedule": None}, SCORED_AT).frame)
+    write_forecast(warehouse, "user_segments",
+                   segments.score(warehouse, {"behavior": None}, SCORED_AT).frame)
+    for table in ("posting_schedule_recommendations", "user_segments"):
+        publish_table(warehouse, str(tmp_path), "forecasts", table)
+    reader = open_reader(str(tmp_path))
+    fallback = schedule.channel_schedule(reader, None, channel)
+    assert fallback["source"] == "baseline" and "baseline rows" in fallback["confidence_basis"]["how"]
+    assert fallback["top_slots"] == schedule.channel_schedule(warehouse, None, channel)["top_slots"]
+    mix = segments.channel_segments(reader, None, channel)
+    assert mix["source"] == "baseline" and mix["label_source"].endswith("(baseline rows)")
+    assert mix["segments"] == segments.channel_segments(warehouse, None, channel)["segments"]
     assert not any(isinstance(v, float) and math.isnan(v) for s in plan["top_slots"]
                    for v in s.values())

@@ -49,6 +49,7 @@ from nn_models.tasks.schedule import (
     MIN_CHANNEL_TRAIN_POSTS,
     MIN_HOLDOUT_CHANNELS,
     ScheduleTask,
+    _table_exists,
     history,
     relative_log_reach,
     time_split,
@@ -291,8 +292,9 @@ def rank_baseline(base: BaselineSchedule, channels: list[int], history: pd.DataF
 
 
 def scorable(model: LoadedModel, n_posts: int, channel_id: int,
-             min_posts: int = MIN_CHANNEL_POSTS) -> str | None:
+             min_posts: int | None = None) -> str | None:
     """None when the champion can score the channel, else why the baseline serves it."""
+    min_posts = MIN_CHANNEL_POSTS if min_posts is None else min_posts
     if channel_id not in set(int(c) for c in model.module.channel_ids):
         return (f"channel unknown to {model.registered_model} v{model.version}'s channel "
                 "embedding (not one of its training channels): served by the baseline")
@@ -378,6 +380,8 @@ def _num(value, digits: int = 4):
 
 
 def _published_baseline(conn, channel_id: int) -> pd.DataFrame | None:
+    if not _table_exists(conn, "forecasts", TABLE):   # a failed query would abort a transaction
+        return None
     rows = _frame(conn, f"""
         SELECT {", ".join(COLUMNS)}, fallback_reason FROM forecasts.{TABLE}
         WHERE channel_id = ? AND source = 'baseline' ORDER BY weekday, hour""", [channel_id])

@@ -63,7 +63,13 @@ from nn_models.models.behavior import (
     hour_smoothing_kernel,
 )
 from nn_models.task import InsufficientData
-from nn_models.tasks.behavior import LATENT_DIM, MIN_FIT_INTERACTIONS, BehaviorTask, baseline_inputs
+from nn_models.tasks.behavior import (
+    LATENT_DIM,
+    MIN_FIT_INTERACTIONS,
+    BehaviorTask,
+    _table_exists,
+    baseline_inputs,
+)
 
 TABLE = "user_segments"
 COLUMNS = ["user_id", "segment_id", "segment_label", "distance", "segment_size", "n_interactions"]
@@ -348,6 +354,8 @@ def _channel_id(channel_id) -> int:
 
 def _published_labels(conn: duckdb.DuckDBPyConnection, model: LoadedModel) -> dict[int, dict]:
     """segment -> {label, size} from forecasts.user_segments scored by this very version."""
+    if not _table_exists(conn, "forecasts", TABLE):   # a failed query would abort a transaction
+        return {}
     rows = _frame(conn, """
         SELECT segment_id, any_value(segment_label) AS label, count(*) AS size
         FROM forecasts.user_segments WHERE model_name = ? AND model_version = ?
@@ -374,7 +382,8 @@ def _baseline_assignment(conn: duckdb.DuckDBPyConnection, users: pd.DataFrame):
     the published baseline rows, or from the baseline fitted now when they are missing."""
     rows = _frame(conn, """
         SELECT user_id, segment_id, segment_label, distance, segment_size
-        FROM forecasts.user_segments WHERE source = 'baseline'""", [])
+        FROM forecasts.user_segments WHERE source = 'baseline'""", []) \
+        if _table_exists(conn, "forecasts", TABLE) else None
     if rows is not None and set(users["user_id"]) <= set(rows["user_id"]):
         mine = users[["user_id"]].merge(rows, on="user_id", how="left")
         labels = {int(r.segment_id): {"label": r.segment_label, "size": int(r.segment_size)}
