@@ -3,6 +3,11 @@
 A version that failed its gates never holds the ``champion`` alias, so it can never
 reach these tables — in this run or any later one. Each table is also published as
 Parquet (``warehouse.publish``) so readers never wait on a writing run.
+
+The champions are looked up before the warehouse is touched: when the registry cannot
+be read (``RegistryUnavailable``, e.g. a locked SQLite registry) the step retries and
+then fails, and the table and its Parquet copy stay as they were — an outage is never
+mistaken for "no champion" and scored from baselines over yesterday's forecasts.
 """
 
 from datetime import UTC, datetime
@@ -12,9 +17,15 @@ import dagster as dg
 from channel_assets.metadata import table_metadata
 from nn_models.champions import load_champion
 from nn_models.forecasts import FORECASTS, get_scorer
+from nn_models.registry import RegistryUnavailable
 from resources.mlflow_tracking import MlflowTracking
 from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse.forecast_tables import write_forecast
+
+# A registry outage (e.g. SQLite "database is locked") is usually over in seconds:
+# retry the step, then fail it with the registry's error.
+REGISTRY_RETRIES = 3
+REGISTRY_RETRY_SECONDS = 20
 
 FEATURE_INPUTS: dict[str, list[str]] = {
     "post_engagement_forecasts": ["post_trajectories", "post_features"],
@@ -50,7 +61,13 @@ def _forecast_asset(table: str) -> dg.AssetsDefinition:
         mlflow_tracking: MlflowTracking,
         published: PublishedTables,
     ) -> dg.MaterializeResult:
-        champions = {name: load_champion(mlflow_tracking.tracking_uri, name) for name in needs}
+        try:
+            champions = {name: load_champion(mlflow_tracking.tracking_uri, name)
+                         for name in needs}
+        except RegistryUnavailable as exc:
+            context.log.warning(f"forecasts.{table} left unchanged: {exc}")
+            raise dg.RetryRequested(max_retries=REGISTRY_RETRIES,
+                                    seconds_to_wait=REGISTRY_RETRY_SECONDS) from exc
         scored_at = datetime.now(UTC).replace(tzinfo=None)
         with warehouse.connect() as conn:
             result = get_scorer(table)(conn, champions, scored_at)

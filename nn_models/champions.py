@@ -70,7 +70,11 @@ class LoadedModel:
 
 
 def load_champion(tracking_uri: str, task_name: str) -> LoadedModel | None:
-    """The task's current champion, or None when no version has earned the alias."""
+    """The task's current champion, or None when no version has earned the alias.
+
+    A registry that cannot be read raises ``RegistryUnavailable`` (never None): a
+    caller that took it for "no champion" would serve or write baseline-only results.
+    """
     task = get_task(task_name)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)

@@ -5,6 +5,9 @@ and turn its report into metadata and asset-check results. Nothing is registered
 until training and evaluation have succeeded, and ``champion`` only moves when every
 gate passed and the new version is at least as good as the champion *on the same
 holdout* — so a failed or crashed run leaves the registry's aliases as they were.
+A champion that cannot be loaded or evaluated on the new holdout blocks promotion
+(with the reason), and a registry that cannot be read raises ``RegistryUnavailable``
+instead of passing for "no champion": neither ever promotes blindly.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from optuna_integration.mlflow import MLflowCallback
 from nn_models import plots
 from nn_models.device import DeviceChoice
 from nn_models.onnx_export import ParityReport, check_parity, export_onnx
-from nn_models.registry import CHALLENGER, CHAMPION, champion_uri, version_by_alias
+from nn_models.registry import CHALLENGER, CHAMPION, version_by_alias
 from nn_models.task import Gate, InsufficientData, ModelTask, PreparedData, Profile
 from nn_models.tuning import pruning_reporter, run_study
 
@@ -156,19 +159,34 @@ def _export_onnx(task: ModelTask, model, data: PreparedData) -> dict[str, str]:
 
 
 def _champion_on_holdout(task: ModelTask, data: PreparedData, client: MlflowClient):
-    """(version, primary metric of the current champion on *this* holdout, note)."""
+    """(version, primary metric of the current champion on *this* holdout, note).
+
+    No champion → (None, None, note). A registry that cannot be read raises
+    ``RegistryUnavailable`` (the asset fails and retries; nothing is promoted). A
+    champion that cannot be loaded or evaluated on this holdout → (version, None, why):
+    ``_decide`` then keeps it, because a new version that cannot be compared has not
+    shown that it is at least as good.
+    """
     current = version_by_alias(client, task.registered_model, CHAMPION)
     if current is None:
         return None, None, "no champion yet"
     try:
-        model = mlflow.pytorch.load_model(champion_uri(task.registered_model), map_location="cpu")
-        metric = task.evaluate(model, data)[task.primary_metric]
-        return current, float(metric), ""
-    except Exception as exc:  # an incomparable champion (schema change) must not block progress
-        return current, None, f"champion v{current.version} not comparable: {exc}"
+        model = mlflow.pytorch.load_model(
+            f"models:/{task.registered_model}/{current.version}", map_location="cpu")
+        metric = float(task.evaluate(model, data)[task.primary_metric])
+    except Exception as exc:  # noqa: BLE001 - any failure to compare is a reason, see _decide
+        log.warning("champion %s v%s could not be evaluated", task.registered_model,
+                    current.version, exc_info=True)
+        return current, None, (f"champion v{current.version} could not be evaluated on this "
+                               f"holdout: {type(exc).__name__}: {exc}"[:1000])
+    if not np.isfinite(metric):
+        return current, None, (f"champion v{current.version} could not be evaluated on this "
+                               f"holdout: {task.primary_metric} = {metric}")
+    return current, metric, ""
 
 
 def _decide(task, report, current, champion_metric, note) -> tuple[bool, str]:
+    """Promote only a version that passed every gate and beat (or tied) the champion."""
     if not report.gates_passed:
         failed = ", ".join(f"{g.name} ({g.value:.4f} vs {g.threshold:.4f})" for g in report.gates
                            if not g.passed)
@@ -177,7 +195,9 @@ def _decide(task, report, current, champion_metric, note) -> tuple[bool, str]:
     if current is None:
         return True, "first version to pass every gate"
     if champion_metric is None:
-        return True, f"passed every gate; {note}"
+        return False, (f"passed every gate but not promoted: {note}; champion stays "
+                       f"v{current.version} (compare by hand, then move alias "
+                       f"'{CHAMPION}' to v{report.version} if it is better)")
     new = report.metrics[task.primary_metric]
     if task.better(new, champion_metric):
         return True, (f"{task.primary_metric} {new:.4f} vs champion v{current.version} "
