@@ -159,8 +159,10 @@ def test_without_truth_the_model_trains_and_gates_on_observed_outcomes(no_truth)
         metrics["spearman"] - metrics["strongest_baseline_spearman"])
     gates = task.gates(metrics, baseline)
     assert [g.name for g in gates] == ["spearman_positive", "lift_positive",
-                                       f"spearman_vs_{strongest}"]
-    vs = gates[-1]
+                                       f"spearman_vs_{strongest}", "channels_scored"]
+    # the tiny world has 3 channels: too few for the interval, so the gates fail
+    assert not gates[-1].passed and gates[-1].value == 3
+    vs = gates[2]
     assert vs.against_baseline and vs.passed == (vs.lo >= 0)
 
 
@@ -200,7 +202,8 @@ def test_train_and_register_end_to_end(warehouse, data, tmp_path):
     assert report.status == "registered" and report.version == "1"
     strongest = data.info["strongest_baseline"]
     assert {g.name for g in report.gates} == {"spearman_positive", "lift_positive",
-                                              f"spearman_vs_{strongest}"}
+                                              f"spearman_vs_{strongest}", "channels_scored"}
+    assert not report.promoted and "channels_scored" in report.promotion_reason
     for rule in bs.BASELINES:
         assert np.isfinite(report.baseline[f"baseline_{rule}_spearman"])
         assert f"baseline_{rule}_lift" in report.baseline

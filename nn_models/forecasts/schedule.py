@@ -69,13 +69,11 @@ _GRID_LOCK = Lock()
 
 # ------------------------------------------------------------------------ the model
 def model_grids(model: LoadedModel) -> dict:
-    """Predictions of every known channel × slot × media type, and derived grids.
+    """Predictions of every known channel × slot × media type, and the slot grids.
 
-    Returns ``channel_ids`` (known to the model), ``per_media`` (channels, 168, media),
-    ``grids`` (channels, 168: media weighted by each channel's mix), ``network``
-    (168, media: mean over channels), ``network_mix`` (media) and ``above_median``
-    (168: share of channels whose grid puts the slot above its own median slot).
-    Cached per model version and module object (a champion's weights never change).
+    Returns ``channel_ids`` (known to the model), ``index`` (channel_id -> row),
+    ``per_media`` (channels, 168, media) and ``grids`` (channels, 168: media weighted
+    by each channel's mix). Cached per model version and module object (a champion's weights never change).
     """
     key = (model.registered_model, str(model.version), id(model.module))
     with _GRID_LOCK:
@@ -103,8 +101,6 @@ def model_grids(model: LoadedModel) -> dict:
     per_media = pred.reshape(len(channel_ids), N_SLOTS, n_media)
     mix = module.media_mix.detach().cpu().numpy().astype(np.float64)
     grids = np.einsum("csm,cm->cs", per_media, mix)
-    above = (grids > np.median(grids, axis=1, keepdims=True)).mean(axis=0) \
-        if len(channel_ids) else np.zeros(N_SLOTS)
     out = {
         "module": weakref.ref(module),
         "channel_ids": channel_ids,
@@ -112,9 +108,6 @@ def model_grids(model: LoadedModel) -> dict:
         "media_types": list(module.media_types),
         "per_media": per_media,
         "grids": grids,
-        "network": per_media.mean(axis=0),
-        "network_mix": mix.mean(axis=0),
-        "above_median": above,
     }
     with _GRID_LOCK:
         if len(_GRID_CACHE) > 8:

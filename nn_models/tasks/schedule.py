@@ -19,8 +19,9 @@ the same posts and target: the weekday × hour mean shrunk toward the hour's mea
 chosen on validation), the hour-only mean, and the most-posted hour; the strongest on
 validation (``data.info['strongest_baseline']``) is the one gated against, refitted on
 train + validation. Gates: model − strongest ρ with a paired bootstrap 90 % interval
-over channels, lower bound ≥ 0; ρ > 0 and lift > 0 (the ranking points the right way
-on posts it never saw). ``truth.slot_effects`` (synthetic only) adds the reported
+over channels, lower bound ≥ 0, with at least ``MIN_GATE_CHANNELS`` channels scored (a
+bootstrap over fewer clusters is too narrow to trust); ρ > 0 and lift > 0 (the ranking
+points the right way on posts it never saw). ``truth.slot_effects`` (synthetic only) adds the reported
 ``top_slot_ratio`` where it exists; it is never required and never gated.
 """
 
@@ -49,7 +50,8 @@ VAL_SHARE = 0.12
 MIN_TRAIN_POSTS = 150          # the smallest history the model learns from (all channels)
 MIN_HOLDOUT_POSTS = 40
 MIN_CHANNEL_TRAIN_POSTS = 20   # a channel's own training posts for its embedding
-MIN_HOLDOUT_CHANNELS = 2       # per-channel scores to bootstrap over
+MIN_HOLDOUT_CHANNELS = 2       # per-channel scores to compare at all
+MIN_GATE_CHANNELS = 5          # fewer clusters make a bootstrap interval too narrow to trust
 INPUTS = ("channel", "weekday", "hour", "media")
 BOOTSTRAP_SEED = 0
 
@@ -362,6 +364,7 @@ class ScheduleTask(ModelTask):
     def gates(self, metrics: dict[str, float], baseline: dict[str, float]) -> list[Gate]:
         strongest = getattr(self, "_strongest", "strongest baseline")
         rho, lift = metrics.get("spearman", float("nan")), metrics.get("lift", float("nan"))
+        n_channels = float(metrics.get("channels_scored", 0.0))
         margin = Margin(metrics.get("margin_spearman", float("nan")),
                         metrics.get("margin_spearman_lo", float("nan")),
                         metrics.get("margin_spearman_hi", float("nan")), 0.90, 500)
@@ -374,6 +377,11 @@ class ScheduleTask(ModelTask):
                  "its bottom quartile's > 0"),
             Gate.beats(f"spearman_vs_{strongest}", margin,
                        "mean per-channel Spearman (bootstrap over channels)", strongest),
+            Gate("channels_scored", bool(n_channels >= MIN_GATE_CHANNELS), n_channels,
+                 float(MIN_GATE_CHANNELS),
+                 f"at least {MIN_GATE_CHANNELS} channels with >= {bs.MIN_CHANNEL_HOLDOUT_POSTS} "
+                 "holdout posts: with fewer, resampling channels cannot say whether the margin "
+                 "is more than the noise"),
         ]
 
     @staticmethod
