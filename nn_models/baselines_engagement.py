@@ -62,9 +62,10 @@ class GridPosts:
     log_median: np.ndarray         # (N,) log1p(channel prior median 48 h views), NaN unknown
     log_views_48h: np.ndarray      # (N,) NaN when not yet known
     log_interactions_48h: np.ndarray
+    above: np.ndarray | None = None   # (N,) the label, 1/0, NaN unknown (labelled posts)
 
     def take(self, rows: np.ndarray) -> GridPosts:
-        return GridPosts(**{k: v[rows] for k, v in self.__dict__.items()})
+        return GridPosts(**{k: None if v is None else v[rows] for k, v in self.__dict__.items()})
 
     def __len__(self) -> int:
         return len(self.channel_id)

@@ -1,5 +1,6 @@
-"""Engagement model: shapes, causality, feature builders, the Szabo–Huberman baseline by
-hand, deterministic training and the whole lifecycle on a tiny warehouse."""
+"""Engagement model: shapes, causality, feature builders, the baselines (channel-growth
+rule and Szabo–Huberman) by hand and tuned on validation only, per-bucket gates with
+bootstrap intervals, deterministic training and the whole lifecycle on a tiny warehouse."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from nn_models.baselines_engagement import LogLinearExtrapolation
+from nn_models.baselines_engagement import (
+    BUCKETS,
+    GridPosts,
+    LogLinear,
+    fit_baselines,
+    prior_growth,
+    shrunk_growth,
+)
 from nn_models.device import choose_device
-from nn_models.models.engagement import SEQUENCE_FEATURES, STATIC_FEATURES, VIEWS, EngagementPredictor
+from nn_models.models.engagement import (
+    RULE,
+    SEQUENCE_FEATURES,
+    STATIC_FEATURES,
+    VIEWS,
+    EngagementPredictor,
+)
 from nn_models.pipeline import train_and_register
 from nn_models.registry import version_by_alias
 from nn_models.task import PROFILES, InsufficientData
@@ -21,6 +35,8 @@ from nn_models.tasks.engagement import (
     CURVE_COLUMNS,
     GRID_MINUTES,
     LENGTHS,
+    MIN_POSTS,
+    STEP_BUCKET,
     EngagementTask,
     channel_curve_at,
     engagement_loss,
@@ -80,7 +96,8 @@ def _inputs(n: int = 5, seed: int = 0):
 
 def test_grid_matches_the_feature_table():
     assert tuple(GRID_MINUTES) == TRAJECTORY_GRID_MINUTES
-    assert LENGTHS == {1: 4, 3: 12, 6: 15, 12: 21}
+    assert LENGTHS == {1: 4, 3: 12, 6: 15, 12: 21, 24: 33}
+    assert GRID_MINUTES[-1] == 42 * 60      # everything seen before the 48 h value
 
 
 def test_forward_shapes_and_ordered_quantiles_above_observed_views():
@@ -183,33 +200,99 @@ def test_channel_growth_priors_use_only_earlier_posts(warehouse):
         expected["channel_growth_3h_48h"])
 
 
-def test_log_linear_baseline_by_hand():
-    # channel 1: log1p(v48) = 1 + 1 * log1p(v3) exactly; channel 2: too few posts -> global
-    v3 = np.array([10.0, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120])
-    v48 = np.expm1(1 + np.log1p(v3))
-    model = LogLinearExtrapolation().fit(
-        np.r_[np.ones(10), [2, 2]], np.r_[v3, [100, 1000]], np.r_[v48, [300, 3000]])
-    assert model.per_channel[1].coef_[0] == pytest.approx(1.0)
-    assert model.per_channel[1].intercept_ == pytest.approx(1.0)
-    assert 2 not in model.per_channel
-    predicted = model.predict_views(np.array([1, 2]), np.array([50.0, 100.0]))
-    assert predicted[0] == pytest.approx(np.expm1(1 + np.log1p(50.0)))
-    glob = model.global_model
-    expected = np.expm1(glob.intercept_ + glob.coef_[0] * np.log1p(100.0))
-    assert predicted[1] == pytest.approx(expected)
-    # decision vs the channel's training median of 48 h views
-    median1 = np.median(v48)
-    assert model.medians[1] == pytest.approx(median1)
-    v3_at_median = np.expm1(np.log1p(median1) - 1)
-    above = model.above_median(np.array([1, 1, 1]), np.array([v3_at_median * 1.1,
-                                                              v3_at_median * 0.9, np.nan]))
-    assert above.tolist() == [True, False, False]
+def _grid(channel, published_h, views, v48, median=np.nan) -> GridPosts:
+    views = np.asarray(views, float)
+    n = len(views)
+    return GridPosts(channel_id=np.asarray(channel, np.int64),
+                     published_s=(np.asarray(published_h, float) * 3600).astype(np.int64),
+                     log_views=np.log1p(views), log_interactions=np.log1p(views / 10),
+                     log_median=np.log1p(np.full(n, median, float)),
+                     log_views_48h=np.log1p(np.asarray(v48, float)),
+                     log_interactions_48h=np.log1p(np.asarray(v48, float) / 10))
 
 
-def test_step_weights_put_full_weight_on_the_card_ages():
-    w = step_weights()
+def test_channel_growth_rule_by_hand():
+    # channel 1: two posts grew x4 and x2 from the single grid age to 48 h; channel 2: x8
+    history = _grid([1, 1, 2], [0, 10, 0], [[99.0], [199.0], [9.0]], [399.0, 399.0, 79.0])
+    target = _grid([1, 1, 3], [100, 55, 100], [[49.0], [49.0], [49.0]], [np.nan] * 3)
+    sums = prior_growth(history, target)
+    # post at 100 h knows both channel-1 posts; at 55 h only the first (>= 48 h 5 min older),
+    # and of all channels' posts the two published at 0 h
+    assert sums[1][:, 0].tolist() == [2, 1, 0] and sums[3][:, 0].tolist() == [3, 2, 3]
+    g1, g2 = np.log(400 / 100), np.log(400 / 200)
+    both = (g1 + g2) / 2
+    everyone = (g1 + g2 + np.log(80 / 10)) / 3
+    np.testing.assert_allclose(shrunk_growth(sums, 0.0)[:, 0], [both, g1, everyone])
+    np.testing.assert_allclose(shrunk_growth(sums, 3.0)[0, 0], (2 * both + 3 * everyone) / 5)
+    window = prior_growth(history, target, window=1)       # only the channel's last post
+    assert shrunk_growth(window, 0.0)[0, 0] == pytest.approx(g2)
+
+
+def test_szabo_huberman_lines_by_hand():
+    x = np.log1p(np.array([10.0, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120]))
+    y48 = np.expm1(1 + 0.9 * x)
+    posts = _grid(np.r_[np.ones(10), [2, 2]], np.arange(12), np.r_[np.expm1(x), [100, 1000]][:, None],
+                  np.r_[y48, [300, 3000]])
+    sh = LogLinear().fit(posts)
+    np.testing.assert_allclose(sh.channel_ab[1][0], [1.0, 0.9], atol=1e-9)
+    np.testing.assert_allclose(sh.channel_ab[2][0], sh.global_ab[0])   # too few posts
+    pred = sh.predict(posts, "channel")
+    np.testing.assert_allclose(pred[:10, 0], 1 + 0.9 * x, atol=1e-9)
+
+
+def test_baselines_are_tuned_on_validation_only(data):
+    """Changing every holdout outcome changes no choice of rule, parameter or threshold."""
+    baselines = data.baselines
+    assert set(baselines.strongest) == set(BUCKETS)
+    assert data.info["strongest_baseline"].count(":") == len(BUCKETS)
+    n = len(baselines.history)
+    train = np.flatnonzero(baselines.history.published_s < np.quantile(
+        baselines.history.published_s, 0.7))
+    val = np.setdiff1d(np.flatnonzero(baselines.history.published_s < np.quantile(
+        baselines.history.published_s, 0.85)), train)
+    holdout = np.setdiff1d(np.arange(n), np.r_[train, val])
+    above = baselines.history.above.copy()
+    a = fit_baselines(baselines.history, above, GRID_MINUTES, train, val, np.r_[train, val])
+    flipped = above.copy()
+    flipped[holdout] = 1 - flipped[holdout]
+    b = fit_baselines(baselines.history, flipped, GRID_MINUTES, train, val, np.r_[train, val])
+    assert a.strongest == b.strongest
+    for rule in a.fits:
+        for bucket in BUCKETS:
+            assert a.fits[rule][bucket].params == b.fits[rule][bucket].params
+            assert 0.5 <= a.fits[rule][bucket].val_accuracy <= 1.0
+
+
+def test_holdout_is_scored_at_every_observed_age(data):
+    h = data.holdout
+    scored = h["scored"]
+    assert scored.shape == (len(h["length"]), len(GRID_MINUTES))
+    for i, bucket in enumerate(BUCKETS):
+        assert data.info[f"holdout_examples_{bucket}"] == int(scored[:, STEP_BUCKET == i].sum())
+        assert data.info[f"holdout_examples_{bucket}"] > len(h["length"])   # several ages/post
+    # the baseline reads each age's own as-of views: later ages, later (larger) counts
+    lv = h["baseline_log_views"]
+    assert np.nanmean(lv[:, LENGTHS[24] - 1] - h["grid_log_views"][:, LENGTHS[24] - 1]) < \
+        np.nanmean(lv[:, LENGTHS[1] - 1] - h["grid_log_views"][:, LENGTHS[1] - 1])
+
+
+def test_step_weights_give_every_age_bucket_the_same_weight():
+    w = step_weights().numpy()
     assert w.shape == (len(GRID_MINUTES),)
-    assert [i for i, x in enumerate(w.tolist()) if x == 1.0] == [3, 11, 14, 20]
+    for i in range(len(BUCKETS)):
+        assert w[STEP_BUCKET == i].sum() == pytest.approx(1.0)
+
+
+def test_the_score_starts_from_the_rule_margin():
+    """With the trunk's score output zeroed the score is sigmoid(rule_weight x margin)."""
+    model = _small_model()
+    torch.nn.init.zeros_(model.score_head.weight)
+    torch.nn.init.zeros_(model.score_head.bias)
+    sequence, length, static = _inputs()
+    sequence[..., RULE] = torch.linspace(-1, 1, 5)[:, None]
+    with torch.no_grad():
+        score, _, _ = model(sequence=sequence, length=length, static=static)
+    torch.testing.assert_close(score, torch.sigmoid(model.rule_weight * torch.linspace(-1, 1, 5)))
 
 
 def test_load_splits_by_time_with_finite_inputs(data):
@@ -251,12 +334,23 @@ def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     challenger = version_by_alias(client, "channel_pulse_engagement", "challenger")
     assert str(challenger.version) == report.version
-    assert {g.name for g in report.gates} == {"accuracy_3h_min", "accuracy_3h_vs_baseline"}
-    for hours in (1, 3, 6, 12):
+    assert {g.name for g in report.gates} == {
+        f"accuracy_{b}_{kind}" for b in BUCKETS for kind in ("min", "vs_baseline")}
+    for bucket in BUCKETS:
+        acc = report.metrics[f"accuracy_{bucket}"]
+        card = next(g for g in report.gates if g.name == f"accuracy_{bucket}_min")
+        assert card.passed == (acc >= 0.80)
+        beats = next(g for g in report.gates if g.name == f"accuracy_{bucket}_vs_baseline")
+        # model - strongest baseline on the same holdout examples, with its bootstrap interval
+        assert beats.value == pytest.approx(acc - report.baseline[f"baseline_accuracy_{bucket}"])
+        assert beats.lo <= beats.value <= beats.hi and beats.passed == (beats.lo >= 0)
+        assert beats.lo == report.metrics[f"margin_accuracy_{bucket}_lo"]
+        assert "bootstrap" in beats.description
+        for rule in ("channel_growth", "szabo_huberman"):
+            assert 0.0 <= report.baseline[f"baseline_{rule}_accuracy_{bucket}"] <= 1.0
+    for hours in (1, 3, 6, 12, 24):
         assert 0.0 <= report.metrics[f"accuracy_{hours}h"] <= 1.0
         assert 0.0 <= report.baseline[f"baseline_accuracy_{hours}h"] <= 1.0
-    gate = next(g for g in report.gates if g.name == "accuracy_3h_min")
-    assert gate.passed == (report.metrics["accuracy_3h"] >= 0.80)
     tags = client.get_model_version("channel_pulse_engagement", report.version).tags
     assert tags["onnx_parity"] == "passed", tags.get("onnx_reason")
 
@@ -267,6 +361,7 @@ def test_too_little_history_is_insufficient_data():
     conn.execute("DELETE FROM raw.posts WHERE published_at > "
                  "(SELECT min(published_at) + INTERVAL 5 DAY FROM raw.posts)")
     features.build_feature_table(conn, "post_features")
-    with pytest.raises(InsufficientData, match="engagement"):
+    with pytest.raises(InsufficientData, match=f"needs at least {MIN_POSTS['holdout']} holdout"
+                                                r"|needs at least \d+ posts with known 48 h views"):
         EngagementTask().load(conn)
     conn.close()

@@ -1,23 +1,33 @@
 """``post_engagement_forecasts`` and the per-request engagement prediction.
 
 Young posts (no 48 h value yet, at least one point of ``features.post_trajectories``)
-are scored by the ``engagement`` champion from their observed prefix of the
-15-minute grid, exactly as at training: the sequence and static arrays come from the
-task's own builders (``trajectory_counters``, ``sequence_features``,
-``static_features`` in ``nn_models.tasks.engagement``), the model sees ``length`` =
-the grid points the post has reached, and its outputs are
+are scored from their observed prefix of the grid (every 15 min to 3 h, hourly to
+24 h, then 30/36/42 h), i.e. from their latest snapshot, exactly as at training: the
+sequence and static arrays come from the task's own builders (``trajectory_counters``,
+``sequence_features``, ``static_features``, ``model_growth`` in
+``nn_models.tasks.engagement``) and the model sees ``length`` = the grid points the
+post has reached. Its outputs are
 
 * ``engagement_score``: the predicted percentile of the post's 48 h views among its
-  channel's posts (> 0.5 = above the channel's median);
+  channel's earlier posts (> 0.5 = above the channel's prior median);
 * p10/p50/p90 of 48 h views and interactions, in ``log1p`` space from the model and
   turned back into counts here (``expm1``).
+
+Without an ``engagement`` champion (or when it cannot score the current inputs) every
+young post is served by the strongest baseline instead (``source`` = ``baseline``
+with a ``fallback_reason``): ``nn_models.baselines_engagement`` tuned at scoring time
+on the labelled history in the warehouse (the latest ``VALIDATION_SHARE`` of it is the
+validation period), the rule chosen per age bucket, its interval from the 10th/90th
+percentiles of its validation log errors and its score ``P(above the median)`` from
+their spread. ``model_name`` then names the rule (``baseline:channel_growth``).
 
 A draft (``predict_post`` with ``snapshots``) is put on the same grid with the rule of
 ``warehouse/sql/post_trajectories.sql``: the value at grid age ``g`` is the last
 snapshot at or before ``g + 5`` min, and ``g`` counts as reached once a snapshot at
 ``g - 5`` min or later exists. Its static context (subscribers at publication, the
 channel's prior median 48 h views and how many posts it rests on) follows
-``post_features.sql``, read from the published feature tables.
+``post_features.sql``, read from the published feature tables. ``predict_post`` takes
+``model=None`` and then answers from the baseline the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +40,15 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from nn_models.baselines_engagement import (
+    BUCKETS,
+    LABELS,
+    RULES,
+    EngagementBaselines,
+    GridPosts,
+    bucket_of,
+    fit_baselines,
+)
 from nn_models.champions import LoadedModel
 from nn_models.forecasts.base import (
     LINEAGE_COLUMNS,
@@ -39,10 +58,15 @@ from nn_models.forecasts.base import (
     stamp,
 )
 from nn_models.service import InvalidInput
+from nn_models.task import InsufficientData
 from nn_models.tasks.engagement import (
     GRID_MINUTES,
     HOURS,
     MEDIA,
+    VALIDATION_SHARE,
+    grid_posts,
+    load_labelled,
+    model_growth,
     sequence_features,
     static_features,
     trajectory_counters,
@@ -107,11 +131,17 @@ WHERE channel_id = ? AND published_at <= CAST(? AS TIMESTAMP) - INTERVAL '48 hou
 # --------------------------------------------------------------------------- scoring core
 
 
-def _stamped(frame: pd.DataFrame, model: LoadedModel | None,
-             scored_at: datetime) -> pd.DataFrame:
+def _stamped(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
+             fallback_reason: str | None = None,
+             rules: np.ndarray | None = None) -> pd.DataFrame:
     """DESIGN columns, then the lineage columns, then the extras (text columns typed as
-    strings so an empty frame still becomes VARCHAR, not NULL-typed, in DuckDB)."""
-    out = stamp(frame, model, scored_at)[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
+    strings so an empty frame still becomes VARCHAR, not NULL-typed, in DuckDB).
+    Baseline rows name their rule in ``model_name`` (``rules``: index into ``RULES``)."""
+    out = stamp(frame, model, scored_at, fallback_reason=fallback_reason)
+    if model is None and rules is not None and len(out):
+        out["model_name"] = pd.Series([f"baseline:{RULES[r]}" for r in rules],
+                                      index=out.index, dtype="string")
+    out = out[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
     return out.astype({"model_name": "string", "model_version": "string"})
 
 
@@ -121,13 +151,18 @@ def _empty() -> pd.DataFrame:
                          for c in COLUMNS + EXTRA_COLUMNS})
 
 
-def build_inputs(posts: pd.DataFrame, trajectories: pd.DataFrame) -> dict[str, np.ndarray]:
+def build_inputs(posts: pd.DataFrame, trajectories: pd.DataFrame,
+                 history: GridPosts) -> dict[str, np.ndarray]:
     """Model inputs with the task's builders: full-grid ``sequence``, observed ``length``
-    (grid points reached, 0 = none), ``static``."""
+    (grid points reached, 0 = none), ``static``; ``grid`` (the posts as ``GridPosts``,
+    for the baseline) rides along. ``history``: the labelled posts (``labelled_history``)
+    the channel's growth to 48 h is measured on."""
     counters, length = trajectory_counters(posts, trajectories)
-    return {"sequence": sequence_features(counters, posts),
+    grid = grid_posts(posts, counters)
+    return {"sequence": sequence_features(counters, posts, model_growth(history, grid)),
             "length": length.astype(np.int64),
-            "static": static_features(posts)}
+            "static": static_features(posts),
+            "grid": grid}   # type: ignore[dict-item]
 
 
 def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -147,34 +182,116 @@ def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np
     }
 
 
+def labelled_history(conn: duckdb.DuckDBPyConnection) -> GridPosts:
+    """Every post with a known 48 h count, on the grid: what the channel-growth rule and
+    the model's growth input are measured on, and what the baseline is tuned on."""
+    posts, counters, _ = load_labelled(conn)
+    return grid_posts(posts, counters)
+
+
+def fit_scoring_baselines(history: GridPosts) -> EngagementBaselines:
+    """The baselines tuned now on the warehouse's labelled posts: validation = the latest
+    ``VALIDATION_SHARE`` of their time span, Szabo–Huberman fitted on the earlier ones
+    and then refitted on all of them."""
+    t = history.published_s
+    cut = t.min() + (1 - VALIDATION_SHARE) * (t.max() - t.min())
+    fit_rows, val_rows = np.flatnonzero(t < cut), np.flatnonzero(t >= cut)
+    assert history.above is not None, "labelled_history carries the label"
+    return fit_baselines(history, history.above, GRID_MINUTES, fit_rows, val_rows,
+                         np.arange(len(history)))
+
+
+_CACHE: dict[tuple, tuple[GridPosts, EngagementBaselines | None]] = {}
+_FINGERPRINT_SQL = """
+SELECT count(views_48h), max(published_at), sum(views_48h), count(*) FROM features.post_features
+"""
+
+
+def scoring_baselines(conn: duckdb.DuckDBPyConnection
+                      ) -> tuple[GridPosts, EngagementBaselines | None]:
+    """(labelled history, tuned baselines or None without labelled posts), cached per
+    warehouse content (per-request calls must not re-tune every time)."""
+    key = (id(conn),) + tuple(conn.execute(_FINGERPRINT_SQL).fetchall()[0])
+    if key not in _CACHE:
+        history = labelled_history(conn)
+        baselines = fit_scoring_baselines(history) if len(history) else None
+        _CACHE.clear()
+        _CACHE[key] = (history, baselines)
+    return _CACHE[key]
+
+
+def run_baseline(baselines: EngagementBaselines, grid: GridPosts,
+                 length: np.ndarray) -> dict[str, np.ndarray]:
+    """The strongest rule of each post's age bucket at its last reached grid point:
+    score, views and interactions p10/p50/p90 as counts, and the rule used."""
+    out = baselines.predict(grid)
+    rows = np.arange(len(length))
+    step = np.clip(length - 1, 0, None)
+    pick = lambda key: out[key][rows, step]  # noqa: E731
+    return {
+        "score": pick("score"),
+        "views": np.expm1(np.stack([pick("lo"), pick("log_views"), pick("hi")], axis=1)),
+        "interactions": np.expm1(np.stack([pick("inter_lo"), pick("log_interactions"),
+                                           pick("inter_hi")], axis=1)),
+        "rule": pick("rule"),
+    }
+
+
+def _baseline_note(baselines: EngagementBaselines) -> str:
+    return "; ".join(
+        f"{b}: {baselines.strongest[b]} (validation accuracy "
+        f"{baselines.fits[baselines.strongest[b]][b].val_accuracy:.3f})" for b in BUCKETS)
+
+
 def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
           scored_at: datetime) -> ForecastResult:
-    """Every young post (no 48 h value yet, >= 1 trajectory point), scored in batches."""
+    """Every young post (no 48 h value yet, >= 1 trajectory point), scored in batches by
+    the champion, or by the strongest baseline when there is none or it cannot score."""
     model = champions.get("engagement")
     reason = missing_champion(TABLE, ("engagement",), champions)
-    if reason:
-        return ForecastResult(_stamped(_empty(), None, scored_at), notes={"skipped": reason})
+    models = {"engagement": model.version} if model is not None else {}
     try:
         posts = conn.execute(YOUNG_POSTS_SQL).fetchdf()
         trajectories = conn.execute(YOUNG_TRAJECTORIES_SQL).fetchdf()
-    except duckdb.CatalogException as exc:
-        return ForecastResult(_stamped(_empty(), model, scored_at),
+        history, baselines = scoring_baselines(conn)
+    except (duckdb.CatalogException, InsufficientData) as exc:
+        return ForecastResult(_stamped(_empty(), model, scored_at, reason),
                               notes={"skipped": f"{TABLE}: feature tables missing ({exc})"},
-                              models={"engagement": model.version})
+                              models=models)
     notes: dict[str, str] = {}
     if posts.empty:
         notes["empty"] = (f"{TABLE}: no young posts (every post with a trajectory already has "
                           "its 48 h value)")
-        return ForecastResult(_stamped(_empty(), model, scored_at), notes=notes,
-                              models={"engagement": model.version})
+        return ForecastResult(_stamped(_empty(), model, scored_at, reason), notes=notes,
+                              models=models)
     posts = with_channel_curves(conn, posts)
-    inputs = build_inputs(posts, trajectories)
+    inputs = build_inputs(posts, trajectories, history)
+    grid: GridPosts = inputs.pop("grid")   # type: ignore[assignment]
     keep = inputs["length"] > 0   # a trajectory row always reaches its grid point
     if not keep.all():
         notes["no_grid_point"] = f"{int((~keep).sum())} young posts reached no grid point"
         posts = posts[keep].reset_index(drop=True)
         inputs = {k: v[keep] for k, v in inputs.items()}
-    out = run_model(model, inputs)
+        grid = grid.take(np.flatnonzero(keep))
+    out: dict[str, np.ndarray] | None = None
+    if model is not None:
+        try:
+            out = run_model(model, inputs)
+        except Exception as exc:  # a champion of an older input schema must not empty the table
+            reason = (f"{TABLE}: champion v{model.version} of engagement cannot score the "
+                      f"current inputs ({type(exc).__name__}: {str(exc)[:200]})")
+            notes["champion_failed"] = reason
+            models, model = {}, None
+    if out is None:
+        if baselines is None:
+            notes["skipped"] = (f"{reason}; no post in the warehouse has a known 48 h count, "
+                                "so no baseline can be measured either")
+            return ForecastResult(_stamped(_empty(), None, scored_at, reason), notes=notes)
+        out = run_baseline(baselines, grid, inputs["length"])
+        reason = (f"{reason}; served by the strongest baseline per age bucket, tuned on the "
+                  "latest labelled posts")
+        notes["no_champion"] = reason
+        notes["baseline"] = _baseline_note(baselines)
     frame = pd.DataFrame({
         "channel_id": posts["channel_id"].astype("int64"),
         "post_id": posts["post_id"].astype("int64"),
@@ -190,13 +307,16 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
         "grid_hours_used": GRID_MINUTES[inputs["length"] - 1] / 60.0,
         "published_at": pd.to_datetime(posts["published_at"]),
     })
+    source = "the model's p10/p90" if model is not None else \
+        "the baseline's 10th/90th percentile of validation log errors"
     notes["scored"] = (f"{len(frame)} young posts of {frame['channel_id'].nunique()} channels; "
-                       "views_48h_lo/hi = the model's p10/p90 (an 80 % interval)")
-    coverage = model.metrics.get("views_coverage_80_3h")
+                       f"views_48h_lo/hi = {source} (an 80 % interval)")
+    coverage = model.metrics.get("views_coverage_80_3h") if model is not None else None
     if coverage is not None:
         notes["scored"] += f", measured holdout coverage at 3 h {coverage:.2f}"
-    return ForecastResult(_stamped(frame, model, scored_at), notes=notes,
-                          models={"engagement": model.version})
+    return ForecastResult(
+        _stamped(frame, model, scored_at, None if model is not None else reason,
+                 out.get("rule")), notes=notes, models=models)
 
 
 # --------------------------------------------------------------------------- per request
@@ -305,18 +425,36 @@ def _quantiles(row: np.ndarray) -> dict[str, float]:
 
 
 def _holdout(model: LoadedModel, grid_hours: float) -> dict[str, Any]:
-    """Measured holdout quality at the card age closest below what was observed."""
+    """Measured holdout quality at the card age closest below what was observed, and in
+    the age bucket of what was observed (with the margin over the strongest baseline)."""
     age = max([h for h in HOURS if h <= grid_hours] or [HOURS[0]])
+    bucket = list(BUCKETS)[int(bucket_of(np.array([grid_hours * 60]))[0])]
     m = model.metrics
     picked = {f"accuracy_above_median_{age}h": m.get(f"accuracy_{age}h"),
               f"views_coverage_80_{age}h": m.get(f"views_coverage_80_{age}h"),
-              f"views_mape_{age}h": m.get(f"views_mape_{age}h")}
+              f"views_mape_{age}h": m.get(f"views_mape_{age}h"),
+              f"accuracy_{bucket}": m.get(f"accuracy_{bucket}"),
+              f"margin_accuracy_{bucket}": m.get(f"margin_accuracy_{bucket}"),
+              f"margin_accuracy_{bucket}_lo": m.get(f"margin_accuracy_{bucket}_lo")}
     return {k: v for k, v in picked.items() if v is not None}
 
 
-def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channel_id: int,
+def _baseline_validation(baselines: EngagementBaselines, grid_hours: float) -> dict[str, Any]:
+    """What the serving rule measured on the validation period in this age bucket."""
+    bucket = list(BUCKETS)[int(bucket_of(np.array([grid_hours * 60]))[0])]
+    rule = baselines.strongest[bucket]
+    fit = baselines.fits[rule][bucket]
+    return {"bucket": bucket, f"accuracy_{bucket}": fit.val_accuracy,
+            "examples": fit.val_pairs, "log_error_p10": fit.q10, "log_error_p90": fit.q90}
+
+
+def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, channel_id: int,
                  content_features: dict) -> dict:
-    """Engagement of one post: ``{"post_id": id}`` (published) or a draft with ``snapshots``."""
+    """Engagement of one post: ``{"post_id": id}`` (published) or a draft with ``snapshots``.
+
+    ``model=None`` (no champion) answers from the strongest baseline tuned on the
+    warehouse's labelled posts; the answer says which served (``source``) and why
+    (``fallback_reason``)."""
     if not isinstance(content_features, dict):
         raise InvalidInput("content_features must be an object")
     channel_id = int(channel_id)
@@ -351,26 +489,56 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel, channel_id
         source = {"kind": "draft", **context}
         hours_observed = max(float(s["minutes"]) for s in content_features["snapshots"]) / 60.0
     post = with_channel_curves(conn, post)
-    inputs = build_inputs(post, trajectory)
+    try:
+        history, baselines = scoring_baselines(conn)
+    except InsufficientData as exc:
+        raise InvalidInput(f"engagement cannot be predicted: {exc}") from exc
+    inputs = build_inputs(post, trajectory, history)
+    grid: GridPosts = inputs.pop("grid")   # type: ignore[assignment]
     length = int(inputs["length"][0])
     if length < 1:
         raise InvalidInput("the post reached no grid point of its trajectory")
-    out = run_model(model, inputs)
-    score_value = float(out["score"][0])
     grid_hours = float(GRID_MINUTES[length - 1] / 60.0)
+    answer = {"channel_id": channel_id, "post": source, "hours_observed": hours_observed,
+              "grid_hours_used": grid_hours}
+    if model is not None:
+        out = run_model(model, inputs)
+        score_value = float(out["score"][0])
+        return {
+            **answer,
+            "engagement_score": score_value,
+            "above_median": bool(score_value > 0.5),
+            "predicted_views_48h": _quantiles(out["views"][0]),
+            "predicted_interactions_48h": _quantiles(out["interactions"][0]),
+            "interpretation": ("engagement_score is the predicted percentile of this post's "
+                               "48 h views among the channel's earlier posts (> 0.5: above the "
+                               "channel median); p10-p90 is the model's 80 % interval"),
+            "holdout": _holdout(model, grid_hours),
+            "model": {"name": model.registered_model, "version": model.version,
+                      "backend": model.backend},
+            "source": "model",
+            "fallback_reason": None,
+        }
+    reason = ("no champion for engagement: no version has passed its gates yet; answered by "
+              "the strongest baseline of this age bucket, tuned on the latest labelled posts")
+    if baselines is None:
+        raise InvalidInput(f"{reason.split(';')[0]}, and no post in the warehouse has a known "
+                           "48 h count to measure a baseline on")
+    out = run_baseline(baselines, grid, inputs["length"])
+    score_value = float(out["score"][0])
+    rule = RULES[int(out["rule"][0])]
     return {
-        "channel_id": channel_id,
-        "post": source,
-        "hours_observed": hours_observed,
-        "grid_hours_used": grid_hours,
-        "engagement_score": score_value,
-        "above_median": bool(score_value > 0.5),
+        **answer,
+        "engagement_score": None if not np.isfinite(score_value) else score_value,
+        "above_median": None if not np.isfinite(score_value) else bool(score_value > 0.5),
         "predicted_views_48h": _quantiles(out["views"][0]),
         "predicted_interactions_48h": _quantiles(out["interactions"][0]),
-        "interpretation": ("engagement_score is the predicted percentile of this post's 48 h "
-                           "views among the channel's posts (> 0.5: above the channel median); "
-                           "p10-p90 is the model's 80 % interval"),
-        "holdout": _holdout(model, grid_hours),
-        "model": {"name": model.registered_model, "version": model.version,
-                  "backend": model.backend},
+        "interpretation": ("engagement_score is P(this post's 48 h views end above the channel's "
+                           "prior median) under the baseline's validation error; p10-p90 is its "
+                           "80 % interval from the 10th/90th percentile of those errors"),
+        "validation": _baseline_validation(baselines, grid_hours),
+        "model": {"name": f"baseline:{rule}", "version": None, "backend": "rule",
+                  "rule": LABELS[rule]},
+        "source": "baseline",
+        "fallback_reason": reason,
     }

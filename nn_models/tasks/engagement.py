@@ -283,6 +283,8 @@ def grid_posts(posts: pd.DataFrame, counters: np.ndarray) -> GridPosts:
             posts["channel_prior_median_views_48h"].to_numpy(np.float64), 0, None)),
         log_views_48h=np.log1p(np.clip(views_48h, 0, None)),
         log_interactions_48h=np.log1p(np.clip(inter_48h, 0, None)),
+        above=posts["above_channel_median"].astype("float64").to_numpy()
+        if "above_channel_median" in posts else None,
     )
 
 
