@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from nn_models.baselines_engagement import BUCKETS, bucket_of
 from nn_models.champions import LoadedModel
 from nn_models.device import choose_device
 from nn_models.forecasts import engagement as eng
@@ -97,7 +98,8 @@ def test_engagement_score_young_posts(conn, engagement_model):
     result = eng.score(conn, {"engagement": engagement_model}, SCORED_AT)
     frame = result.frame
     assert list(frame.columns[:7]) == eng.COLUMNS
-    assert list(frame.columns[7:10]) == list(LINEAGE_COLUMNS)
+    assert list(frame.columns[7:12]) == list(LINEAGE_COLUMNS)
+    assert set(frame["source"]) == {"model"} and frame["fallback_reason"].isna().all()
     young = _young(conn)
     assert len(young) > 0
     assert sorted(zip(frame.channel_id, frame.post_id, strict=True)) == \
@@ -119,11 +121,33 @@ def test_engagement_score_young_posts(conn, engagement_model):
     assert result.models == {"engagement": "1"}
 
 
-def test_engagement_missing_champion_gives_empty_frame(conn):
+def test_engagement_missing_champion_is_served_by_the_baseline(conn):
     result = eng.score(conn, {"engagement": None}, SCORED_AT)
-    assert result.frame.empty
-    assert list(result.frame.columns[:7]) == eng.COLUMNS
-    assert "no champion for engagement" in result.notes["skipped"]
+    frame = result.frame
+    assert list(frame.columns[:7]) == eng.COLUMNS
+    young = _young(conn)
+    assert sorted(zip(frame.channel_id, frame.post_id, strict=True)) == \
+        sorted(zip(young.channel_id, young.post_id, strict=True))
+    assert set(frame["source"]) == {"baseline"}
+    assert frame["fallback_reason"].str.contains("no champion for engagement").all()
+    assert frame["model_name"].str.startswith("baseline:").all()
+    assert "no champion for engagement" in result.notes["no_champion"]
+    assert frame["engagement_score"].between(0, 1).all()
+    assert (frame["views_48h_lo"] <= frame["predicted_views_48h"]).all()
+    assert (frame["predicted_views_48h"] <= frame["views_48h_hi"]).all()
+    # the interval comes from the serving rule's validation errors in the row's age bucket
+    _, baselines = eng.scoring_baselines(conn)
+    buckets = np.array(list(BUCKETS))[bucket_of(frame["grid_hours_used"].to_numpy() * 60)]
+    q90 = [baselines.fits[baselines.strongest[b]][b].q90 for b in buckets]
+    upper = np.log1p(frame["views_48h_hi"]) - np.log1p(frame["predicted_views_48h"])
+    unclamped = frame["views_48h_hi"] > frame["views_48h_lo"] * (1 + 1e-9)
+    np.testing.assert_allclose(upper[unclamped], np.array(q90)[unclamped], rtol=1e-6)
+    assert len({round(baselines.fits["channel_growth"][b].q90, 9) for b in BUCKETS}) == 3
+    # p10 never below what the post already has at the grid point used
+    last = conn.execute("""SELECT channel_id, post_id, arg_max(views, age_minutes) AS v
+                           FROM features.post_trajectories GROUP BY ALL""").fetchdf()
+    merged = frame.merge(last, on=["channel_id", "post_id"])
+    assert (merged["views_48h_lo"] >= merged["v"] * (1 - 1e-9)).all()
 
 
 def test_engagement_missing_feature_tables_is_a_note(engagement_model):
@@ -159,7 +183,9 @@ def test_predict_post_published_matches_table_and_draft(conn, engagement_model):
     assert out["above_median"] == (row.engagement_score > 0.5)
     assert out["model"] == {"name": "channel_pulse_engagement", "version": "1",
                             "backend": "torch"}
-    assert out["holdout"] and all(0 <= v for v in out["holdout"].values())
+    assert out["holdout"] and all(0 <= v for k, v in out["holdout"].items()
+                                  if not k.startswith("margin_"))
+    assert out["source"] == "model" and out["fallback_reason"] is None
     # the same post sent as a draft: the same grid (as-of rule) and the same context
     draft = eng.predict_post(conn, engagement_model, cid, _draft_of(conn, cid, pid))
     assert draft["post"]["kind"] == "draft"
@@ -237,6 +263,62 @@ def test_predict_post_api_shaped_draft(conn, engagement_model):
     views = out["predicted_views_48h"]
     assert 120 * (1 - 1e-4) <= views["p10"] <= views["p50"] <= views["p90"]
     assert out["post"]["subscribers_at_publish"] > 0     # the channel's latest count
+
+
+def _constructed_36h(channel: int, views_36h: int) -> dict:
+    """A draft seen every hour to 12 h (100 views/h), then once at 36 h."""
+    snaps = [{"minutes": 60 * h, "views": 100 * h, "forwards": h, "replies": 0,
+              "reactions": 2 * h} for h in range(1, 13)]
+    snaps.append({"minutes": 36 * 60, "views": views_36h, "forwards": 20, "replies": 1,
+                  "reactions": 30})
+    return {"post_id": None, "published_at": "2026-10-30T08:00:00", "media_type": "none",
+            "text_length": 50, "snapshots": snaps}
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_a_post_observed_for_36h_is_forecast_from_its_36h_snapshot(conn, engagement_model,
+                                                                    with_model):
+    model = engagement_model if with_model else None
+    channel = int(conn.execute("SELECT min(channel_id) FROM raw.posts").fetchall()[0][0])
+    low = eng.predict_post(conn, model, channel, _constructed_36h(channel, 2000))
+    high = eng.predict_post(conn, model, channel, _constructed_36h(channel, 6000))
+    assert low["grid_hours_used"] == high["grid_hours_used"] == 36.0
+    assert low["source"] == ("model" if with_model else "baseline")
+    # only the 36 h snapshot differs, and the forecast moves with it
+    assert high["predicted_views_48h"]["p50"] > low["predicted_views_48h"]["p50"]
+    assert high["engagement_score"] >= low["engagement_score"]
+    for out, seen in ((low, 2000), (high, 6000)):
+        assert seen * (1 - 1e-4) <= out["predicted_views_48h"]["p10"] \
+            <= out["predicted_views_48h"]["p50"] <= out["predicted_views_48h"]["p90"]
+    # the same post seen only to 12 h is read at 12 h (1200 views), not at 36 h
+    body = _constructed_36h(channel, 2000)
+    body["snapshots"] = body["snapshots"][:-1]
+    early = eng.predict_post(conn, model, channel, body)
+    assert early["grid_hours_used"] == 12.0
+    assert early["predicted_views_48h"]["p50"] != pytest.approx(
+        low["predicted_views_48h"]["p50"], rel=1e-3)
+    if not with_model:
+        # the baseline: the channel-growth rule moves 1:1 in log space with the 36 h views
+        _, baselines = eng.scoring_baselines(conn)
+        if baselines.strongest["12_48h"] == "channel_growth":
+            assert np.log1p(high["predicted_views_48h"]["p50"]) - np.log1p(
+                low["predicted_views_48h"]["p50"]) == pytest.approx(
+                    np.log1p(6000) - np.log1p(2000), rel=1e-9)
+
+
+def test_predict_post_without_a_champion_answers_from_the_baseline(conn):
+    frame = eng.score(conn, {"engagement": None}, SCORED_AT).frame
+    row = frame.sort_values("hours_observed").iloc[-1]
+    cid, pid = int(row.channel_id), int(row.post_id)
+    out = eng.predict_post(conn, None, cid, {"post_id": pid})
+    assert out["source"] == "baseline" and "no champion for engagement" in out["fallback_reason"]
+    assert out["model"]["name"] == row.model_name
+    assert out["engagement_score"] == pytest.approx(row.engagement_score, abs=1e-9)
+    assert out["predicted_views_48h"]["p50"] == pytest.approx(row.predicted_views_48h, rel=1e-9)
+    assert out["predicted_views_48h"]["p90"] == pytest.approx(row.views_48h_hi, rel=1e-9)
+    assert 0 <= out["validation"][f"accuracy_{out['validation']['bucket']}"] <= 1
+    draft = eng.predict_post(conn, None, cid, _draft_of(conn, cid, pid))
+    assert draft["engagement_score"] == pytest.approx(out["engagement_score"], abs=1e-9)
 
 
 # ----------------------------------------------------------------------------- growth
