@@ -136,7 +136,7 @@ def test_trajectory_grid_matches_sql(wh):
         ).fetchall()
     ]
     assert tuple(ages) == TRAJECTORY_GRID_MINUTES
-    assert TRAJECTORY_GRID_MINUTES[:3] == (15, 30, 45) and TRAJECTORY_GRID_MINUTES[-1] == 720
+    assert TRAJECTORY_GRID_MINUTES[:3] == (15, 30, 45) and TRAJECTORY_GRID_MINUTES[-1] == 2520
 
 
 def test_trajectory_values(wh):

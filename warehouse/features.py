@@ -40,8 +40,10 @@ FEATURE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "trending_posts": ("post_features",),
 }
 
-# Every 15 min to 3 h, then hourly to 12 h (the literal grid in post_trajectories.sql).
-TRAJECTORY_GRID_MINUTES: tuple[int, ...] = tuple(range(15, 181, 15)) + tuple(range(240, 721, 60))
+# Every 15 min to 3 h, hourly to 24 h, then 30/36/42 h (the literal grid in
+# post_trajectories.sql): everything a collector sees of a post before its 48 h value.
+TRAJECTORY_GRID_MINUTES: tuple[int, ...] = (
+    tuple(range(15, 181, 15)) + tuple(range(240, 1441, 60)) + tuple(range(1800, 2521, 360)))
 
 # As-of lookups accept a snapshot up to this many minutes after the target age,
 # and call an age reached once the post was observed this close to it.
