@@ -62,13 +62,25 @@ def test_broken_model_fails_gate_and_champion_stays(stores):
 def test_better_model_is_promoted_and_worse_one_is_not(stores, monkeypatch):
     first = _run(ToyTask(toy_data()), stores)
     client = MlflowClient(stores["tracking_uri"])
-    # a model that passes the gates but is worse than the champion on the same holdout
+    # a real model that passes every gate but is worse than the champion on the same
+    # holdout: the champion's own training (same data and seed, so the same weights)
+    # with every prediction shifted by 0.35 (R² drops by 0.35² / var(y) ≈ 0.09)
     weak = ToyTask(toy_data())
-    weak.train = lambda params, data, choice, max_epochs, seed, on_epoch=None: ToyTask.train(
-        weak, params, data, choice, 1, seed, on_epoch)
-    weaker = _run(weak, stores, seed=5)
-    if weaker.gates_passed:
-        assert not weaker.promoted and "stays" in weaker.promotion_reason
+
+    def train_shifted(params, data, choice, max_epochs, seed, on_epoch=None):
+        result = ToyTask.train(weak, params, data, choice, max_epochs, seed, on_epoch)
+        with torch.no_grad():
+            result.model.net[-1].bias.add_(0.35)
+        return result
+
+    weak.train = train_shifted
+    weaker = _run(weak, stores, seed=1)
+    assert weaker.gates_passed, weaker.gates
+    assert weaker.metrics["r2"] < first.metrics["r2"] - 0.05, (weaker.metrics, first.metrics)
+    assert not weaker.promoted
+    assert f"champion v{first.version} stays" in weaker.promotion_reason
+    # the champion was reloaded from the registry and scored on the same holdout
+    assert weaker.champion_metric_on_holdout == pytest.approx(first.metrics["r2"], abs=1e-6)
     assert str(version_by_alias(client, "toy_model", "champion").version) == first.version
     # the champion is compared on the new holdout: make the champion look bad, then promote
     better = ToyTask(toy_data())
