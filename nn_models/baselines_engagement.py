@@ -23,7 +23,7 @@ their standard deviation, so neither is a constant picked by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -270,8 +270,8 @@ def fit_baselines(history: GridPosts, above: np.ndarray, grid_minutes: np.ndarra
 
     ``history`` holds every labelled post (the growth rule reads, for each post, only
     its channel's posts >= 48 h 5 min older); ``above`` is the warehouse's label
-    (NaN = unknown). With no validation rows the defaults serve and errors are NaN-free
-    fallbacks measured on ``fit_rows``.
+    (NaN = unknown). Without validation rows the ``fit_rows`` stand in for them; a
+    bucket with no validation example keeps ``DEFAULTS`` (accuracy NaN).
     """
     if not len(val_rows):
         val_rows = fit_rows
@@ -302,11 +302,12 @@ def fit_baselines(history: GridPosts, above: np.ndarray, grid_minutes: np.ndarra
                     best = (acc, {**params, "delta": delta}, pred)
             assert best is not None
             acc, params, pred = best
-            if not mask.any():
-                params = dict(DEFAULTS[rule])
+            if not mask.any():          # nothing to tune on in this bucket
+                acc, params = float("nan"), dict(DEFAULTS[rule])
             q10, q90, sd = _errors(pred, val.log_views_48h, mask & np.isfinite(pred))
             fits[rule][name] = RuleFit(params, acc, int(mask.sum()), q10, q90, sd)
-    strongest = {name: max(RULES, key=lambda r, n=name: (fits[r][n].val_accuracy,
+    strongest = {name: max(RULES, key=lambda r, n=name: (np.nan_to_num(fits[r][n].val_accuracy,
+                                                                       nan=-1.0),
                                                          r == "channel_growth"))
                  for name in BUCKETS}
     interaction_fits = {}
@@ -322,7 +323,3 @@ def fit_baselines(history: GridPosts, above: np.ndarray, grid_minutes: np.ndarra
     return EngagementBaselines(np.asarray(grid_minutes), history, refit, fits,
                                interaction_fits, strongest)
 
-
-def with_history(baselines: EngagementBaselines, history: GridPosts) -> EngagementBaselines:
-    """The same tuned rules reading another history (e.g. the warehouse at scoring time)."""
-    return replace(baselines, history=history)

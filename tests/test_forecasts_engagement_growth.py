@@ -319,6 +319,10 @@ def test_predict_post_without_a_champion_answers_from_the_baseline(conn):
     assert 0 <= out["validation"][f"accuracy_{out['validation']['bucket']}"] <= 1
     draft = eng.predict_post(conn, None, cid, _draft_of(conn, cid, pid))
     assert draft["engagement_score"] == pytest.approx(out["engagement_score"], abs=1e-9)
+    # a channel with no history: views from every channel's growth, no median to rank against
+    stranger = eng.predict_post(conn, None, 987654, _constructed_36h(987654, 2000))
+    assert stranger["engagement_score"] is None and stranger["above_median"] is None
+    assert stranger["predicted_views_48h"]["p50"] >= 2000
 
 
 # ----------------------------------------------------------------------------- growth

@@ -80,6 +80,9 @@ COLUMNS = ["channel_id", "post_id", "hours_observed", "engagement_score", "predi
 EXTRA_COLUMNS = ["predicted_interactions_48h", "interactions_48h_lo", "interactions_48h_hi",
                  "views_observed", "grid_hours_used", "published_at"]
 BATCH = 4096
+# The baseline ranks a post against its channel's prior median 48 h views, which
+# post_features.sql defines from this many earlier posts (the label's own minimum).
+MIN_PRIOR_POSTS_48H = 5
 COUNTERS = ("views", "forwards", "replies", "reactions")
 
 # What the static builder reads (the columns of features.post_features it needs).
@@ -314,9 +317,17 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     coverage = model.metrics.get("views_coverage_80_3h") if model is not None else None
     if coverage is not None:
         notes["scored"] += f", measured holdout coverage at 3 h {coverage:.2f}"
-    return ForecastResult(
-        _stamped(frame, model, scored_at, None if model is not None else reason,
-                 out.get("rule")), notes=notes, models=models)
+    stamped = _stamped(frame, model, scored_at, None if model is not None else reason,
+                       out.get("rule"))
+    if model is None:
+        unranked = stamped["engagement_score"].isna()
+        if unranked.any():
+            why = (f"; engagement_score NULL: the channel has fewer than {MIN_PRIOR_POSTS_48H} "
+                   "posts with a known 48 h count published >= 48 h 5 min before this one "
+                   "(no prior median to rank against)")
+            stamped.loc[unranked, "fallback_reason"] = reason + why
+            notes["unranked"] = f"{int(unranked.sum())} young posts{why[1:]}"
+    return ForecastResult(stamped, notes=notes, models=models)
 
 
 # --------------------------------------------------------------------------- per request

@@ -5,12 +5,12 @@ An LSTM reads the post's trajectory on the grid of ``features.post_trajectories`
 the channel's usual 48 h views and to its subscribers, and at every step the channel's
 usual log growth from that age to 48 h and the channel-growth rule's margin, i.e. the
 latest views extrapolated with that growth against the channel's prior median) and a
-small dense block adds the static context
-known at publication (publish hour/weekday, media, text length, channel size and
-baseline, and how the channel's earlier posts grew from their first hours to 48 h,
-overall and at the same time of day). One model serves every post age: the sequence is padded to the full grid
-and ``length`` says how many grid points have been observed; the LSTM is causal, so
-the hidden state at ``length - 1`` has seen exactly the observed prefix.
+small dense block adds the static context known at publication (publish hour/weekday,
+media, text length, channel size and baseline, and how the channel's earlier posts
+grew from 1/3/6/12 h to 48 h, overall and at the same time of day). One model serves
+every post age: the sequence is padded to the full grid and ``length`` says how many
+grid points have been observed; the LSTM is causal, so the hidden state at
+``length - 1`` has seen exactly the observed prefix.
 
 Three heads share the trunk:
 
@@ -45,7 +45,7 @@ SEQUENCE_FEATURES: tuple[str, ...] = (
     "log_interactions",     # log1p(forwards + replies + reactions)
     "views_vs_channel",     # log1p(views) - log1p(channel prior median 48 h views)
     "views_vs_subscribers", # log1p(views) - log1p(subscribers at publish)
-    "age_hours",            # grid age / 12 h
+    "age_hours",            # grid age in hours / 12
     "channel_growth_to_48h",  # the channel's usual log1p growth from this age to 48 h
     "rule_vs_channel",      # log_views + channel_growth_to_48h - log1p(channel median)
 )
