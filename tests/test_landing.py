@@ -71,6 +71,12 @@ def good_folder(tmp_path: Path) -> Path:
         1,10,2026-01-01T10:00:00,hello,photo
         1,11,2026-01-01T12:00:00+02:00,"multi
         line, text",
+        """,
+    )
+    write(  # Unix seconds: read as such in a column of numbers only
+        folder / "posts_unix.csv",
+        """
+        channel_id,post_id,published_at,text,media_type
         2,20,1767261600,x,VIDEO
         """,
     )
@@ -244,6 +250,8 @@ def test_bad_records_are_quarantined_with_reasons(conn, bad_folder: Path) -> Non
         "counter decreased: views 120 < 150 at an earlier snapshot",
         "missing key: channel_id",
         "negative counter: views=-3",
+        "post not yet known: post (9, 99) is not in raw.posts; the snapshot waits here and"
+        " is retried on every load",
         "snapshot before post published: observed_at 2026-01-01 09:00:00"
         " < published_at 2026-01-01 10:00:00",
     ]
@@ -255,19 +263,19 @@ def test_bad_records_are_quarantined_with_reasons(conn, bad_folder: Path) -> Non
         "bad action: 'like'",
         "bad type: occurred_at='not-a-date' is not a timestamp",
     ]
-    # only the good records made it; the snapshot of an unknown post is kept
+    # only the good records made it; the snapshot of an unknown post waits in quarantine
     assert counts(conn) == {
         "channels": 0,
         "posts": 1,
-        "post_snapshots": 2,
+        "post_snapshots": 1,
         "channel_daily": 1,
         "interactions": 1,
-        "quarantine": 18,
+        "quarantine": 19,
     }
     assert conn.execute("SELECT post_id FROM raw.posts").fetchall() == [(10,)]
     assert conn.execute(
         "SELECT post_id, observed_at, views FROM raw.post_snapshots ORDER BY post_id"
-    ).fetchall() == [(10, datetime(2026, 1, 1, 11), 150), (99, datetime(2026, 1, 1, 8), 1)]
+    ).fetchall() == [(10, datetime(2026, 1, 1, 11), 150)]
     assert conn.execute("SELECT day, subscribers FROM raw.channel_daily").fetchall() == [
         (date(2026, 1, 2), 7)
     ]

@@ -4,53 +4,67 @@ A landing folder holds ``<table>*.csv`` / ``<table>*.parquet`` files. Every
 record either ends up in ``raw.<table>`` (upserted by primary key) or in
 ``raw.quarantine`` with a reason; nothing is dropped silently.
 
-The load runs in two phases per table:
+The load runs per table, inside one transaction for the whole folder (any
+unexpected error rolls everything back):
 
-1. *Parse* each file on a private in-memory DuckDB connection into an Arrow
-   table of VARCHAR columns named after the contract. A parse error in DuckDB
-   aborts the surrounding transaction, so unreadable files must fail on a
-   connection that is not the warehouse; they become whole-file rejects.
-2. *Validate and upsert* on the warehouse connection, in SQL, inside one
-   transaction for the whole folder: any unexpected error rolls everything back.
-
-No Dagster here; the ``landing`` source of ``ChannelDataSource`` calls into it.
+1. *Read* each file in chunks of about a megabyte (``landing_csv`` for CSV, pyarrow
+   batches for Parquet). Times are read by ``landing_timestamps``. Each chunk is
+   checked row by row in DuckDB SQL: bad rows go to the reject buffer with their
+   original values, good rows are staged typed in ``_landing_good``. Memory follows
+   the chunk and the staged typed rows, not the file.
+2. *Cross-row checks* on the staged rows: conflicting duplicates, posts published
+   after their stored snapshots, snapshots of posts not yet known (they wait in
+   quarantine and are retried on every load), snapshots before their post, counters
+   that go down. Then the upsert.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from warehouse import schema
+from warehouse.landing_csv import BrokenLine, CsvHeaderError, read_records, sniff_header
+from warehouse.landing_timestamps import TimeRules, date_reason, is_number, parse_epoch, parse_instant
 from warehouse.schema import RAW_TABLES
 
 SUFFIXES = (".csv", ".parquet")
 # Cumulative counts that must be >= 0 (subscribers is a counter too).
 COUNTERS = (*schema.COUNTER_COLUMNS, "subscribers")
-CSV_DELIMITERS = (",", ";", "\t", "|")
 CONFLICT_REASON = "duplicate key with conflicting values"
-_TYPE_WORDS = {"BIGINT": "an integer", "TIMESTAMP": "a timestamp", "DATE": "a date"}
+WAITING_PREFIX = "post not yet known: "
+CHUNK_CHARS = 512 * 1024  # text per staged chunk: bounds the Python side of a read
+CHUNK_ROWS = 16_384
+_TIME_TYPES = ("TIMESTAMP", "DATE")
+_TYPE_WORDS = {"BIGINT": "an integer"}
 _REJECT_COLUMNS = ("source", "target_table", "record", "reason")
-# Value shapes, as DuckDB regexes (Python raw strings, bound as parameters).
 _INTEGER_RE = r"[+-]?\d+(\.0*)?"  # '12.0' comes from float columns written by pandas
-_UNIX_SECONDS_RE = r"[+-]?\d+(\.\d+)?"
-_WITH_OFFSET_RE = r".*\d:\d\d(:\d\d(\.\d+)?)?\s*([zZ]|[+-]\d\d?(:?\d\d)?)"
+# Chunks are short-lived: the system allocator reuses their memory, where Arrow's
+# default mimalloc pool kept about twice the file size resident after a big load.
+_POOL = pa.system_memory_pool()
+_ALLOCATOR_FLUSH = "8MB"  # DuckDB's default (128 MB) keeps a load's garbage resident
+_MIXED_REASON = (
+    "bad type: {col}='{raw}' is a number in a column of date strings "
+    "(Unix times are read only from a column of numbers)"
+)
 
 
 @dataclass
 class TableLoad:
     """What one load did to one raw table.
 
-    ``rows_read`` counts parsed rows plus unparseable CSV lines;
-    ``rows_read = rows_loaded + rows_quarantined + rows_duplicate``.
+    ``rows_read`` counts parsed rows plus unparseable CSV lines; ``rows_retried`` the
+    snapshots that waited in quarantine for their post and were checked again;
+    ``rows_read + rows_retried = rows_loaded + rows_quarantined + rows_duplicate``.
     Whole-file rejects are not rows: they are in ``LandingReport.rejected_files``.
     """
 
@@ -61,6 +75,7 @@ class TableLoad:
     rows_quarantined: int
     rows_duplicate: int = 0  # exact duplicates collapsed into one loaded record
     ignored_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> extra columns
+    rows_retried: int = 0
 
 
 @dataclass
@@ -94,6 +109,7 @@ class LandingReport:
             meta[f"{name}_rows_loaded"] = load.rows_loaded
             meta[f"{name}_rows_quarantined"] = load.rows_quarantined
             meta[f"{name}_rows_duplicate"] = load.rows_duplicate
+            meta[f"{name}_rows_retried"] = load.rows_retried
             meta[f"{name}_ignored_columns"] = sorted(
                 {col for cols in load.ignored_columns.values() for col in cols}
             )
@@ -107,16 +123,6 @@ class FileRejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.details = details
-
-
-@dataclass
-class _FileRead:
-    """One parsed file: contract columns as VARCHAR plus its unparseable lines."""
-
-    path: Path
-    rows: pa.Table
-    line_rejects: list[tuple[str, str]]  # (record JSON, reason)
-    ignored_columns: list[str]
 
 
 # --------------------------------------------------------------------------- files
@@ -157,14 +163,14 @@ def _normalize(column: str) -> str:
 
 
 def _column_positions(header: list[str], table: str) -> tuple[dict[str, int], list[str]]:
-    """Contract column -> 1-based position in the file, and the extra columns.
+    """Contract column -> 0-based position in the file, and the extra columns.
 
     Raises FileRejected when a key column is missing.
     """
     columns, key = RAW_TABLES[table]
     positions: dict[str, int] = {}
     extra: list[str] = []
-    for index, name in enumerate(header, start=1):
+    for index, name in enumerate(header):
         norm = _normalize(name)
         if norm in columns and norm not in positions:
             positions[norm] = index
@@ -174,15 +180,6 @@ def _column_positions(header: list[str], table: str) -> tuple[dict[str, int], li
     if missing:
         raise FileRejected(f"missing key column(s): {', '.join(missing)}", columns=header)
     return positions, extra
-
-
-def _select_list(positions: dict[str, int], table: str) -> str:
-    """SELECT list by position (``#n``), so file header names never reach the SQL text."""
-    items = ["CAST($source AS VARCHAR) AS _source"]
-    for col in RAW_TABLES[table][0]:
-        ref = f"#{positions[col]}" if col in positions else "NULL"
-        items.append(f"CAST({ref} AS VARCHAR) AS {col}")
-    return ", ".join(items)
 
 
 def _check_utf8(path: Path) -> None:
@@ -204,103 +201,6 @@ def _check_utf8(path: Path) -> None:
             raise FileRejected("not UTF-8 encoded: truncated character at end of file") from None
 
 
-def _csv_header(path: Path) -> tuple[list[str], str]:
-    """Header fields and delimiter, taken from the first line (the most frequent candidate)."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        first = handle.readline().rstrip("\r\n")
-    if not first.strip():
-        raise FileRejected("empty file: no records")
-    delim = max(CSV_DELIMITERS, key=first.count) if any(d in first for d in CSV_DELIMITERS) else ","
-    try:
-        return next(csv.reader([first], delimiter=delim)), delim
-    except csv.Error as err:
-        raise FileRejected(f"unreadable csv header: {err}") from None
-
-
-def _physical_lines(path: Path, byte_positions: list[int]) -> list[int]:
-    """1-based line numbers (as an editor shows them) of DuckDB's 1-based line byte offsets.
-
-    DuckDB's own ``line`` counts records, which drifts after quoted multi-line
-    fields, and its offset may point at the line break before the line.
-    """
-    if not byte_positions:
-        return []
-    data = path.read_bytes()
-    lines = []
-    for position in byte_positions:
-        start = max(position - 1, 0)
-        while start < len(data) and data[start] in b"\r\n":
-            start += 1
-        lines.append(data.count(b"\n", 0, start) + 1)
-    return lines
-
-
-def _read_csv(scratch: duckdb.DuckDBPyConnection, path: Path, table: str) -> _FileRead:
-    """Read a CSV as RFC 4180 with a fixed dialect; broken lines go to DuckDB's reject table.
-
-    Sniffing is off on purpose: on a file with broken lines the sniffer guesses
-    wrong (e.g. no quoting) and then mangles the good lines too.
-    """
-    _check_utf8(path)
-    header, delim = _csv_header(path)
-    positions, extra = _column_positions(header, table)
-    columns = {f"c{i}": "VARCHAR" for i in range(len(header))}
-    rows = scratch.sql(
-        f"""SELECT {_select_list(positions, table)}
-        FROM read_csv($path, auto_detect = false, header = true, delim = $delim,
-                      quote = '"', escape = '"', columns = $columns,
-                      ignore_errors = true, store_rejects = true)""",
-        params={"path": str(path), "delim": delim, "columns": columns, "source": str(path)},
-    ).to_arrow_table()
-    rejects = scratch.execute(
-        """SELECT min(line_byte_position), first(csv_line ORDER BY column_idx),
-                  string_agg(DISTINCT error_message, '; ' ORDER BY error_message)
-        FROM reject_errors GROUP BY line ORDER BY line"""
-    ).fetchall()
-    lines = _physical_lines(path, [r[0] for r in rejects])
-    line_rejects = [
-        (
-            _json({"line": line, "csv_line": text.strip("\r\n")}),
-            f"unparseable CSV line {line}: {message}",
-        )
-        for line, (_, text, message) in zip(lines, rejects, strict=True)
-    ]
-    return _FileRead(path, rows, line_rejects, extra)
-
-
-def _read_parquet(scratch: duckdb.DuckDBPyConnection, path: Path, table: str) -> _FileRead:
-    """Read a parquet file with every contract column cast to VARCHAR (validated later)."""
-    described = scratch.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)})
-    header = [row[0] for row in described.fetchall()]
-    positions, extra = _column_positions(header, table)
-    rows = scratch.sql(
-        f"SELECT {_select_list(positions, table)} FROM read_parquet($path)",
-        params={"path": str(path), "source": str(path)},
-    ).to_arrow_table()
-    return _FileRead(path, rows, [], extra)
-
-
-def _read_file(path: Path, table: str) -> _FileRead:
-    """Parse one file on a throwaway connection; any failure becomes FileRejected."""
-    if path.stat().st_size == 0:
-        raise FileRejected("empty file: no records")
-    scratch = duckdb.connect()
-    try:
-        scratch.execute("SET TimeZone = 'UTC'")  # TIMESTAMPTZ columns print as UTC
-        reader = _read_parquet if path.suffix.lower() == ".parquet" else _read_csv
-        read = reader(scratch, path, table)
-    except duckdb.Error as err:
-        message = str(err).strip().splitlines()[0][:300]
-        raise FileRejected(
-            f"unreadable {path.suffix.lower().lstrip('.')} file: {message}"
-        ) from None
-    finally:
-        scratch.close()
-    if read.rows.num_rows == 0 and not read.line_rejects:
-        raise FileRejected("empty file: no records")
-    return read
-
-
 def _json(value: dict) -> str:
     """Compact JSON, spelled like DuckDB's json_object so all quarantine records look alike."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -311,11 +211,200 @@ def _file_record(path: Path, details: dict[str, object]) -> str:
     return _json({"file": path.name, "size_bytes": path.stat().st_size, **details})
 
 
+# --------------------------------------------------------------------------- chunks
+
+
+class _ChunkBuilder:
+    """Raw values of one table's rows -> Arrow chunks with the times already read.
+
+    Each chunk holds ``_file``, ``_source``, every contract column as VARCHAR (the
+    value as written) and, per time column, ``_t_<col>`` (naive UTC) and
+    ``_terr_<col>`` (why it is not a usable time).
+    """
+
+    def __init__(self, table: str, rules: TimeRules) -> None:
+        self.table = table
+        self.rules = rules
+        self.columns = list(RAW_TABLES[table][0])
+        self.types = RAW_TABLES[table][0]
+        self.times = [c for c in self.columns if self.types[c] in _TIME_TYPES]
+
+    def _times_from_text(self, col: str, raw: list, numbers_ok: bool) -> tuple[list, list]:
+        values, reasons = [], []
+        is_date = self.types[col] == "DATE"
+        for value in raw:
+            text = value.strip() if value is not None else ""
+            if not text:
+                values.append(None)
+                reasons.append(None)
+                continue
+            if not numbers_ok and is_number(text):
+                parsed, why = None, _MIXED_REASON.format(col=col, raw=text)
+            else:
+                parsed, why = parse_instant(text, self.rules, col)
+            if is_date:
+                parsed = parsed.date() if parsed is not None else None
+                why = date_reason(why) if why else None
+            values.append(parsed)
+            reasons.append(why)
+        return values, reasons
+
+    def _times_from_numbers(self, col: str, array: pa.Array) -> tuple[list, list, pa.Array]:
+        values, reasons = [], []
+        for number in array.to_pylist():
+            if number is None:
+                values.append(None)
+                reasons.append(None)
+                continue
+            parsed, why = parse_epoch(float(number), self.rules, col, str(number))
+            values.append(parsed.date() if parsed and self.types[col] == "DATE" else parsed)
+            reasons.append(why)
+        return values, reasons, pc.cast(array, pa.string(), memory_pool=_POOL)
+
+    def _times_from_arrow(self, col: str, array: pa.Array) -> tuple[pa.Array, list, pa.Array]:
+        """A Parquet timestamp/date column: taken as given (aware -> UTC, naive = UTC)."""
+        naive = pc.cast(array, pa.timestamp("us"), safe=False, memory_pool=_POOL)
+        raw = pc.replace_substring_regex(pc.cast(naive, pa.string(), memory_pool=_POOL),
+                                         r"\.0+$", "", memory_pool=_POOL)
+        reasons: list = [None] * len(naive)
+        early = pc.less(naive, pa.scalar(self.rules.earliest, pa.timestamp("us")))
+        late = pc.greater(naive, pa.scalar(self.rules.latest, pa.timestamp("us")))
+        bad = pc.or_(early, late)
+        if pc.any(bad).as_py():
+            for i in pc.indices_nonzero(bad).to_pylist():
+                text = raw[i].as_py()
+                _, reasons[i] = parse_instant(text, self.rules, col)
+                if self.types[col] == "DATE":
+                    reasons[i] = date_reason(reasons[i])
+        if self.types[col] == "DATE":
+            return pc.cast(naive, pa.date32(), memory_pool=_POOL), reasons, raw
+        return naive, reasons, raw
+
+    def build(self, file_id: int, source: str, raw: dict[str, object], n: int,
+              numbers_ok: dict[str, bool] | None = None) -> pa.Table:
+        """``raw``: contract column -> list of strings or an Arrow array (absent = NULL)."""
+        numbers_ok = numbers_ok or {}
+        data: dict[str, object] = {
+            "_file": pa.array([file_id] * n, pa.int32(), memory_pool=_POOL),
+            "_source": pa.array([source] * n, pa.string(), memory_pool=_POOL),
+        }
+        times: dict[str, object] = {}
+        for col in self.columns:
+            value = raw.get(col)
+            kind = pa.date32() if self.types[col] == "DATE" else pa.timestamp("us")
+            if value is None:
+                data[col] = pa.nulls(n, pa.string(), memory_pool=_POOL)
+                if col in self.times:
+                    times[f"_t_{col}"] = pa.nulls(n, kind, memory_pool=_POOL)
+                    times[f"_terr_{col}"] = pa.nulls(n, pa.string(), memory_pool=_POOL)
+                continue
+            if col in self.times and isinstance(value, pa.Array) and (
+                pa.types.is_temporal(value.type)
+            ):
+                parsed, reasons, text = self._times_from_arrow(col, value)
+            elif col in self.times and isinstance(value, pa.Array) and (
+                pa.types.is_integer(value.type) or pa.types.is_floating(value.type)
+            ):
+                parsed, reasons, text = self._times_from_numbers(col, value)
+            else:
+                text = value if not isinstance(value, pa.Array) else (
+                    value if pa.types.is_string(value.type)
+                    else pc.cast(value, pa.string(), memory_pool=_POOL))
+                if col in self.times:
+                    strings = text.to_pylist() if isinstance(text, pa.Array) else text
+                    parsed, reasons = self._times_from_text(col, strings,
+                                                            numbers_ok.get(col, True))
+            data[col] = text if isinstance(text, pa.Array) else pa.array(
+                text, pa.string(), memory_pool=_POOL)
+            if col in self.times:
+                times[f"_t_{col}"] = parsed if isinstance(parsed, pa.Array) else pa.array(
+                    parsed, kind, memory_pool=_POOL)
+                times[f"_terr_{col}"] = pa.array(reasons, pa.string(), memory_pool=_POOL)
+        return pa.table({**data, **times})
+
+
+@dataclass
+class _FileRead:
+    """What reading one file produced, before it is staged."""
+
+    rows: int = 0
+    broken: list[BrokenLine] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    number_columns: dict[str, list[int]] = field(default_factory=dict)  # col -> [numbers, texts]
+    numbers_ok: dict[str, bool] = field(default_factory=dict)  # False: numbers refused in col
+
+
+def _csv_chunks(path: Path, builder: _ChunkBuilder, file_id: int,
+                read: _FileRead) -> Iterator[pa.Table]:
+    """A CSV file as staged chunks; broken lines and time-column shapes go to ``read``."""
+    _check_utf8(path)
+    try:
+        header, delim = sniff_header(path)
+    except CsvHeaderError as err:
+        raise FileRejected(str(err)) from None
+    positions, read.extra = _column_positions(header, builder.table)
+    text_columns = {c for c, t in builder.types.items() if t == "TEXT"}
+    multiline = frozenset(i for i in range(len(header))
+                          if i not in positions.values()
+                          or any(positions.get(c) == i for c in text_columns))
+    wanted = [(col, positions[col]) for col in builder.columns if col in positions]
+    read.number_columns = {c: [0, 0] for c in builder.times if c in positions}
+    rows: list[list[str]] = []
+    chars = 0
+
+    def flush() -> pa.Table:
+        raw = {col: [r[i] for r in rows] for col, i in wanted}
+        for col, counts in read.number_columns.items():
+            numbers = sum(1 for v in raw[col] if is_number(v.strip()))
+            blanks = sum(1 for v in raw[col] if not v.strip())
+            counts[0] += numbers
+            counts[1] += len(rows) - numbers - blanks
+        return builder.build(file_id, str(path), raw, len(rows), read.numbers_ok)
+
+    keys = frozenset(positions[c] for c in RAW_TABLES[builder.table][1]
+                     if builder.types[c] == "BIGINT")
+    for item in read_records(path, delim, len(header), multiline, keys):
+        if isinstance(item, BrokenLine):
+            read.broken.append(item)
+            continue
+        rows.append(item.fields)
+        chars += sum(map(len, item.fields))
+        if len(rows) >= CHUNK_ROWS or chars >= CHUNK_CHARS:
+            yield flush()
+            read.rows += len(rows)
+            rows, chars = [], 0
+    if rows:
+        yield flush()
+        read.rows += len(rows)
+
+
+def _parquet_chunks(path: Path, builder: _ChunkBuilder, file_id: int,
+                    read: _FileRead) -> Iterator[pa.Table]:
+    """A Parquet file in record batches, every contract column as written."""
+    handle = pq.ParquetFile(path, memory_map=False)
+    names = handle.schema_arrow.names
+    positions, read.extra = _column_positions(names, builder.table)
+    wanted = [(col, names[i]) for col, i in positions.items()]
+    read.number_columns = {}
+    for batch in handle.iter_batches(batch_size=CHUNK_ROWS, columns=[n for _, n in wanted]):
+        raw = {col: batch.column(name) for col, name in wanted}
+        for col in builder.times:
+            value = raw.get(col)
+            if value is not None and pa.types.is_string(value.type):
+                texts = [v.strip() for v in value.to_pylist() if v is not None and v.strip()]
+                counts = read.number_columns.setdefault(col, [0, 0])
+                numbers = sum(1 for v in texts if is_number(v))
+                counts[0] += numbers
+                counts[1] += len(texts) - numbers
+        yield builder.build(file_id, str(path), raw, batch.num_rows, read.numbers_ok)
+        read.rows += batch.num_rows
+
+
 # --------------------------------------------------------------------------- SQL pieces
 
 
 def _parse_expr(col: str, typ: str) -> str:
-    """SQL turning the VARCHAR column ``col`` into its contract type (NULL when it can't)."""
+    """SQL turning the chunk's value of ``col`` into its contract type (NULL when it can't)."""
     v = f"nullif(trim({col}), '')"
     if typ == "BIGINT":
         # TRY_CAST would round '1.5' to 2, so only integer-shaped text is cast.
@@ -323,23 +412,13 @@ def _parse_expr(col: str, typ: str) -> str:
             f"CASE WHEN regexp_full_match({v}, $integer_re) "
             f"THEN TRY_CAST(regexp_extract({v}, '^[+-]?\\d+') AS BIGINT) END"
         )
-    if typ == "TIMESTAMP":
-        # Unix seconds; ISO with an offset converted to UTC (a plain TIMESTAMP cast
-        # would drop the offset); otherwise a naive ISO string taken as UTC.
-        return (
-            f"CASE WHEN regexp_full_match({v}, $unix_seconds_re) "
-            f"THEN TRY(make_timestamp(CAST(round(CAST({v} AS DOUBLE) * 1000000) AS BIGINT))) "
-            f"WHEN regexp_full_match({v}, $with_offset_re) "
-            f"THEN timezone('UTC', TRY_CAST({v} AS TIMESTAMPTZ)) "
-            f"ELSE TRY_CAST({v} AS TIMESTAMP) END"
-        )
-    if typ == "DATE":
-        return f"TRY_CAST({v} AS DATE)"
+    if typ in _TIME_TYPES:
+        return f"_t_{col}"  # read by landing_timestamps
     if col == "media_type":
         return f"coalesce(lower({v}), 'none')"
     if col == "action":
         return f"lower({v})"
-    return col
+    return f"nullif({col}, '')"  # CSV cannot tell an empty field from a missing one
 
 
 def _check_exprs(col: str, typ: str, is_key: bool) -> list[str]:
@@ -356,6 +435,8 @@ def _check_exprs(col: str, typ: str, is_key: bool) -> list[str]:
             f"CASE WHEN nullif(trim({raw}), '') IS NOT NULL AND {col} IS NULL "
             f"THEN 'bad type: {col}=''' || {raw} || ''' is not {_TYPE_WORDS[typ]}' END"
         )
+    if typ in _TIME_TYPES:
+        checks.append(f"_terr_{col}")
     if col in COUNTERS:
         checks.append(f"CASE WHEN {col} < 0 THEN 'negative counter: {col}=' || {col} END")
     if col == "media_type":
@@ -372,28 +453,34 @@ def _check_exprs(col: str, typ: str, is_key: bool) -> list[str]:
 
 
 def _row_check_sql(table: str) -> tuple[str, dict[str, object]]:
-    """SQL building ``_landing_rows``: typed values, JSON record and row-level reason."""
+    """A SELECT over ``_landing_chunk``: value as read, typed value and reason per row.
+
+    Used as a subquery, not a temp table: inside the load's transaction every
+    replaced temp table would be kept until COMMIT.
+    """
     columns, key = RAW_TABLES[table]
     raw_cols = ", ".join(f"{col} AS _raw_{col}" for col in columns)
-    record = ", ".join(f"'{col}', {col}" for col in columns)
     parsed = ", ".join(f"{_parse_expr(col, typ)} AS {col}" for col, typ in columns.items())
+    errors = "".join(f", _terr_{c}" for c, t in columns.items() if t in _TIME_TYPES)
     checks = [c for col, typ in columns.items() for c in _check_exprs(col, typ, col in key)]
     sql = f"""
-        CREATE OR REPLACE TEMP TABLE _landing_rows AS
-        WITH typed AS (
-            SELECT _source, json_object({record}) AS _record, {raw_cols}, {parsed}
-            FROM _landing_src
+        SELECT *, concat_ws('; ', {", ".join(checks)}) AS _reason FROM (
+            SELECT _file, _source, {raw_cols}, {parsed}{errors} FROM _landing_chunk
         )
-        SELECT *, concat_ws('; ', {", ".join(checks)}) AS _reason FROM typed
     """
     params: dict[str, object] = {"integer_re": _INTEGER_RE}  # every table has a BIGINT
-    if "TIMESTAMP" in columns.values():
-        params |= {"unix_seconds_re": _UNIX_SECONDS_RE, "with_offset_re": _WITH_OFFSET_RE}
     if "media_type" in columns:
         params["media_types"] = list(schema.MEDIA_TYPES)
     if "action" in columns:
         params["actions"] = list(schema.ACTIONS)
     return sql, params
+
+
+def _typed_record(table: str, alias: str) -> str:
+    """json_object of a staged row's typed values as text (the record of a cross-row reject)."""
+    return "json_object(" + ", ".join(
+        f"'{col}', CAST({alias}.{col} AS VARCHAR)" for col in RAW_TABLES[table][0]
+    ) + ")"
 
 
 # --------------------------------------------------------------------------- warehouse steps
@@ -411,44 +498,134 @@ def _add_rejects(conn: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, str
         conn.unregister("_landing_reject_batch")
 
 
-def _reject_good_rows(conn: duckdb.DuckDBPyConnection, table: str, verdicts: str) -> None:
-    """Quarantine every valid source row whose key is in the ``verdicts`` temp table.
+class _Stage:
+    """The typed good rows of one table (``_landing_good``) and where they came from."""
 
-    ``verdicts`` holds (key columns, reason) for distinct records; the rows go to
-    quarantine with their original values and leave ``_landing_good``.
+    def __init__(self, conn: duckdb.DuckDBPyConnection, table: str, rules: TimeRules) -> None:
+        self.conn, self.table = conn, table
+        self.builder = _ChunkBuilder(table, rules)
+        self.sql, self.params = _row_check_sql(table)
+        self.sources: list[str] = []
+        columns = RAW_TABLES[table][0]
+        typed = ", ".join(f"{c} {t}" for c, t in columns.items())
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _landing_good (_file INTEGER, {typed})")
+        conn.execute("CREATE OR REPLACE TEMP TABLE _landing_sources (_file INTEGER, source TEXT)")
+
+    def new_file(self, source: str) -> int:
+        self.sources.append(source)
+        file_id = len(self.sources)
+        self.conn.execute("INSERT INTO _landing_sources VALUES ($id, $source)",
+                          {"id": file_id, "source": source})
+        return file_id
+
+    def add(self, chunk: pa.Table) -> None:
+        """Check one chunk: bad rows to the reject buffer, good rows staged typed."""
+        cols = ", ".join(RAW_TABLES[self.table][0])
+        record = ", ".join(f"'{c}', _raw_{c}" for c in RAW_TABLES[self.table][0])
+        self.conn.register("_landing_chunk", chunk)
+        try:
+            self.conn.execute(
+                f"INSERT INTO _landing_rejects SELECT _source, $table, json_object({record}), "
+                f"_reason FROM ({self.sql}) WHERE _reason <> ''",
+                {**self.params, "table": self.table})
+            self.conn.execute(
+                f"INSERT INTO _landing_good SELECT _file, {cols} FROM ({self.sql}) "
+                "WHERE _reason = ''", self.params)
+        finally:
+            self.conn.unregister("_landing_chunk")
+
+    def forget(self, file_id: int, source: str) -> None:
+        """Undo a file's rows (it is rejected whole, or read again)."""
+        self.conn.execute("DELETE FROM _landing_good WHERE _file = $id", {"id": file_id})
+        self.conn.execute(
+            "DELETE FROM _landing_rejects WHERE source = $source AND target_table = $table",
+            {"source": source, "table": self.table})
+
+
+def _reject_good_rows(conn: duckdb.DuckDBPyConnection, table: str, verdicts: str) -> None:
+    """Quarantine every staged row whose key is in the ``verdicts`` temp table.
+
+    ``verdicts`` holds (key columns, reason); the rows go to quarantine with their
+    typed values and leave ``_landing_good``.
     """
-    key = ", ".join(RAW_TABLES[table][1])
+    key_cols = RAW_TABLES[table][1]
+    key = ", ".join(key_cols)
     conn.execute(
         f"""INSERT INTO _landing_rejects
-        SELECT r._source, $table, r._record, v.reason
-        FROM _landing_rows r JOIN {verdicts} v USING ({key})
-        WHERE r._reason = ''""",
+        SELECT s.source, $table, {_typed_record(table, 'g')}, v.reason
+        FROM _landing_good g JOIN {verdicts} v USING ({key}) JOIN _landing_sources s USING (_file)""",
         {"table": table},
     )
-    matches = " AND ".join(f"v.{col} = g.{col}" for col in RAW_TABLES[table][1])
+    matches = " AND ".join(f"v.{col} = g.{col}" for col in key_cols)
     conn.execute(
         f"DELETE FROM _landing_good g WHERE EXISTS (SELECT 1 FROM {verdicts} v WHERE {matches})"
     )
 
 
 def _collapse_duplicates(conn: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Exact duplicates become one record; a key with differing records is rejected whole."""
+    """Exact duplicates become one record; a key with differing records is rejected whole.
+
+    Only keys that occur more than once are compared, so the work follows the
+    duplicates, not the table.
+    """
     columns, key_cols = RAW_TABLES[table]
     cols, key = ", ".join(columns), ", ".join(key_cols)
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE _landing_good AS "
-        f"SELECT DISTINCT {cols} FROM _landing_rows WHERE _reason = ''"
+        f"CREATE OR REPLACE TEMP TABLE _landing_dupkeys AS "
+        f"SELECT {key} FROM _landing_good GROUP BY {key} HAVING count(*) > 1"
     )
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE _landing_verdict AS
-        SELECT {key}, $reason AS reason FROM _landing_good GROUP BY {key} HAVING count(*) > 1""",
+        SELECT {key}, $reason AS reason FROM (
+            SELECT DISTINCT {cols} FROM _landing_good SEMI JOIN _landing_dupkeys USING ({key})
+        ) GROUP BY {key} HAVING count(*) > 1""",
         {"reason": CONFLICT_REASON},
     )
     _reject_good_rows(conn, table, "_landing_verdict")
+    conn.execute(
+        f"""DELETE FROM _landing_good WHERE rowid IN (
+            SELECT rowid FROM (
+                SELECT rowid, row_number() OVER (PARTITION BY {key} ORDER BY rowid) AS n
+                FROM _landing_good SEMI JOIN _landing_dupkeys USING ({key})
+            ) WHERE n > 1)"""
+    )
+
+
+def _check_posts_after_snapshots(conn: duckdb.DuckDBPyConnection) -> None:
+    """Reject a post published after a snapshot of it already stored.
+
+    Otherwise the blocking ``no_snapshot_before_post`` check would fail on every run
+    after this load; the post is the newcomer, so it is the one held back.
+    """
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE _landing_verdict AS
+        SELECT g.channel_id, g.post_id,
+               'post published after its stored snapshots: published_at ' || g.published_at
+               || ' > observed_at ' || s.first_seen || ' in raw.post_snapshots' AS reason
+        FROM _landing_good g JOIN (
+            SELECT channel_id, post_id, min(observed_at) AS first_seen FROM raw.post_snapshots
+            SEMI JOIN _landing_good USING (channel_id, post_id) GROUP BY ALL
+        ) s USING (channel_id, post_id)
+        WHERE s.first_seen < g.published_at"""
+    )
+    _reject_good_rows(conn, "posts", "_landing_verdict")
+
+
+def _check_known_posts(conn: duckdb.DuckDBPyConnection) -> None:
+    """Snapshots of posts not in raw.posts wait in quarantine (retried on every load)."""
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE _landing_verdict AS
+        SELECT DISTINCT channel_id, post_id, observed_at,
+               $prefix || 'post (' || channel_id || ', ' || post_id || ') is not in raw.posts; '
+               || 'the snapshot waits here and is retried on every load' AS reason
+        FROM _landing_good ANTI JOIN raw.posts USING (channel_id, post_id)""",
+        {"prefix": WAITING_PREFIX},
+    )
+    _reject_good_rows(conn, "post_snapshots", "_landing_verdict")
 
 
 def _check_published(conn: duckdb.DuckDBPyConnection) -> None:
-    """Reject snapshots observed before their post was published (post known in raw.posts)."""
+    """Reject snapshots observed before their post was published."""
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE _landing_verdict AS
         SELECT s.channel_id, s.post_id, s.observed_at,
@@ -515,16 +692,35 @@ def _check_monotonic(conn: duckdb.DuckDBPyConnection) -> None:
     _counter_verdicts(conn, "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING", below_earlier)
 
 
-def _upsert(conn: duckdb.DuckDBPyConnection, table: str) -> int:
-    """Insert-or-update the surviving records by primary key; returns how many."""
-    columns, key_cols = RAW_TABLES[table]
-    cols, key = ", ".join(columns), ", ".join(key_cols)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key_cols)
-    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+def _release_waiting(conn: duckdb.DuckDBPyConnection) -> None:
+    """Drop waiting snapshots from raw.quarantine that this load no longer holds back.
+
+    A retried snapshot is either loaded now, rejected for another reason (that reject
+    is in the buffer), or still waiting (the same row is in the buffer, and the flush
+    keeps the stored one with its original ``loaded_at``).
+    """
     conn.execute(
-        f"INSERT INTO raw.{table} ({cols}) SELECT {cols} FROM _landing_good "
-        f"ON CONFLICT ({key}) {action}"
+        """DELETE FROM raw.quarantine q
+        WHERE q.target_table = 'post_snapshots' AND starts_with(q.reason, $prefix)
+          AND NOT EXISTS (
+            SELECT 1 FROM _landing_rejects r
+            WHERE r.target_table = q.target_table AND r.source IS NOT DISTINCT FROM q.source
+              AND r.record = q.record AND r.reason = q.reason)""",
+        {"prefix": WAITING_PREFIX},
     )
+
+
+def _upsert(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Replace-or-insert the surviving records by primary key; returns how many.
+
+    DELETE + INSERT in the load's transaction is the same upsert as ``INSERT … ON
+    CONFLICT DO UPDATE`` (the staged keys are unique) at half its peak memory.
+    """
+    columns, key_cols = RAW_TABLES[table]
+    cols = ", ".join(columns)
+    matches = " AND ".join(f"t.{c} = g.{c}" for c in key_cols)
+    conn.execute(f"DELETE FROM raw.{table} t USING _landing_good g WHERE {matches}")
+    conn.execute(f"INSERT INTO raw.{table} ({cols}) SELECT {cols} FROM _landing_good")
     return _count(conn, "_landing_good")
 
 
@@ -550,47 +746,104 @@ def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
     return conn.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
 
 
+# --------------------------------------------------------------------------- per table
+
+
+def _stage_file(stage: _Stage, path: Path) -> _FileRead:
+    """Read and stage one file; a file with a time column of numbers and date strings
+    mixed is read again with numbers refused in that column (they are not Unix times)."""
+    numbers_ok: dict[str, bool] = {}
+    while True:
+        file_id = stage.new_file(str(path))
+        read = _FileRead(numbers_ok=numbers_ok)
+        try:
+            if path.stat().st_size == 0:
+                raise FileRejected("empty file: no records")
+            if path.suffix.lower() == ".parquet":
+                chunks = _parquet_chunks(path, stage.builder, file_id, read)
+            else:
+                chunks = _csv_chunks(path, stage.builder, file_id, read)
+            for chunk in chunks:
+                stage.add(chunk)
+        except FileRejected:
+            stage.forget(file_id, str(path))
+            raise
+        except (duckdb.Error, pa.ArrowException, OSError) as err:
+            stage.forget(file_id, str(path))
+            message = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
+            raise FileRejected(
+                f"unreadable {path.suffix.lower().lstrip('.')} file: {message}") from None
+        if read.rows == 0 and not read.broken:
+            stage.forget(file_id, str(path))
+            raise FileRejected("empty file: no records")
+        mixed = {c for c, (numbers, texts) in read.number_columns.items()
+                 if numbers and texts and numbers_ok.get(c, True)}
+        if not mixed:
+            return read
+        stage.forget(file_id, str(path))
+        numbers_ok.update(dict.fromkeys(mixed, False))
+
+
+def _stage_waiting(stage: _Stage) -> int:
+    """Stage the snapshots waiting in quarantine for their post; returns how many."""
+    columns = list(RAW_TABLES["post_snapshots"][0])
+    extract = ", ".join(f"json_extract_string(record, '$.{c}') AS {c}" for c in columns)
+    waiting = stage.conn.sql(
+        f"""SELECT source, {extract} FROM raw.quarantine
+        WHERE target_table = 'post_snapshots' AND starts_with(reason, $prefix)
+        ORDER BY source, record""",
+        params={"prefix": WAITING_PREFIX},
+    ).to_arrow_table()
+    for source in pc.unique(waiting["source"]).to_pylist():
+        rows = waiting.filter(pc.equal(waiting["source"], source))
+        file_id = stage.new_file(source)
+        raw = {c: rows[c].to_pylist() for c in columns}
+        stage.add(stage.builder.build(file_id, source, raw, rows.num_rows))
+    return waiting.num_rows
+
+
 def _load_table(
-    conn: duckdb.DuckDBPyConnection, table: str, paths: list[Path], report: LandingReport
+    conn: duckdb.DuckDBPyConnection, table: str, paths: list[Path], report: LandingReport,
+    rules: TimeRules,
 ) -> TableLoad:
-    """Parse, validate and upsert all files of one table (inside the caller's transaction)."""
+    """Read, check and upsert all files of one table (inside the caller's transaction)."""
     load = TableLoad(table, [str(p) for p in paths], 0, 0, 0)
-    reads: list[_FileRead] = []
+    rejects_before = _count(conn, "_landing_rejects")
+    stage = _Stage(conn, table, rules)
     for path in paths:
         try:
-            reads.append(_read_file(path, table))
+            read = _stage_file(stage, path)
         except FileRejected as rej:
             report.rejected_files.append(str(path))
             _add_rejects(conn, [(str(path), table, _file_record(path, rej.details), rej.reason)])
-    if not reads:
-        return load
-
-    rejects_before = _count(conn, "_landing_rejects")
-    for read in reads:
-        if read.ignored_columns:
-            load.ignored_columns[str(read.path)] = read.ignored_columns
-        _add_rejects(conn, [(str(read.path), table, rec, why) for rec, why in read.line_rejects])
-        load.rows_read += read.rows.num_rows + len(read.line_rejects)
-
-    source = pa.concat_tables([read.rows for read in reads])
-    conn.register("_landing_src", source)
-    try:
-        sql, params = _row_check_sql(table)
-        conn.execute(sql, params)
-    finally:
-        conn.unregister("_landing_src")
-    conn.execute(
-        "INSERT INTO _landing_rejects SELECT _source, $table, _record, _reason "
-        "FROM _landing_rows WHERE _reason <> ''",
-        {"table": table},
-    )
-    _collapse_duplicates(conn, table)
+            continue
+        if read.extra:
+            load.ignored_columns[str(path)] = read.extra
+        _add_rejects(conn, [
+            (str(path), table, _json({"line": b.line, "csv_line": b.text}),
+             f"unparseable CSV line {b.line}: {b.problem}")
+            for b in read.broken
+        ])
+        load.rows_read += read.rows + len(read.broken)
     if table == "post_snapshots":
+        load.rows_retried = _stage_waiting(stage)
+    whole_file_rejects = sum(1 for p in paths if str(p) in report.rejected_files)
+    _collapse_duplicates(conn, table)
+    if table == "posts":
+        _check_posts_after_snapshots(conn)
+    if table == "post_snapshots":
+        _check_known_posts(conn)
         _check_published(conn)
         _check_monotonic(conn)
     load.rows_loaded = _upsert(conn, table)
-    load.rows_quarantined = _count(conn, "_landing_rejects") - rejects_before
-    load.rows_duplicate = load.rows_read - load.rows_loaded - load.rows_quarantined
+    if table == "post_snapshots":
+        _release_waiting(conn)
+    load.rows_quarantined = (
+        _count(conn, "_landing_rejects") - rejects_before - whole_file_rejects
+    )
+    load.rows_duplicate = (
+        load.rows_read + load.rows_retried - load.rows_loaded - load.rows_quarantined
+    )
     return load
 
 
@@ -605,13 +858,26 @@ def _selected_tables(tables: Iterable[str] | None) -> list[str]:
     return [t for t in RAW_TABLES if t in wanted]
 
 
+def _has_waiting(conn: duckdb.DuckDBPyConnection) -> bool:
+    return conn.execute(
+        "SELECT count(*) > 0 FROM raw.quarantine "
+        "WHERE target_table = 'post_snapshots' AND starts_with(reason, $prefix)",
+        {"prefix": WAITING_PREFIX},
+    ).fetchall()[0][0]
+
+
 def load_landing(
-    conn: duckdb.DuckDBPyConnection, folder: str | Path, tables: Iterable[str] | None = None
+    conn: duckdb.DuckDBPyConnection,
+    folder: str | Path,
+    tables: Iterable[str] | None = None,
+    clock: datetime | None = None,
 ) -> LandingReport:
     """Load a landing folder into the raw tables in one transaction; returns what happened.
 
-    Files of tables not in ``tables`` and files matching no table are reported
-    as ignored. Loading the same folder twice changes nothing.
+    ``clock`` is the source's clock (naive UTC, default now): times more than a day
+    after it are rejected. Files of tables not in ``tables`` and files matching no
+    table are reported as ignored. Snapshots waiting for their post are retried
+    whenever ``post_snapshots`` is loaded. Loading the same folder twice changes nothing.
     """
     selected = _selected_tables(tables)
     found = landing_files(folder)
@@ -623,7 +889,12 @@ def load_landing(
         rejected_files=[],
         missing_tables=[t for t in selected if t not in found],
     )
-    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rules = TimeRules(clock=clock if clock is not None else now)
+    flush_threshold = conn.execute(
+        "SELECT current_setting('allocator_flush_threshold')").fetchall()[0][0]
+    # hand freed chunk memory back after each statement, not only past 128 MB
+    conn.execute(f"SET allocator_flush_threshold = '{_ALLOCATOR_FLUSH}'")
     conn.execute("BEGIN TRANSACTION")
     try:
         schema.ensure_schema(conn)
@@ -632,13 +903,18 @@ def load_landing(
             "(source TEXT, target_table TEXT, record TEXT, reason TEXT)"
         )
         for table in selected:
-            if table in found:
-                report.tables[table] = _load_table(conn, table, found[table], report)
-        _flush_quarantine(conn, loaded_at)
-        for temp in ("_landing_rejects", "_landing_rows", "_landing_good", "_landing_verdict"):
+            retry = table == "post_snapshots" and _has_waiting(conn)
+            if table in found or retry:
+                report.tables[table] = _load_table(conn, table, found.get(table, []), report,
+                                                   rules)
+        _flush_quarantine(conn, now)
+        for temp in ("_landing_rejects", "_landing_good", "_landing_verdict",
+                     "_landing_dupkeys", "_landing_sources"):
             conn.execute(f"DROP TABLE IF EXISTS {temp}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    finally:
+        conn.execute(f"SET allocator_flush_threshold = '{flush_threshold}'")
     return report
