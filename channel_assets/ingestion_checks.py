@@ -16,14 +16,28 @@ FRESHNESS_HOURS = 36.0
 
 
 def _result(rule: quality.RuleResult, **extra) -> dg.AssetCheckResult:
+    """A blocking result; when it fails it names the offending rows and the fix."""
+    metadata = {
+        "violations": dg.MetadataValue.int(rule.violations),
+        "examples": dg.MetadataValue.json(rule.examples),
+        **extra,
+    }
+    description = None
+    if not rule.passed:
+        metadata |= {
+            "offending_rows": dg.MetadataValue.json(rule.examples),
+            "list_all_rows": dg.MetadataValue.md(f"```sql\n{rule.query}\n```"),
+            "fix": dg.MetadataValue.text(rule.fix),
+        }
+        description = (
+            f"{rule.violations} offending row(s), the first {len(rule.examples)} in "
+            f"offending_rows. Fix: {rule.fix}"
+        )
     return dg.AssetCheckResult(
         passed=rule.passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "violations": dg.MetadataValue.int(rule.violations),
-            "examples": dg.MetadataValue.json(rule.examples),
-            **extra,
-        },
+        metadata=metadata,
+        description=description,
     )
 
 

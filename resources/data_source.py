@@ -76,7 +76,8 @@ class ChannelDataSource(dg.ConfigurableResource):
         return out
 
     def _load_landing(self, conn: duckdb.DuckDBPyConnection) -> SourceLoad:
-        report = landing.load_landing(conn, self.landing_dir)
+        # the clock bounds plausible times: more than a day after it is quarantined
+        report = landing.load_landing(conn, self.landing_dir, clock=self.as_of())
         exports = [desktop_export.load_desktop_export(conn, path)
                    for path in desktop_export.find_exports(self.landing_dir)]
         out = SourceLoad(source="landing", as_of=self.as_of(), details=report.as_metadata())

@@ -1,7 +1,8 @@
 """Data-quality rules over the raw tables, as SQL that counts violations.
 
-Each rule returns how many rows break it plus a few examples, so a Dagster check
-(or a notebook) can report them without loading the table into Python.
+Each rule returns how many rows break it, the first offending rows, the query that
+lists them all and how to fix the data, so a failing Dagster check (or a notebook)
+tells the reader what is wrong and what to do, without loading the table into Python.
 """
 
 from __future__ import annotations
@@ -13,38 +14,61 @@ import duckdb
 
 from warehouse.schema import RAW_TABLES
 
+EXAMPLES = 20  # offending rows named in a failing check's metadata
+
 
 @dataclass
 class RuleResult:
+    """Violations of one rule: how many, the first offending rows, and what to do.
+
+    ``query`` lists every offending row (run it read-only against the warehouse);
+    ``fix`` says how to repair the data so the rule passes on the next run.
+    """
+
     violations: int
     examples: list[dict]
+    query: str = ""
+    fix: str = ""
 
     @property
     def passed(self) -> bool:
         return self.violations == 0
 
 
-def _run(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> RuleResult:
-    """One pass: up to five offending rows, each carrying the total count of violations."""
+def _run(conn: duckdb.DuckDBPyConnection, sql: str, fix: str) -> RuleResult:
+    """One pass: the first offending rows, each carrying the total count of violations."""
+    sql = " ".join(sql.split())
     rows = conn.execute(
-        f"SELECT *, count(*) OVER () AS _violations FROM ({sql}) LIMIT 5", params or []
+        f"SELECT *, count(*) OVER () AS _violations FROM ({sql}) LIMIT {EXAMPLES}"
     ).fetchdf()
     count = int(rows["_violations"].iloc[0]) if len(rows) else 0
     examples = rows.drop(columns="_violations").astype(str).to_dict("records")
-    return RuleResult(count, examples)
+    return RuleResult(count, examples, query=sql, fix=fix)
 
 
 def duplicate_keys(conn: duckdb.DuckDBPyConnection, table: str) -> RuleResult:
     """Primary keys that occur more than once (defence in depth beside the PK)."""
     key = ", ".join(RAW_TABLES[table][1])
-    return _run(conn, f"SELECT {key}, count(*) AS n FROM raw.{table} GROUP BY {key} HAVING n > 1")
+    return _run(
+        conn,
+        f"SELECT {key}, count(*) AS n FROM raw.{table} GROUP BY {key} HAVING n > 1",
+        f"raw.{table} holds the same ({key}) more than once, which the primary key should "
+        "prevent: a writer bypassed it. Keep one row per key, e.g. "
+        f"CREATE TABLE t AS SELECT DISTINCT ON ({key}) * FROM raw.{table}; DELETE FROM "
+        f"raw.{table}; INSERT INTO raw.{table} SELECT * FROM t; then re-run the checks.",
+    )
 
 
 def negative_counters(conn: duckdb.DuckDBPyConnection) -> RuleResult:
+    """Counters are cumulative counts; a negative one is a broken record."""
     return _run(
         conn,
         "SELECT * FROM raw.post_snapshots "
         "WHERE views < 0 OR forwards < 0 OR replies < 0 OR reactions < 0",
+        "These snapshots carry a negative counter (the landing loader quarantines such "
+        "rows, so another writer stored them). Delete them: DELETE FROM raw.post_snapshots "
+        "WHERE views < 0 OR forwards < 0 OR replies < 0 OR reactions < 0; then reload a "
+        "corrected file if you have one.",
     )
 
 
@@ -68,10 +92,16 @@ def decreasing_counters(conn: duckdb.DuckDBPyConnection) -> RuleResult:
         WHERE views < prev_views OR forwards < prev_forwards
            OR replies < prev_replies OR reactions < prev_reactions
         """,
+        "Each listed snapshot shows a counter lower than an earlier snapshot of the same "
+        "post (prev_* is the highest earlier value): a cumulative count cannot decrease. "
+        "Delete the listed rows by key, e.g. DELETE FROM raw.post_snapshots WHERE "
+        "(channel_id, post_id, observed_at) IN (<the listed keys>); the landing loader "
+        "rejects such rows on arrival, so reloading the corrected file is safe.",
     )
 
 
 def snapshots_before_post(conn: duckdb.DuckDBPyConnection) -> RuleResult:
+    """A post cannot be observed before it was published."""
     return _run(
         conn,
         """
@@ -79,6 +109,13 @@ def snapshots_before_post(conn: duckdb.DuckDBPyConnection) -> RuleResult:
         FROM raw.post_snapshots s JOIN raw.posts p USING (channel_id, post_id)
         WHERE s.observed_at < p.published_at
         """,
+        "Each listed snapshot was observed before its post's published_at. Either the "
+        "snapshot time or the publication time is wrong. To drop the snapshots: DELETE FROM "
+        "raw.post_snapshots s USING raw.posts p WHERE s.channel_id = p.channel_id AND "
+        "s.post_id = p.post_id AND s.observed_at < p.published_at; to keep them, correct "
+        "the post's published_at in a landing file and reload (a post published after its "
+        "stored snapshots is quarantined, and snapshots of unknown posts now wait in "
+        "raw.quarantine until their post arrives, so this does not recur from landing files).",
     )
 
 
