@@ -1,8 +1,9 @@
 """FastAPI app: one endpoint per service method, plus /health and /models.
 
-Bad input → 422 with the reason, unknown channel → 404, a model with no champion →
-503 with the reason; anything unexpected is logged and answered as 503, never a
-bare 500. OpenAPI docs at /docs.
+Bad input → 422 with the reason, unknown channel → 404, no published tables yet →
+503 with the reason. A model with no champion is answered by its strongest baseline
+(``source`` / ``fallback_reason`` in the body); anything unexpected is logged and
+answered as 503, never a bare 500. OpenAPI docs at /docs.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ MODEL_DEPS: dict[str, list[str]] = {
     "growth": ["channel_daily_features"],
     "content": ["post_features", "post_text_embeddings"],
     "viral": ["post_features", "post_text_embeddings"],
-    "behavior": ["user_behavior_features"],
+    "behavior": ["user_behavior_features", "raw_interactions"],
     "schedule": ["post_features"],
 }
 

@@ -3,6 +3,8 @@
 It answers the seed's nine methods from the current ``champion`` models (ONNX
 Runtime where the export was parity-checked, PyTorch otherwise) and the published
 Parquet tables, so it keeps answering while a Dagster run writes the warehouse.
+A model without a champion is answered by its strongest baseline: every answer
+carries ``source`` (``model`` / ``baseline``) and, for a baseline, ``fallback_reason``.
 Results are cached with a TTL; the cache key holds the champion versions a method
 used, so a promotion invalidates exactly what it changes. Champions are re-read
 from the registry every few seconds and swapped in one assignment: a request sees
@@ -43,7 +45,8 @@ class InvalidInput(ServiceError):
 
 
 class ModelUnavailable(ServiceError):
-    """No champion for a model the method cannot do without (503 with the reason)."""
+    """Nothing to answer from yet: no published tables (503 with the reason). A model
+    without a champion is not this: its method answers from the strongest baseline."""
 
 
 def _call(path: str) -> Callable[..., dict]:
@@ -173,13 +176,6 @@ class DeepLearningService:
         model = champions.get(name)
         return model.version if model else None
 
-    @staticmethod
-    def _need(champions: dict[str, LoadedModel | None], name: str) -> LoadedModel:
-        model = champions.get(name)
-        if model is None:
-            raise ModelUnavailable(f"no {name} champion: no version has passed its gates yet")
-        return model
-
     # -- the seed's methods ------------------------------------------------------------------
 
     def predict_engagement_neural(self, channel_id: int, content_features: dict) -> dict:
@@ -187,7 +183,7 @@ class DeepLearningService:
         fn = _call("nn_models.forecasts.engagement:predict_post")
         return self._cached(
             "engagement", (channel_id, _freeze(content_features)), ("engagement",),
-            lambda c: fn(self.reader(), self._need(c, "engagement"), channel_id, content_features))
+            lambda c: fn(self.reader(), c.get("engagement"), channel_id, content_features))
 
     def forecast_growth_lstm(self, channel_id: int, prediction_days: int = 30) -> dict:
         if not 1 <= int(prediction_days) <= 30:
@@ -196,14 +192,14 @@ class DeepLearningService:
         fn = _call("nn_models.forecasts.growth:forecast_channel")
         return self._cached(
             "growth", (channel_id, int(prediction_days)), ("growth",),
-            lambda c: fn(self.reader(), self._need(c, "growth"), channel_id, int(prediction_days)))
+            lambda c: fn(self.reader(), c.get("growth"), channel_id, int(prediction_days)))
 
     def predict_audience_growth_rnn(self, channel_id: int, features: dict) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.growth:what_if")
         return self._cached(
             "growth_what_if", (channel_id, _freeze(features)), ("growth",),
-            lambda c: fn(self.reader(), self._need(c, "growth"), channel_id, features))
+            lambda c: fn(self.reader(), c.get("growth"), channel_id, features))
 
     def analyze_content_patterns_cnn(self, channel_id: int,
                                      text_data: list[str] | None = None) -> dict:
@@ -211,7 +207,7 @@ class DeepLearningService:
         fn = _call("nn_models.forecasts.patterns:analyze")
         return self._cached(
             "patterns", (channel_id, tuple(text_data or ())), ("content",),
-            lambda c: fn(self.reader(), self._need(c, "content"), channel_id, text_data))
+            lambda c: fn(self.reader(), c.get("content"), channel_id, text_data))
 
     def detect_viral_potential_transformer(self, post_content: dict) -> dict:
         channel_id = post_content.get("channel_id")
@@ -220,21 +216,21 @@ class DeepLearningService:
         fn = _call("nn_models.forecasts.viral:detect")
         return self._cached(
             "viral", (_freeze(post_content),), ("viral", "content"),
-            lambda c: fn(self.reader(), self._need(c, "viral"), c.get("content"), post_content))
+            lambda c: fn(self.reader(), c.get("viral"), c.get("content"), post_content))
 
     def cluster_user_behavior_autoencoder(self, channel_id: int) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.segments:channel_segments")
         return self._cached(
             "segments", (channel_id,), ("behavior",),
-            lambda c: fn(self.reader(), self._need(c, "behavior"), channel_id))
+            lambda c: fn(self.reader(), c.get("behavior"), channel_id))
 
     def optimize_posting_schedule_neural(self, channel_id: int) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.schedule:channel_schedule")
         return self._cached(
             "schedule", (channel_id,), ("schedule",),
-            lambda c: fn(self.reader(), self._need(c, "schedule"), channel_id))
+            lambda c: fn(self.reader(), c.get("schedule"), channel_id))
 
     def generate_content_recommendations_gpt(self, channel_id: int) -> dict:
         self.require_channel(channel_id)

@@ -7,7 +7,8 @@ computed from what was *measured* on the holdout at registration (version tags):
 the champion's primary metric for a model-served part, the strongest baseline's
 on the same holdout for a baseline-served one (NULL when nothing was measured,
 e.g. the model was skipped for too little data), rescaled to 0–1 as skill over
-chance. For growth, the width of this channel's own interval scales it too.
+chance (for behaviour: 1 − profile error / one global profile's error). For growth,
+the width of this channel's own interval scales it too.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ def model_confidence(name: str, model: LoadedModel | None, source: str,
     else:
         strongest = model.tags.get("strongest_baseline", "")
         value = model.baseline_metrics.get(f"baseline_{strongest}_{primary}")
-    conf = skill(primary, value if value is not None else float("nan"))
+    value = float("nan") if value is None else value
+    if name == "behavior":
+        # profile error has no absolute scale: skill = improvement over one global profile
+        reference = model.baseline_metrics.get(f"baseline_global_profile_{primary}")
+        return _clip01(1 - value / reference) if reference else float("nan")
+    conf = skill(primary, value)
     if name == "growth" and interval_width is not None and math.isfinite(conf):
         conf *= _clip01(1 - interval_width)
     return conf
