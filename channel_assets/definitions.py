@@ -9,6 +9,7 @@ from channel_assets.forecasts import forecast_assets
 from channel_assets.ingestion import raw_tables
 from channel_assets.ingestion_checks import ingestion_checks
 from channel_assets.jobs import (
+    automation_sensor,
     collect_job,
     daily_forecasts_schedule,
     everything_job,
@@ -66,7 +67,8 @@ def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
         jobs=[ingestion_job, collect_job, training_job, forecasts_job, everything_job],
         schedules=[weekly_retrain_schedule, daily_forecasts_schedule,
                    telegram_schedule(settings.source == "telegram")],
-        sensors=[landing_sensor, champion_sensor, alerts_sensor, drift_retrain_sensor],
+        sensors=[landing_sensor, champion_sensor, alerts_sensor, drift_retrain_sensor,
+                 automation_sensor],
         resources=build_resources(settings),
     )
 

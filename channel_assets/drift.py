@@ -17,6 +17,11 @@ from warehouse import drift
 
 REFERENCE_MODEL = "channel_pulse_engagement"   # its training cutoff defines the reference window
 
+# Once a day, and only when post_features changed since the previous tick: a report per
+# new batch of data without a drift report (and possibly a retraining) every time the
+# 5-minute Telegram collector refreshes the features.
+DRIFT_AUTOMATION = dg.AutomationCondition.on_cron("0 4 * * *", "UTC")
+
 
 class DriftConfig(dg.Config):
     recent_days: int = 14
@@ -24,12 +29,13 @@ class DriftConfig(dg.Config):
 
 
 def _training_cutoff(tracking: MlflowTracking) -> datetime | None:
-    """When the champion's training data ended (run param ``data.val_from``), if known."""
+    """When the champion's training data ended (run param ``data.val_from``), if known.
+
+    None only when there is no champion; a registry that cannot be read raises
+    ``RegistryUnavailable`` (a report against the wrong reference window is worse than none).
+    """
     client = MlflowClient(tracking.tracking_uri, registry_uri=tracking.tracking_uri)
-    try:
-        version = version_by_alias(client, REFERENCE_MODEL, CHAMPION)
-    except Exception:
-        return None
+    version = version_by_alias(client, REFERENCE_MODEL, CHAMPION)
     if version is None:
         return None
     value = client.get_run(version.run_id).data.params.get("data.val_from")
@@ -40,6 +46,7 @@ def _training_cutoff(tracking: MlflowTracking) -> datetime | None:
     group_name="monitoring",
     deps=["post_features"],
     kinds={"evidently", "mlflow"},
+    automation_condition=DRIFT_AUTOMATION,
     check_specs=[dg.AssetCheckSpec("no_significant_drift", asset="feature_drift",
                                    description="share of drifted features below the threshold")],
 )

@@ -1,4 +1,8 @@
-"""Jobs and schedules: what a click, a sensor or a clock materializes."""
+"""Jobs and schedules: what a click, a sensor or a clock materializes.
+
+What the README calls automatic is RUNNING by default; only the Telegram collector
+waits for its source to be chosen.
+"""
 
 
 import dagster as dg
@@ -26,6 +30,7 @@ weekly_retrain_schedule = dg.ScheduleDefinition(
     job=training_job,
     cron_schedule="0 3 * * 1",  # Mondays 03:00 UTC
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Retrain every model weekly on the latest features.",
 )
 
@@ -60,5 +65,18 @@ daily_forecasts_schedule = dg.ScheduleDefinition(
     job=forecasts_job,
     cron_schedule="30 4 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Refresh the forecast tables daily.",
+)
+
+# Declarative automation (eager features, forecasts and alerts; the daily drift report)
+# is evaluated by an automation condition sensor. Dagster's implicit
+# `default_automation_condition_sensor` starts STOPPED; this one replaces it and runs.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates every asset's automation condition (features after new raw data, "
+    "forecasts after new features, alerts, the daily drift report).",
 )

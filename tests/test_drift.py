@@ -1,8 +1,11 @@
-"""Drift: a stationary world passes; a shifted one is flagged and requests retraining."""
+"""Drift: a stationary world passes; a shifted one is flagged and requests retraining;
+an unreadable registry fails the report."""
 
 import dagster as dg
 import duckdb
 import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from channel_assets.drift import drift_retrain_sensor, feature_drift
 from resources.mlflow_tracking import MlflowTracking
@@ -51,3 +54,24 @@ def test_drift_report_and_retraining_request(tmp_path, shift):
     assert len(tick.run_requests) == (1 if shift else 0)
     again = drift_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
     assert isinstance(again, dg.SkipReason)
+
+
+def test_locked_registry_fails_the_drift_report_instead_of_guessing_the_window(
+        tmp_path, monkeypatch):
+    """Without the champion's cutoff the reference window would silently change."""
+    _warehouse(tmp_path / "w.duckdb", shift=False)
+
+    def locked(self, name, alias):
+        raise MlflowException("(sqlite3.OperationalError) database is locked")
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", locked)
+    resources = {
+        "warehouse": DuckDBWarehouse(path=str(tmp_path / "w.duckdb")),
+        "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                                          artifact_root=str(tmp_path / "art"),
+                                          optuna_uri=f"sqlite:///{tmp_path / 'o.db'}"),
+    }
+    result = dg.materialize([feature_drift], resources=resources, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "RegistryUnavailable" in str(failure.event_specific_data.error)
