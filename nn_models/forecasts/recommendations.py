@@ -192,12 +192,13 @@ def _wording(row: dict, analysis: pattern_analysis.Analysis, viral: LoadedModel 
         parts.append("No viral champion and no viral baseline: the viral check was skipped.")
     if slot:
         gain = math.expm1(row["slot_expected_engagement"])
-        ratio = schedule.metrics.get("top_slot_ratio") if schedule is not None else None
+        rho = schedule.metrics.get("spearman") if schedule is not None else None
         when = _slot_text(int(row["best_weekday"]), int(row["best_hour"]))
         parts.append(
             f"ScheduleOptimizer v{schedule.version} ranks {when} first: expected 48 h reach "
             f"{gain:+.0%} vs the channel's typical post"
-            + (f" (holdout top-slot ratio {ratio:.2f})." if ratio is not None else "."))
+            + (f" (holdout rank correlation with observed percentiles ρ = {rho:.2f})."
+               if rho is not None else "."))
     elif slot_note:
         parts.append(slot_note)
     parts.append(
