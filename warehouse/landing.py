@@ -545,15 +545,17 @@ class _Stage:
 def _reject_good_rows(conn: duckdb.DuckDBPyConnection, table: str, verdicts: str) -> None:
     """Quarantine every staged row whose key is in the ``verdicts`` temp table.
 
-    ``verdicts`` holds (key columns, reason); the rows go to quarantine with their
-    typed values and leave ``_landing_good``.
+    ``verdicts`` holds (key columns, reason), repeated when copies of a record are
+    staged; every copy goes to quarantine with its typed values and leaves
+    ``_landing_good``.
     """
     key_cols = RAW_TABLES[table][1]
     key = ", ".join(key_cols)
     conn.execute(
         f"""INSERT INTO _landing_rejects
         SELECT s.source, $table, {_typed_record(table, 'g')}, v.reason
-        FROM _landing_good g JOIN {verdicts} v USING ({key}) JOIN _landing_sources s USING (_file)""",
+        FROM _landing_good g JOIN (SELECT DISTINCT * FROM {verdicts}) v USING ({key})
+        JOIN _landing_sources s USING (_file)""",
         {"table": table},
     )
     matches = " AND ".join(f"v.{col} = g.{col}" for col in key_cols)
@@ -563,7 +565,7 @@ def _reject_good_rows(conn: duckdb.DuckDBPyConnection, table: str, verdicts: str
 
 
 def _collapse_duplicates(conn: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Exact duplicates become one record; a key with differing records is rejected whole.
+    """A key with differing records is rejected whole (exact copies are dropped later).
 
     Only keys that occur more than once are compared, so the work follows the
     duplicates, not the table.
@@ -582,6 +584,15 @@ def _collapse_duplicates(conn: duckdb.DuckDBPyConnection, table: str) -> None:
         {"reason": CONFLICT_REASON},
     )
     _reject_good_rows(conn, table, "_landing_verdict")
+
+
+def _drop_exact_duplicates(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Keep one copy of each exact duplicate, just before the upsert.
+
+    Copies stay staged through the cross-row checks, so a rejected record is
+    quarantined once per file that holds it (each file's account stays complete).
+    """
+    key = ", ".join(RAW_TABLES[table][1])
     conn.execute(
         f"""DELETE FROM _landing_good WHERE rowid IN (
             SELECT rowid FROM (
@@ -835,6 +846,7 @@ def _load_table(
         _check_known_posts(conn)
         _check_published(conn)
         _check_monotonic(conn)
+    _drop_exact_duplicates(conn, table)
     load.rows_loaded = _upsert(conn, table)
     if table == "post_snapshots":
         _release_waiting(conn)

@@ -15,6 +15,7 @@ The file is streamed; memory does not grow with its size.
 from __future__ import annotations
 
 import csv
+import re
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 DELIMITERS = (",", ";", "\t", "|")
+_INTEGER = re.compile(r"[+-]?\d+(\.0*)?")  # as the loader reads integer keys
 MAX_FIELD_CHARS = 2 * 1024 * 1024  # DuckDB's default line limit, kept as the rule
 _CSV_ERRORS = {
     "unexpected end of data": "end of file inside a quoted field (an unclosed quote)",
@@ -111,17 +113,18 @@ def _swallowed(taken: list[tuple[int, str]], delimiter: str, width: int,
     """A line inside a multi-line record that is a complete record of its own.
 
     Two stray quotes pair up across the lines between them into one record of the
-    right width; the giveaway is a swallowed line that parses alone to ``width``
-    fields with integers at the key positions (prose almost never does).
+    right width; the giveaway is an inner line that parses alone to ``width`` fields
+    with integers at the key positions (prose almost never does). The last line is
+    not evidence: it holds the closing quote and the rest of the record, so after a
+    quoted first column it parses alone to ``width`` fields in good files too. Two
+    stray quotes on adjacent lines therefore still make one (wrong) record.
     """
-    for number, text in taken[1:]:
+    for number, text in taken[1:-1]:
         try:
             fields = next(csv.reader([text.rstrip("\r\n")], delimiter=delimiter, strict=True))
         except (csv.Error, StopIteration):
             continue
-        if len(fields) == width and all(
-            fields[i].strip().lstrip("+-").isdigit() for i in keys
-        ):
+        if len(fields) == width and all(_INTEGER.fullmatch(fields[i].strip()) for i in keys):
             return number
     return None
 
