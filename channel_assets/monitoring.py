@@ -1,9 +1,14 @@
-"""Group ``monitoring``: alerts for channel owners, and the sensor that delivers them."""
+"""Group ``monitoring``: alerts for channel owners, and the sensor that delivers each once."""
 
+import fcntl
 import json
+import math
+import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from channel_assets.metadata import column_schema, table_metadata
 from resources.warehouse import DuckDBWarehouse, PublishedTables
@@ -52,40 +57,114 @@ def alerts_table(context: dg.AssetExecutionContext, config: AlertConfig,
     return dg.MaterializeResult(metadata=meta)
 
 
+def _json_value(value: object) -> object:
+    """Timestamps as ISO 8601 UTC (``…Z``: the warehouse stores naive UTC)."""
+    if isinstance(value, datetime):
+        return value.isoformat() + ("Z" if value.tzinfo is None else "")
+    return str(value)
+
+
+def _finite(row: dict) -> dict:
+    """NaN/inf are not JSON: they become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()}
+
+
 class AlertOutbox(dg.ConfigurableResource):
-    """Where delivered alerts go: one JSON line each (point a webhook relay or tail -f at it)."""
+    """Where delivered alerts go: one JSON line each (point a webhook relay or tail -f at it).
+
+    The outbox is its own delivery ledger: an alert is delivered when its line is in the
+    file, so ``deliver`` writes only keys that are not there yet, in one fsynced append
+    under an exclusive lock, after cutting off a torn last line (a crash mid-write: that
+    alert was not delivered and is written whole next time). Replaying a tick — Dagster
+    lost the cursor after a crash — therefore delivers nothing twice. A relay forwarding
+    the file keeps its own offset, or dedupes by ``alert_key``.
+    """
 
     path: str
 
-    def deliver(self, rows: list[dict]) -> None:
+    def delivered_keys(self) -> set[str]:
+        path = Path(self.path)
+        if not path.exists():
+            return set()
+        with path.open("rb") as handle:
+            return self._keys(handle.read())
+
+    @staticmethod
+    def _keys(data: bytes) -> set[str]:
+        complete = data[: data.rfind(b"\n") + 1]
+        return {json.loads(line)["alert_key"] for line in complete.splitlines() if line.strip()}
+
+    def deliver(self, rows: list[dict]) -> list[dict]:
+        """Append the rows whose ``alert_key`` is not delivered yet; return those rows."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with open(self.path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)          # released when the file closes
+            handle.seek(0)
+            data = handle.read()
+            complete = data.rfind(b"\n") + 1
+            if complete < len(data):                    # torn last line: never delivered
+                handle.truncate(complete)
+            seen = self._keys(data)
+            new = []
             for row in rows:
-                handle.write(json.dumps(row, default=str) + "\n")
+                if row["alert_key"] not in seen:
+                    seen.add(row["alert_key"])
+                    new.append(row)
+            if new:
+                handle.write(b"".join(
+                    json.dumps(_finite(row), default=_json_value, ensure_ascii=False,
+                               allow_nan=False).encode() + b"\n"
+                    for row in new))
+                handle.flush()
+                os.fsync(handle.fileno())
+        return new
+
+
+# Re-read alerts this far behind the cursor: the outbox drops what it already has, and a
+# clock step back (NTP) or a batch stamped before the cursor but committed after it
+# is not lost.
+CURSOR_OVERLAP = timedelta(hours=1)
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehouse,
                   alert_outbox: AlertOutbox):
-    """Deliver alerts written since the last tick (cursor = newest created_at delivered)."""
-    cursor = context.cursor or "1970-01-01 00:00:00"
+    """Deliver each alert exactly once to the outbox.
+
+    Cursor: the newest ``created_at`` seen (ISO 8601 UTC). It only bounds the query;
+    exactly-once comes from the outbox's ledger (``AlertOutbox.deliver``), so a tick
+    replayed without its cursor writes nothing twice.
+    """
+    since = datetime(1970, 1, 1)
+    if context.cursor:
+        since = datetime.fromisoformat(context.cursor.replace("Z", "")) - CURSOR_OVERLAP
     try:
         with warehouse.connect(read_only=True) as conn:
-            frame = conn.execute(
-                "SELECT * FROM monitoring.alerts WHERE created_at > CAST(? AS TIMESTAMP) "
+            cursor = conn.execute(
+                "SELECT * FROM monitoring.alerts WHERE created_at >= ? "
                 "ORDER BY created_at, alert_key",
-                [cursor],
-            ).fetchdf()
-    except Exception as exc:  # warehouse busy or table not created yet
+                [since],
+            )
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+    except (duckdb.CatalogException, duckdb.IOException) as exc:
+        # warehouse busy, not created yet, or no alerts table yet
         return dg.SkipReason(f"alerts not readable yet: {exc}")
-    if frame.empty:
+    if not rows:
         return dg.SkipReason("no new alerts")
-    rows = frame.to_dict("records")
-    alert_outbox.deliver(rows)
-    for row in rows:
+    delivered = alert_outbox.deliver(rows)
+    for row in delivered:
         context.log.warning(f"[{row['severity']}] {row['kind']} channel {row['channel_id']}: "
                             f"{row['message']}")
-    return dg.SensorResult(cursor=str(frame["created_at"].max()))
+    newest = max(row["created_at"] for row in rows)
+    cursor_value = _json_value(newest)
+    if not delivered:
+        if cursor_value == context.cursor:
+            return dg.SkipReason("no new alerts")
+        return dg.SensorResult(skip_reason="no new alerts (all delivered already)",
+                               cursor=cursor_value)
+    return dg.SensorResult(cursor=cursor_value)
 
 
 class ExportFolder(dg.ConfigurableResource):

@@ -1,6 +1,8 @@
-"""Alerts fire on constructed events, once, and the sensor delivers each exactly once."""
+"""Alerts fire on constructed events, once per episode, stamped in UTC, and the sensor
+delivers each exactly once (the outbox is its own ledger)."""
 
-from datetime import datetime, timedelta
+import json
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -97,3 +99,107 @@ def test_sensor_skips_when_warehouse_missing(tmp_path):
                                               lock_retry_seconds=0),
                  "alert_outbox": AlertOutbox(path=str(tmp_path / "o.jsonl"))}
     assert isinstance(alerts_sensor(dg.build_sensor_context(resources=resources)), dg.SkipReason)
+
+
+def _kinds(conn) -> dict[str, int]:
+    return dict(conn.execute(
+        "SELECT kind, count(*) FROM monitoring.alerts GROUP BY kind").fetchall())
+
+
+def _advance_clock(conn, days: int, post_at: datetime | None = None) -> None:
+    """The source's clock moves on by whole days (subscriber counts), optionally with a post."""
+    for channel in (1, 2):
+        last = conn.execute("SELECT max(day) FROM raw.channel_daily WHERE channel_id = ?",
+                            [channel]).fetchall()[0][0]
+        for day in range(1, days + 1):
+            conn.execute("INSERT INTO raw.channel_daily VALUES (?, ?, ?)",
+                         [channel, last + timedelta(days=day), 10_021 + day])
+        if post_at is not None:
+            post = conn.execute("SELECT max(post_id) + 1 FROM raw.posts WHERE channel_id = ?",
+                                [channel]).fetchall()[0][0]
+            conn.execute("INSERT INTO raw.posts VALUES (?, ?, ?, 'x', 'none')",
+                         [channel, post, post_at])
+    for name in features.FEATURE_TABLES:
+        features.build_feature_table(conn, name)
+
+
+def test_created_at_is_utc_whatever_the_session_time_zone():
+    conn = duckdb.connect()
+    conn.execute("SET TimeZone = 'Asia/Tokyo'")     # UTC+9, no daylight saving
+    _world(conn, spike=True, quiet=False)
+    before = datetime.now(UTC).replace(tzinfo=None)
+    assert detect_alerts(conn, AlertThresholds()) >= 1
+    after = datetime.now(UTC).replace(tzinfo=None)
+    stamps = [r[0] for r in conn.execute("SELECT created_at FROM monitoring.alerts").fetchall()]
+    assert all(before - timedelta(seconds=1) <= t <= after for t in stamps), (before, stamps)
+
+
+def test_an_ongoing_quiet_period_is_one_alert_and_a_new_silence_another():
+    conn = duckdb.connect()
+    _world(conn, spike=False, quiet=True)
+    detect_alerts(conn, AlertThresholds())
+    assert _kinds(conn)["quiet_period"] == 2
+    for _ in range(3):                       # still silent, day after day: no new alert
+        _advance_clock(conn, days=1)
+        detect_alerts(conn, AlertThresholds())
+        assert _kinds(conn)["quiet_period"] == 2
+    # both channels post once, then fall silent again: a new episode, a new alert each
+    last = conn.execute("SELECT max(day) FROM raw.channel_daily").fetchall()[0][0]
+    _advance_clock(conn, days=5, post_at=datetime.combine(last, datetime.min.time()))
+    detect_alerts(conn, AlertThresholds())
+    assert _kinds(conn)["quiet_period"] == 4
+    starts = conn.execute("SELECT DISTINCT episode_start FROM monitoring.alerts "
+                          "WHERE kind = 'quiet_period' ORDER BY 1").fetchall()
+    assert len(starts) == 2
+
+
+def test_a_ghost_audience_is_one_alert_until_it_recovers():
+    conn = duckdb.connect()
+    _world(conn, spike=False, quiet=False)
+    detect_alerts(conn, AlertThresholds())
+    assert _kinds(conn)["ghost_subscribers"] == 1
+    for _ in range(2):                       # the clock moves on, reach is still low
+        _advance_clock(conn, days=1)
+        detect_alerts(conn, AlertThresholds())
+        assert _kinds(conn)["ghost_subscribers"] == 1
+    detect_alerts(conn, AlertThresholds(ghost_ratio=0.0))   # condition gone: episode ends
+    assert _kinds(conn)["ghost_subscribers"] == 1
+    _advance_clock(conn, days=1)
+    detect_alerts(conn, AlertThresholds())                    # back again: a new episode
+    assert _kinds(conn)["ghost_subscribers"] == 2
+
+
+def _sensor_resources(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    conn = duckdb.connect(str(path))
+    _world(conn, spike=True, quiet=False)
+    detect_alerts(conn, AlertThresholds())
+    conn.close()
+    outbox = tmp_path / "outbox.jsonl"
+    return outbox, {"warehouse": DuckDBWarehouse(path=str(path)),
+                    "alert_outbox": AlertOutbox(path=str(outbox))}
+
+
+def _keys(outbox) -> list[str]:
+    return [json.loads(line)["alert_key"] for line in outbox.read_text().splitlines()]
+
+
+def test_delivery_is_exactly_once_when_the_cursor_was_not_saved(tmp_path):
+    """A crash after delivering but before Dagster stored the cursor replays the tick."""
+    outbox, resources = _sensor_resources(tmp_path)
+    first = alerts_sensor(dg.build_sensor_context(resources=resources))
+    assert len(_keys(outbox)) == 2
+    replay = alerts_sensor(dg.build_sensor_context(resources=resources))   # cursor lost
+    assert isinstance(replay, dg.SkipReason) or not replay.run_requests
+    assert sorted(_keys(outbox)) == sorted(set(_keys(outbox))) and len(_keys(outbox)) == 2
+    assert first.cursor.endswith("Z") or "+00:00" in first.cursor    # the cursor says UTC
+
+
+def test_a_torn_last_line_is_discarded_and_that_alert_delivered_whole(tmp_path):
+    outbox, resources = _sensor_resources(tmp_path)
+    alerts_sensor(dg.build_sensor_context(resources=resources))
+    lines = outbox.read_text().splitlines()
+    # crash in the middle of writing the second alert: it was never delivered
+    outbox.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    alerts_sensor(dg.build_sensor_context(resources=resources))
+    assert sorted(_keys(outbox)) == sorted(json.loads(line)["alert_key"] for line in lines)

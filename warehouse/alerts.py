@@ -3,20 +3,33 @@
 Kinds: ``view_spike`` (a recent post far above the channel's norm), ``quiet_period``
 (no post for much longer than the channel's usual gap), ``subscriber_growth`` /
 ``subscriber_loss`` (a day's subscriber change far outside the last four weeks) and
-``ghost_subscribers`` (reach far below what the subscriber count implies). Alerts are
-keyed by (kind, channel, post, day) and inserted once, so ``monitoring.alerts`` is a
-history that re-runs never duplicate.
+``ghost_subscribers`` (reach far below what the subscriber count implies).
+
+One alert per *episode*, keyed ``kind|channel|post|episode start``, inserted once, so
+``monitoring.alerts`` is a history that re-runs never duplicate and an ongoing
+condition does not fire again every day:
+
+* a spike's episode is its post; a subscriber jump's is its day;
+* a quiet period starts at the channel's last post (from the data: the same silence
+  has the same start however long it lasts; a post ends it);
+* a ghost audience has no start in the data, so ``monitoring.alert_episodes`` keeps the
+  open episodes: a channel still below the threshold continues its episode, one no
+  longer below it closes it, and the next time it drops below is a new episode.
+
+Timestamps are UTC: ``created_at`` is bound from Python's UTC clock, never DuckDB's
+session-local ``now()``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import duckdb
 
 DDL = """
 CREATE TABLE IF NOT EXISTS monitoring.alerts (
-    alert_key TEXT PRIMARY KEY,     -- kind|channel|post|day: one alert per event
+    alert_key TEXT PRIMARY KEY,     -- kind|channel|post|episode start: one alert per episode
     kind TEXT,
     channel_id BIGINT,
     post_id BIGINT,                 -- NULL for channel-level alerts
@@ -26,18 +39,36 @@ CREATE TABLE IF NOT EXISTS monitoring.alerts (
     threshold DOUBLE,               -- the configured threshold it crossed
     message TEXT,
     detected_for TIMESTAMP,         -- the data time the alert is about
-    created_at TIMESTAMP            -- when it was first written (UTC)
+    created_at TIMESTAMP,           -- when it was first written (UTC)
+    episode_start TIMESTAMP         -- when the condition began (UTC)
+);
+ALTER TABLE monitoring.alerts ADD COLUMN IF NOT EXISTS episode_start TIMESTAMP;
+CREATE TABLE IF NOT EXISTS monitoring.alert_episodes (
+    kind TEXT,
+    channel_id BIGINT,
+    episode_start TIMESTAMP,        -- first detection of the open episode (data time, UTC)
+    last_seen TIMESTAMP,            -- latest detection (data time, UTC)
+    PRIMARY KEY (kind, channel_id)
 )
 """
 
+ALERT_COLUMNS = ("alert_key", "kind", "channel_id", "post_id", "severity", "observed",
+                 "expected", "threshold", "message", "detected_for", "created_at",
+                 "episode_start")
+
+# kinds whose episode start is not in the data: kept open in monitoring.alert_episodes
+STATEFUL_KINDS = ("ghost_subscribers",)
+
 DESCRIPTIONS = {
-    "alert_key": "kind|channel_id|post_id|day — one alert per event, never duplicated",
+    "alert_key": "kind|channel_id|post_id|episode start — one alert per episode, never duplicated",
     "kind": "view_spike, quiet_period, subscriber_growth, subscriber_loss, ghost_subscribers",
     "channel_id": "channel", "post_id": "post for post-level alerts, else NULL",
     "severity": "info, warning or critical",
     "observed": "value that triggered the alert", "expected": "the channel's norm",
     "threshold": "configured threshold that was crossed", "message": "readable summary",
     "detected_for": "data time the alert is about", "created_at": "first written (UTC)",
+    "episode_start": "when the condition began: the post, the day, the last post before a "
+                     "quiet period, the first detection of a ghost audience (UTC)",
 }
 
 
@@ -63,7 +94,8 @@ spikes AS (
            $spike_z AS threshold,
            printf('post %d: %d views at 3 h, z = %.1f against the previous %d posts',
                   t.post_id, t.views_3h, t.z_score, t.baseline_posts) AS message,
-           t.published_at AS detected_for
+           t.published_at AS detected_for,
+           t.published_at AS episode_start
     FROM features.trending_posts t, clock
     WHERE t.basis = '3h' AND t.z_score >= $spike_z
       AND t.published_at >= clock.as_of - to_hours(CAST($spike_recent_hours AS BIGINT))
@@ -85,7 +117,8 @@ quiet AS (
            greatest($quiet_factor * g.median_gap_hours, $quiet_min_hours),
            printf('no post for %.0f h (usual gap %.1f h)',
                   date_diff('minute', g.last_post, clock.as_of) / 60.0, g.median_gap_hours),
-           clock.as_of
+           clock.as_of,
+           g.last_post
     FROM gaps g, clock
     WHERE g.median_gap_hours IS NOT NULL
       AND date_diff('minute', g.last_post, clock.as_of) / 60.0
@@ -109,6 +142,7 @@ growth AS (
            subscriber_delta::DOUBLE, mean_delta, $growth_z,
            printf('%+d subscribers on %s (usual %+.0f ± %.0f a day)',
                   subscriber_delta, day::VARCHAR, mean_delta, sd_delta),
+           day::TIMESTAMP,
            day::TIMESTAMP
     FROM deltas
     WHERE recency <= 3 AND n_prev >= 14 AND subscriber_delta IS NOT NULL
@@ -124,6 +158,7 @@ ghosts AS (
            reach_48h, network_reach, $ghost_ratio * network_reach,
            printf('48 h reach %.1f%% of subscribers vs %.1f%% for the median channel',
                   100 * reach_48h, 100 * network_reach),
+           as_of,
            date_trunc('day', as_of)
     FROM reach
     WHERE reach_48h < $ghost_ratio * network_reach
@@ -133,8 +168,35 @@ UNION ALL SELECT * FROM growth UNION ALL SELECT * FROM ghosts
 """
 
 
-def detect_alerts(conn: duckdb.DuckDBPyConnection, thresholds: AlertThresholds) -> int:
-    """Insert new alerts; returns how many were new (existing keys are left untouched)."""
+CANDIDATE_COLUMNS = ("kind", "channel_id", "post_id", "severity", "observed", "expected",
+                     "threshold", "message", "detected_for", "episode_start")
+
+# the episode start to the day (a post, a day, a first detection), to the second for a
+# quiet period: it starts at a post, and two silences can start on the same day
+KEY_SQL = """
+concat_ws('|', c.kind, c.channel_id, coalesce(c.post_id::VARCHAR, '-'),
+          CASE WHEN c.kind = 'quiet_period'
+               THEN strftime(coalesce(e.episode_start, c.episode_start), '%Y-%m-%dT%H:%M:%S')
+               ELSE strftime(coalesce(e.episode_start, c.episode_start), '%Y-%m-%d') END)
+"""
+
+
+def _utc_naive(moment: datetime | None) -> datetime:
+    """A naive UTC timestamp (the warehouse's convention) from an aware or naive-UTC one."""
+    moment = moment or datetime.now(UTC)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def detect_alerts(conn: duckdb.DuckDBPyConnection, thresholds: AlertThresholds,
+                  now: datetime | None = None) -> int:
+    """Insert alerts for new episodes; returns how many (existing keys are left untouched).
+
+    ``now`` (default: the UTC clock) stamps ``created_at``. Candidates, episode state and
+    the new alerts are written in one transaction.
+    """
+    conn.execute("CREATE SCHEMA IF NOT EXISTS monitoring")
     conn.execute(DDL)
     params = {
         "spike_z": thresholds.spike_z,
@@ -144,17 +206,47 @@ def detect_alerts(conn: duckdb.DuckDBPyConnection, thresholds: AlertThresholds) 
         "growth_z": thresholds.growth_z,
         "ghost_ratio": thresholds.ghost_ratio,
     }
-    before = conn.execute("SELECT count(*) FROM monitoring.alerts").fetchall()[0][0]
-    conn.execute(
-        f"""
-        INSERT OR IGNORE INTO monitoring.alerts
-        SELECT concat_ws('|', kind, channel_id, coalesce(post_id::VARCHAR, '-'),
-                         strftime(detected_for, '%Y-%m-%d')) AS alert_key,
-               kind, channel_id, post_id, severity, observed, expected, threshold, message,
-               detected_for, now()::TIMESTAMP AS created_at
-        FROM ({CANDIDATES_SQL}) AS c(kind, channel_id, post_id, severity, observed, expected,
-                                     threshold, message, detected_for)
-        """,
-        params,
-    )
-    return conn.execute("SELECT count(*) FROM monitoring.alerts").fetchall()[0][0] - before
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE alert_candidates AS SELECT * FROM ({CANDIDATES_SQL}) "
+            f"AS c({', '.join(CANDIDATE_COLUMNS)})",
+            params,
+        )
+        stateful = {"stateful": list(STATEFUL_KINDS)}
+        # close the episodes whose condition no longer holds ...
+        conn.execute("""
+            DELETE FROM monitoring.alert_episodes e
+            WHERE list_contains($stateful, e.kind) AND NOT EXISTS (
+                SELECT 1 FROM alert_candidates c
+                WHERE c.kind = e.kind AND c.channel_id = e.channel_id)
+        """, stateful)
+        # ... continue the open ones, and open new ones
+        conn.execute("""
+            INSERT INTO monitoring.alert_episodes
+            SELECT kind, channel_id, min(episode_start), max(detected_for)
+            FROM alert_candidates
+            WHERE list_contains($stateful, kind)
+            GROUP BY kind, channel_id
+            ON CONFLICT (kind, channel_id) DO UPDATE SET last_seen = excluded.last_seen
+        """, stateful)
+        before = conn.execute("SELECT count(*) FROM monitoring.alerts").fetchall()[0][0]
+        conn.execute(
+            f"""
+            INSERT OR IGNORE INTO monitoring.alerts ({', '.join(ALERT_COLUMNS)})
+            SELECT {KEY_SQL} AS alert_key,
+                   c.kind, c.channel_id, c.post_id, c.severity, c.observed, c.expected,
+                   c.threshold, c.message, c.detected_for, $created_at AS created_at,
+                   coalesce(e.episode_start, c.episode_start) AS episode_start
+            FROM alert_candidates c
+            LEFT JOIN monitoring.alert_episodes e USING (kind, channel_id)
+            """,
+            {"created_at": _utc_naive(now)},
+        )
+        added = conn.execute("SELECT count(*) FROM monitoring.alerts").fetchall()[0][0] - before
+        conn.execute("DROP TABLE alert_candidates")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return added
