@@ -236,6 +236,9 @@ def train_and_register(
     report.data_info = data.info
     configure_mlflow(tracking_uri, artifact_root, experiment)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    # an unreadable registry fails now (RegistryUnavailable), not after the whole training;
+    # the champion is looked up again after registration, where the decision is made
+    version_by_alias(client, task.registered_model, CHAMPION)
 
     with mlflow.start_run(run_name=f"{task.name}-{profile.name}") as run:
         report.run_id = run.info.run_id

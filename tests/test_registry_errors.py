@@ -31,11 +31,16 @@ _REAL_LOOKUP = MlflowClient.get_model_version_by_alias
 
 
 def _lock_registry(monkeypatch, calls: list | None = None, message: str = LOCKED,
-                   code: str = "INTERNAL_ERROR") -> None:
-    """Every alias lookup fails the way a busy SQLite registry fails."""
+                   code: str = "INTERNAL_ERROR", after: int = 0) -> None:
+    """Alias lookups (after the first ``after``) fail the way a busy SQLite registry fails."""
+    seen = []
+
     def locked(self, name, alias):
+        seen.append((name, alias))
         if calls is not None:
             calls.append((name, alias))
+        if len(seen) <= after:
+            return _REAL_LOOKUP(self, name, alias)
         raise MlflowException(message, error_code=code)
 
     monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", locked)
@@ -87,14 +92,19 @@ def test_load_champion_fails_when_the_registry_is_locked(stores, monkeypatch):
 
 
 # ------------------------------------------------------------------ training never promotes blindly
-def test_locked_registry_fails_training_and_never_promotes(stores, monkeypatch):
+@pytest.mark.parametrize("locked_after", [0, 1], ids=["before training", "after registering"])
+def test_locked_registry_fails_training_and_never_promotes(stores, monkeypatch, locked_after):
     first = _run(ToyTask(toy_data()), stores)
     assert first.promoted
-    _lock_registry(monkeypatch)
+    _lock_registry(monkeypatch, after=locked_after)
     with pytest.raises(RegistryUnavailable):
         _run(ToyTask(toy_data(seed=1)), stores, seed=3)   # would pass every gate
     monkeypatch.undo()
     assert _champion(stores) == first.version
+    client = MlflowClient(stores["tracking_uri"], registry_uri=stores["tracking_uri"])
+    versions = client.search_model_versions("name = 'toy_model'")
+    # failing fast registers nothing; failing late leaves an unpromoted challenger
+    assert len(versions) == 1 + locked_after
 
 
 @pytest.mark.parametrize("broken", ["load", "evaluate"])
