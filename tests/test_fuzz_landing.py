@@ -979,8 +979,10 @@ def test_fuzzed_landing_folder_loses_nothing_and_quarantines_every_bad_record(tm
                  "waiting snapshots before the late post, rejected"):
         assert world.cover[case] > 0, case
     total_rows = sum(len(r) for r in exp.rows.values())
-    print(f"\nlanding fuzz seed {seed}: {n_files} files, {total_rows} rows expected and found, "
-          f"0 lost, 0 invented; covered: {dict(sorted(world.cover.items()))}")
+    print(f"\nlanding fuzz seed {seed}: {n_files} files (+1 later posts file), "
+          f"{sum(exp.read.values())} CSV/Parquet records read, {len(q)} quarantine rows, "
+          f"{total_rows} raw rows expected and found: 0 lost, 0 invented; "
+          f"covered: {dict(sorted(world.cover.items()))}")
 
 
 def _waiting_copies(world: World, exp: Expected) -> dict[tuple, list]:
