@@ -115,6 +115,11 @@ def _check_results(report: TrainingReport) -> list[dg.AssetCheckResult]:
                     **{g.name: dg.MetadataValue.float(float(g.value)) for g in gates},
                     **{f"{g.name}_threshold": dg.MetadataValue.float(float(g.threshold))
                        for g in gates},
+                    # the margin's bootstrap interval: a gate against a baseline passes
+                    # only when its lower bound is >= 0
+                    **{f"{g.name}_{end}": dg.MetadataValue.float(float(v))
+                       for g in gates if g.lo is not None
+                       for end, v in (("lo", g.lo), ("hi", g.hi))},
                     "version": dg.MetadataValue.text(str(report.version)),
                     "rules": dg.MetadataValue.text("; ".join(g.description for g in gates)),
                 },

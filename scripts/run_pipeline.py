@@ -51,15 +51,15 @@ class ModelOutcome:
         return "strongest baseline (no champion)"
 
 
+def _gate_text(gate: dict) -> str:
+    if gate.get("lo") is not None:
+        return (f"{gate['name']} {gate['value']:+.4f} "
+                f"[{gate['lo']:+.4f}, {gate['hi']:+.4f}] (needs lower bound >= 0)")
+    return f"{gate['name']} {gate['value']:.4f} (threshold {gate['threshold']:.4f})"
+
+
 def model_outcomes(result: dg.ExecuteInProcessResult, model_assets: list[str]) -> list[ModelOutcome]:
-    """One row per model asset from its materialization metadata and check evaluations."""
-    failed: dict[str, list[str]] = {}
-    for check in result.get_asset_check_evaluations():
-        if not check.passed and check.asset_key.to_user_string() in model_assets:
-            numbers = ", ".join(f"{k}={v.value:.4g}" for k, v in check.metadata.items()
-                                if isinstance(v.value, float))
-            failed.setdefault(check.asset_key.to_user_string(), []).append(
-                f"{check.check_name} ({numbers})" if numbers else check.check_name)
+    """One row per model asset from its materialization metadata (gates included)."""
     out = []
     for asset in model_assets:
         mats = result.asset_materializations_for_node(asset)
@@ -68,11 +68,11 @@ def model_outcomes(result: dg.ExecuteInProcessResult, model_assets: list[str]) -
             continue
         meta = {k: v.value for k, v in mats[-1].metadata.items()}
         status = str(meta.get("status", "?"))
+        failed = [_gate_text(g) for g in meta.get("gates_json", []) if not g["passed"]]
         out.append(ModelOutcome(
             asset, status, meta.get("version"), bool(meta.get("promoted", False)),
             str(meta.get("promotion_reason") or meta.get("skip_reason") or ""),
-            meta.get("champion_version"),
-            failed.get(asset, []) if status == "registered" else []))
+            meta.get("champion_version"), failed))
     return out
 
 

@@ -391,9 +391,8 @@ def test_recommendations_ranked_with_measured_numbers(scored, champions):
         match = patterns_frame[(patterns_frame["channel_id"] == row["channel_id"])
                                & (patterns_frame["pattern"] == row["pattern"])]
         assert row["observed_lift"] == pytest.approx(match["effect"].iloc[0])
-        if row["channel_id"] == 1003:          # not in the schedule model
-            assert math.isnan(row["best_hour"]) and "trained without this channel" in row[
-                "rationale"]
+        if row["channel_id"] == 1003:          # not in the schedule model, no schedule table
+            assert math.isnan(row["best_hour"]) and "No posting slot ranked" in row["rationale"]
         else:
             grid = champions["schedule"].module.slot_grids()[
                 [CHANNEL, 1002].index(row["channel_id"])].reshape(-1)
@@ -406,7 +405,7 @@ def test_recommendations_degrade_without_viral_and_schedule(conn, analysis, cham
     frame, notes = recommendations.build(conn, {"content": champions["content"]}, analysis)
     assert len(frame) > 0 and frame["viral_probability"].between(0, 1).all()
     assert frame["best_hour"].isna().all()
-    assert all("No viral champion; the baseline" in r and "No schedule champion" in r
+    assert all("No viral champion; the baseline" in r and "No posting slot ranked" in r
                for r in frame.rationale)
     assert "viral" in notes and "schedule" in notes
     result = recommendations.score(conn, {"content": None, "viral": champions["viral"]},

@@ -15,14 +15,19 @@ models and timed with the schedule model:
   above 0 are recommended, best first (at most ``MAX_RECOMMENDATIONS`` per channel);
 * the content model's mean probability for the pattern's posts vs the channel's
   posts, and the viral model's (text + channel context), cited in the rationale;
-* the schedule model's best (weekday, hour) slot for the channel, with its expected
+* the channel's best (weekday, hour) slot: rank 1 of
+  ``forecasts.posting_schedule_recommendations``, served there by the schedule
+  champion or its strongest baseline (the rationale names which), with its expected
   engagement (relative log 48 h reach vs the channel's typical post).
+
+A channel none of whose patterns beats sampling noise still gets one row: keep the
+current mix (expected lift 0, the shrunk estimate), and its best slot.
 
 Without a content champion the patterns come from the text baseline
 (``patterns.analyse``: ``tfidf_term`` rows and topic clusters, content scores from the
 tuned TF-IDF LR) and rows are stamped ``source = baseline`` with the reason; without
 a viral champion the viral check uses the strongest viral baseline
-(``viral.scoring_baselines``). Without a schedule champion no slot is suggested.
+(``viral.scoring_baselines``).
 The rationale always names which model or baseline made each check.
 
 ``recommend`` serves one channel and can add a short draft per recommendation from
@@ -35,6 +40,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,6 +99,38 @@ def _viral_scores(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
         encoded = text_models.encode(posts["text"].tolist(), cached=True)
         tokens, mask = encoded.tokens, encoded.mask
     return text_models.viral_probabilities(viral, tokens, mask, text_data.context_features(ctx))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A channel's top-ranked posting slot and who ranked it."""
+
+    weekday: int
+    hour: int
+    expected_engagement: float
+    served_by: str           # "ScheduleOptimizer v3" or "the schedule baseline (...)"
+
+
+SLOT_SQL = """
+SELECT channel_id, weekday, hour, expected_engagement, source, model_name, model_version
+FROM forecasts.posting_schedule_recommendations WHERE rank = 1
+"""
+
+
+def table_slots(conn: duckdb.DuckDBPyConnection) -> dict[int, Slot] | None:
+    """Rank-1 slots from ``forecasts.posting_schedule_recommendations`` (champion or
+    baseline rows, whichever served each channel); None when the table is not built."""
+    try:
+        rows = conn.execute(SLOT_SQL).fetchall()
+    except duckdb.CatalogException:
+        return None
+    out = {}
+    for channel, weekday, hour, expected, source, name, version in rows:
+        who = (f"ScheduleOptimizer v{version}" if source == "model"
+               else f"the schedule baseline ({name})")
+        out[int(channel)] = Slot(int(weekday), int(hour),
+                                 float("nan") if expected is None else float(expected), who)
+    return out
 
 
 def best_slots(schedule: LoadedModel) -> dict[int, tuple[int, int, float]]:
@@ -191,14 +229,17 @@ def _wording(row: dict, analysis: pattern_analysis.Analysis, viral: LoadedModel 
     else:
         parts.append("No viral champion and no viral baseline: the viral check was skipped.")
     if slot:
-        gain = math.expm1(row["slot_expected_engagement"])
         rho = schedule.metrics.get("spearman") if schedule is not None else None
         when = _slot_text(int(row["best_weekday"]), int(row["best_hour"]))
+        by_model = row["slot_served_by"].startswith("ScheduleOptimizer")
+        expected = ("" if math.isnan(row["slot_expected_engagement"]) else
+                    f": expected 48 h reach {math.expm1(row['slot_expected_engagement']):+.0%} "
+                    "vs the channel's typical post")
         parts.append(
-            f"ScheduleOptimizer v{schedule.version} ranks {when} first: expected 48 h reach "
-            f"{gain:+.0%} vs the channel's typical post"
+            f"{row['slot_served_by'][0].upper()}{row['slot_served_by'][1:]} ranks {when} "
+            f"first{expected}"
             + (f" (holdout rank correlation with observed percentiles ρ = {rho:.2f})."
-               if rho is not None else "."))
+               if by_model and rho is not None else "."))
     elif slot_note:
         parts.append(slot_note)
     parts.append(
@@ -222,9 +263,15 @@ def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
     if viral is None:
         viral_source = f"the {text_models.scoring_baselines(conn).describe('viral')}"
         notes["viral"] = f"no viral champion: the viral check uses {viral_source}"
-    slots = best_slots(schedule) if schedule is not None else {}
-    if schedule is None:
-        notes["schedule"] = "no schedule champion: no posting slot suggested"
+    slots = table_slots(conn)
+    if slots is None:       # not scored yet (a request before the first run): the champion
+        slots = ({c: Slot(w, h, e, f"ScheduleOptimizer v{schedule.version}")
+                  for c, (w, h, e) in best_slots(schedule).items()} if schedule else {})
+        notes["schedule"] = ("slots from the schedule champion" if schedule else
+                             "no schedule champion and no schedule forecast: no slot suggested")
+    else:
+        notes["schedule"] = ("slots from forecasts.posting_schedule_recommendations (rank 1, "
+                             "served by the schedule champion or its baseline)")
     channel_rows = posts.groupby("channel_id").indices
     pct = posts["view_percentile_48h"].to_numpy(float)
     viral_rate = posts["is_viral"].to_numpy(float)
@@ -250,8 +297,9 @@ def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
                                           if viral_prob is not None else np.nan),
         })
     frame = pd.DataFrame(cells)
+    every_channel = sorted(int(c) for c in posts["channel_id"].unique())
     if frame.empty:
-        return empty_rows(), notes
+        return _no_lift_rows(every_channel, frame, slots, analysis), notes
     frame["viral_source"] = viral_source
     frame["shrinkage"], frame["tau2"], frame["cells"] = 0.0, 0.0, 0
     for kind, idx in frame.groupby("kind").indices.items():
@@ -263,34 +311,72 @@ def build(conn: duckdb.DuckDBPyConnection, champions: Champions,
                                       + (" (no lift beyond sampling noise: none recommended)"
                                          if tau2 == 0 else ""))
     frame["expected_lift"] = frame["observed_lift"] * frame["shrinkage"]
+    cells_frame = frame
     frame = frame[frame["expected_lift"] > 0].sort_values(
         ["channel_id", "expected_lift"], ascending=[True, False])
     frame = frame[_keep_phrases(frame)]
     frame = frame.groupby("channel_id").head(MAX_RECOMMENDATIONS).copy()
     frame["rank"] = frame.groupby("channel_id").cumcount() + 1
-    best = frame["channel_id"].map(lambda c: slots.get(int(c)))
-    frame["best_weekday"] = [b[0] if b else np.nan for b in best]
-    frame["best_hour"] = [b[1] if b else np.nan for b in best]
-    frame["slot_expected_engagement"] = [b[2] if b else np.nan for b in best]
-    unknown = sorted({int(c) for c, b in zip(frame["channel_id"], best, strict=True)
-                      if b is None}) if schedule is not None else []
-    if unknown:
-        notes["schedule_channels"] = (f"the schedule model was trained without channel(s) "
-                                      f"{unknown}: no slot suggested for them")
+    _attach_slots(frame, slots)
     texts = []
     for row in frame.to_dict("records"):
-        slot_note = None
-        if schedule is None:
-            slot_note = "No schedule champion: no posting slot suggested."
-        elif math.isnan(row["best_weekday"]):
-            slot_note = (f"ScheduleOptimizer v{schedule.version} was trained without this channel: "
-                         "no posting slot suggested.")
+        slot_note = (None if not math.isnan(row["best_weekday"]) else
+                     "No posting slot ranked for this channel.")
         texts.append(_wording(row, analysis, viral, schedule, slot_note))
     frame["recommendation"] = [t[0] for t in texts]
     frame["rationale"] = [t[1] for t in texts]
-    notes["channels"] = (f"{frame['channel_id'].nunique()} of {posts['channel_id'].nunique()} "
-                         f"channels have a pattern with expected lift > 0")
-    return frame[COLUMNS].astype(DTYPES).reset_index(drop=True), notes
+    with_lift = set(frame["channel_id"].astype(int))
+    notes["channels"] = (f"{len(with_lift)} of {len(every_channel)} channels have a pattern "
+                         "with expected lift > 0; the others are told that none beats noise")
+    rest = _no_lift_rows([c for c in every_channel if c not in with_lift], cells_frame, slots,
+                         analysis)
+    out = pd.concat([frame[COLUMNS].astype(DTYPES), rest], ignore_index=True)
+    return out.sort_values(["channel_id", "rank"], ignore_index=True), notes
+
+
+def _attach_slots(frame: pd.DataFrame, slots: dict[int, Slot]) -> None:
+    best = [slots.get(int(c)) for c in frame["channel_id"]]
+    frame["best_weekday"] = [b.weekday if b else np.nan for b in best]
+    frame["best_hour"] = [b.hour if b else np.nan for b in best]
+    frame["slot_expected_engagement"] = [b.expected_engagement if b else np.nan for b in best]
+    frame["slot_served_by"] = [b.served_by if b else "" for b in best]
+
+
+def _no_lift_rows(channels: list[int], cells: pd.DataFrame, slots: dict[int, Slot],
+                  analysis: pattern_analysis.Analysis) -> pd.DataFrame:
+    """One row for a channel none of whose patterns beats sampling noise: say so (expected
+    lift 0, the shrunk estimate), and still give its best posting slot."""
+    if not channels:
+        return empty_rows()
+    n_posts = analysis.posts.groupby("channel_id").size()
+    rows = []
+    for channel in channels:
+        mine = cells[cells["channel_id"] == channel] if not cells.empty else cells
+        best = mine["observed_lift"].max() if not mine.empty else float("nan")
+        rows.append({"channel_id": channel, "rank": 1, "expected_lift": 0.0, "kind": "none",
+                     "pattern": "", "n_posts": int(n_posts.get(channel, 0)),
+                     "observed_lift": best, "shrinkage": 0.0})
+    frame = pd.DataFrame(rows)
+    _attach_slots(frame, slots)
+    recs, rationales = [], []
+    for row in frame.to_dict("records"):
+        checked = int((cells["channel_id"] == row["channel_id"]).sum()) if not cells.empty else 0
+        what = "Keep the current content mix"
+        why = (f"None of the {checked} content patterns measured on the channel's "
+               f"{row['n_posts']} posts with known 48 h outcome lifts views beyond sampling "
+               "noise once shrunk by empirical Bayes (expected lift 0"
+               + (f"; best observed {row['observed_lift']:+.3f})." if checked else ")."))
+        if not math.isnan(row["best_weekday"]):
+            when = _slot_text(int(row["best_weekday"]), int(row["best_hour"]))
+            what += f"; post on {when}"
+            why += f" {row['slot_served_by'][0].upper()}{row['slot_served_by'][1:]} ranks it first."
+        recs.append(what)
+        rationales.append(why)
+    frame["recommendation"], frame["rationale"] = recs, rationales
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = np.nan
+    return frame[COLUMNS].astype(DTYPES)
 
 
 def empty_rows() -> pd.DataFrame:
