@@ -95,9 +95,10 @@ def landing_run(tmp_path_factory):
 def test_landing_only_world_fills_every_forecast(landing_run):
     assert landing_run["rc"][0] == 0
     conn = duckdb.connect(str(landing_run["dir"] / "warehouse.duckdb"), read_only=True)
-    schemas = {s for (s,) in conn.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
+    truth = conn.execute("SELECT table_name, estimated_size FROM duckdb_tables() "
+                         "WHERE schema_name = 'truth'").fetchall()
     conn.close()
-    assert "truth" not in schemas
+    assert all(rows == 0 for _, rows in truth), truth   # a user's data has no ground truth
     for table, by_source in landing_run["sources"][0].items():
         assert sum(by_source.values()) > 0, f"forecasts.{table} is empty"
         assert set(by_source) <= {"model", "baseline"}, (table, by_source)
@@ -144,3 +145,30 @@ def test_an_exception_in_a_feature_asset_is_an_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(features, "build_feature_table", broken)
     assert _run(monkeypatch, tmp_path) != 0
+
+
+def test_sixty_day_world_every_model_trains_or_says_why(tmp_path, monkeypatch):
+    """Weeks, not half-years, of history: growth trains from 60 days, every model either
+    registers a version with its gates or is skipped with the reason, and every forecast
+    table is filled with its source on every row."""
+    cfg = synthetic.SyntheticConfig(n_channels=3, n_days=60, n_users=300, posts_per_day=3.0,
+                                    seed=23)
+    write_landing(cfg, tmp_path / "landing")
+    runner = _entry_point()
+    captured = {}
+    execute = runner.execute
+
+    def keep(settings):
+        captured["result"] = execute(settings)
+        return captured["result"]
+
+    monkeypatch.setattr(runner, "execute", keep)
+    assert _run(monkeypatch, tmp_path, PULSE_SOURCE="landing") == 0
+    outcomes = runner.model_outcomes(captured["result"], [f"{m}_model" for m in MODELS])
+    for outcome in outcomes:
+        assert outcome.status in ("registered", "skipped"), outcome
+        assert outcome.reason, outcome                   # promoted-or-not, or skipped, says why
+    assert next(o for o in outcomes if o.asset == "growth_model").status == "registered"
+    for table, by_source in _sources(tmp_path / "warehouse.duckdb").items():
+        assert sum(by_source.values()) > 0, f"forecasts.{table} is empty"
+        assert set(by_source) <= {"model", "baseline"}, (table, by_source)
