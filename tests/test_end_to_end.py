@@ -111,7 +111,7 @@ def test_a_failed_gate_keeps_the_champion_and_refreshes_forecasts(landing_run):
     name = EngagementTask.registered_model
     champion = version_by_alias(client, name, CHAMPION)
     versions = client.search_model_versions(f"name = '{name}'")
-    assert champion is not None and champion.version == "1"
+    assert champion is not None and str(champion.version) == "1"
     assert len(versions) == 2          # the losing version is registered, not promoted
     # the engagement forecasts were rewritten in the second run, still from v1
     conn = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
