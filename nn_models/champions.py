@@ -8,6 +8,7 @@ carries a parity-checked ONNX export, else through PyTorch eager (with the reaso
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,26 +17,19 @@ import mlflow.pytorch
 import numpy as np
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from torch import nn
 
-from nn_models.registry import CHAMPION, version_by_alias
+from nn_models.registry import CHAMPION, RegistryUnavailable, alias_missing, version_by_alias
 from nn_models.tasks import TASKS, get_task
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadedModel:
-    """A champion ready to score: ``run(**arrays) -> tuple of arrays``."""
+class _Measured:
+    """Holdout numbers recorded at registration, read from a version's tags."""
 
-    task: str
-    registered_model: str
-    version: str
-    module: nn.Module
-    backend: str = "torch"
-    backend_reason: str = "no parity-checked ONNX export"
-    tags: dict[str, str] = field(default_factory=dict)
-    onnx_run: Callable[..., tuple[np.ndarray, ...]] | None = None
+    tags: dict[str, str]
 
     def _tagged(self, prefix: str) -> dict[str, float]:
         out = {}
@@ -57,6 +51,42 @@ class LoadedModel:
         """The baselines' metrics on the same holdout (``baseline.*`` version tags)."""
         return self._tagged("baseline.")
 
+
+@dataclass
+class VersionCard(_Measured):
+    """What was measured for one registered version, without its weights: the numbers a
+    row scored by an earlier champion is judged by (not today's champion's)."""
+
+    task: str
+    registered_model: str
+    version: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel(_Measured):
+    """A champion ready to score: ``run(**arrays) -> tuple of arrays``."""
+
+    task: str
+    registered_model: str
+    version: str
+    module: nn.Module
+    backend: str = "torch"
+    backend_reason: str = "no parity-checked ONNX export"
+    tags: dict[str, str] = field(default_factory=dict)
+    onnx_run: Callable[..., tuple[np.ndarray, ...]] | None = None
+    tracking_uri: str | None = None
+
+    def card(self, version: str) -> _Measured:
+        """The measured numbers of ``version`` of this registered model (itself when it is
+        this version). A version gone from the registry has no numbers (empty tags);
+        a registry that cannot be read raises ``RegistryUnavailable``."""
+        if str(version) == self.version:
+            return self
+        if self.tracking_uri is None:
+            raise RegistryUnavailable(f"no registry to read {self.registered_model} v{version}")
+        return _card(self.tracking_uri, self.task, self.registered_model, str(version))
+
     def run(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         if self.onnx_run is not None:
             return self.onnx_run(**arrays)
@@ -67,6 +97,19 @@ class LoadedModel:
         out = self.module(**{k: torch.as_tensor(v) for k, v in arrays.items()})
         outs = out if isinstance(out, tuple) else (out,)
         return tuple(o.detach().cpu().numpy() for o in outs)
+
+
+@functools.lru_cache(maxsize=256)
+def _card(tracking_uri: str, task: str, registered_model: str, version: str) -> VersionCard:
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        found = client.get_model_version(registered_model, version)
+    except MlflowException as exc:
+        if alias_missing(exc):
+            return VersionCard(task, registered_model, version)
+        raise RegistryUnavailable(f"registry could not be read for {registered_model} "
+                                  f"v{version} ({exc.error_code}): {exc.message}") from exc
+    return VersionCard(task, registered_model, version, dict(found.tags or {}))
 
 
 def load_champion(tracking_uri: str, task_name: str) -> LoadedModel | None:
@@ -92,6 +135,7 @@ def load_champion(tracking_uri: str, task_name: str) -> LoadedModel | None:
         version=str(version.version),
         module=module,
         tags=dict(version.tags or {}),
+        tracking_uri=tracking_uri,
     )
     _attach_onnx(loaded, client, version)
     return loaded

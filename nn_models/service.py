@@ -13,7 +13,10 @@ the old set or the new set, never a mix, and no restart is needed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +28,7 @@ from cachetools import TTLCache
 from mlflow import MlflowClient
 
 from nn_models.champions import LoadedModel, load_champion
-from nn_models.registry import CHAMPION, version_by_alias
+from nn_models.registry import CHAMPION, RegistryUnavailable, version_by_alias
 from nn_models.tasks import TASKS, get_task
 from warehouse.publish import open_reader
 
@@ -45,8 +48,13 @@ class InvalidInput(ServiceError):
 
 
 class ModelUnavailable(ServiceError):
-    """Nothing to answer from yet: no published tables (503 with the reason). A model
+    """Nothing to answer from yet (503 with the reason): no published tables, or no
+    champion set loaded because the registry has not been readable since start. A model
     without a champion is not this: its method answers from the strongest baseline."""
+
+
+class ChampionLoadFailed(RuntimeError):
+    """A champion's artifacts could not be loaded; the current set keeps serving."""
 
 
 def _call(path: str) -> Callable[..., dict]:
@@ -64,15 +72,20 @@ class DeepLearningService:
         ttl_seconds: float = 300.0,
         refresh_seconds: float = 5.0,
         text_generator_path: str | None = None,
+        cache_bytes: int = 64 * 2**20,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.published_root = published_root
         self.refresh_seconds = refresh_seconds
         self.text_generator_path = text_generator_path
-        self._cache: TTLCache = TTLCache(maxsize=4096, ttl=ttl_seconds)
+        # bounded in bytes: each entry is (its JSON size, the answer), see _cached
+        self._cache: TTLCache = TTLCache(maxsize=cache_bytes, ttl=ttl_seconds,
+                                         getsizeof=lambda entry: entry[0] + KEY_BYTES)
         self._lock = threading.RLock()
         self._champions: dict[str, LoadedModel | None] = {}
         self._versions: dict[str, str | None] = {}
+        self._loaded = False
+        self.last_refresh_error: str | None = None
         self._checked_at = 0.0
         self._local = threading.local()
         self.stats = {"hits": 0, "misses": 0, "reloads": 0}
@@ -80,49 +93,79 @@ class DeepLearningService:
     # -- champions ---------------------------------------------------------------------------
 
     def _registry_versions(self) -> dict[str, str | None]:
+        """The champion version of each task; None only for "no champion" (no alias/model).
+
+        Any other registry error raises ``RegistryUnavailable`` (never read as None).
+        """
         client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
         out = {}
         for name in TASKS:
-            try:
-                found = version_by_alias(client, get_task(name).registered_model, CHAMPION)
-            except Exception:  # registry not created yet
-                found = None
+            found = version_by_alias(client, get_task(name).registered_model, CHAMPION)
             out[name] = str(found.version) if found else None
         return out
 
     def champions(self) -> dict[str, LoadedModel | None]:
-        """The current champion set (re-checked at most every ``refresh_seconds``)."""
+        """The current champion set (re-checked at most every ``refresh_seconds``).
+
+        The set is swapped whole or not at all: if the registry cannot be read, or any
+        changed champion fails to load, the current set keeps serving (and the refresh is
+        retried next time), so no request ever sees a mix of old and new champions. With
+        no set loaded yet, that failure is ``ModelUnavailable`` (503 with the reason).
+        """
         now = time.monotonic()
-        if now - self._checked_at < self.refresh_seconds and self._champions:
+        if now - self._checked_at < self.refresh_seconds and self._loaded:
             return self._champions
         with self._lock:
-            if time.monotonic() - self._checked_at < self.refresh_seconds and self._champions:
+            if time.monotonic() - self._checked_at < self.refresh_seconds and self._loaded:
                 return self._champions
-            versions = self._registry_versions()
-            if versions != self._versions or not self._champions:
-                loaded = dict(self._champions)
-                for name, version in versions.items():
-                    current = loaded.get(name)
-                    if version is None:
-                        loaded[name] = None
-                    elif current is None or current.version != version:
-                        try:
-                            loaded[name] = load_champion(self.tracking_uri, name)
-                        except Exception as exc:  # keep serving the old one
-                            log.warning("could not load champion %s v%s: %s", name, version, exc)
-                self._champions = loaded      # one assignment: old set or new set
-                self._versions = {n: (m.version if m else None) for n, m in loaded.items()}
-                self.stats["reloads"] += 1
+            try:
+                versions = self._registry_versions()
+                if versions != self._versions or not self._loaded:
+                    self._champions = self._load_set(versions)   # one assignment
+                    self._versions = versions
+                    self._loaded = True
+                    self.stats["reloads"] += 1
+            except (RegistryUnavailable, ChampionLoadFailed) as exc:
+                self.last_refresh_error = str(exc)
+                if not self._loaded:
+                    raise ModelUnavailable(f"no champion set loaded yet: {exc}") from exc
+                log.warning("keeping champion set %s: %s", self._versions, exc)
+            else:
+                self.last_refresh_error = None
             self._checked_at = time.monotonic()
             return self._champions
 
-    def model_versions(self) -> dict[str, dict[str, Any]]:
-        out = {}
+    def _load_set(self, versions: dict[str, str | None]) -> dict[str, LoadedModel | None]:
+        """A complete new set: unchanged champions reused, changed ones loaded, or raise."""
+        loaded: dict[str, LoadedModel | None] = {}
+        for name, version in versions.items():
+            current = self._champions.get(name)
+            if version is None:
+                loaded[name] = None
+            elif current is not None and current.version == version:
+                loaded[name] = current
+            else:
+                try:
+                    model = load_champion(self.tracking_uri, name)
+                except RegistryUnavailable:
+                    raise
+                except Exception as exc:
+                    raise ChampionLoadFailed(
+                        f"champion {name} v{version} could not be loaded: {exc!r}") from exc
+                if model is None or model.version != version:   # the alias moved meanwhile
+                    raise ChampionLoadFailed(f"champion {name} moved from v{version} while "
+                                             "loading; retried at the next refresh")
+                loaded[name] = model
+        return loaded
+
+    def model_versions(self) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
         for name, model in self.champions().items():
             out[name] = None if model is None else {
                 "registered_model": model.registered_model, "version": model.version,
                 "backend": model.backend, "backend_reason": model.backend_reason,
-                "holdout_metrics": model.metrics,
+                # a metric that could not be measured (NaN) is unknown, not a number
+                "holdout_metrics": {k: v for k, v in model.metrics.items() if math.isfinite(v)},
             }
         return out
 
@@ -143,13 +186,22 @@ class DeepLearningService:
             conn.close()
         self._local.conn = None
 
+    def require_tables(self) -> None:
+        """``ModelUnavailable`` until the pipeline has published its tables."""
+        try:
+            self.reader().execute("SELECT 1 FROM raw.posts LIMIT 1").fetchall()
+        except (duckdb.CatalogException, duckdb.IOException) as exc:
+            self.refresh_tables()
+            raise ModelUnavailable("no published tables yet: run the pipeline (make run)"
+                                   ) from exc
+
     def require_channel(self, channel_id: int) -> None:
         conn = self.reader()
         try:
             found = conn.execute(
                 "SELECT count(*) FROM raw.posts WHERE channel_id = ?", [channel_id]
             ).fetchall()[0][0]
-        except duckdb.CatalogException as exc:
+        except (duckdb.CatalogException, duckdb.IOException) as exc:
             self.refresh_tables()
             raise ModelUnavailable("no published tables yet: run the pipeline (make run)") from exc
         if not found:
@@ -157,18 +209,27 @@ class DeepLearningService:
 
     # -- caching -----------------------------------------------------------------------------
 
-    def _cached(self, method: str, args: tuple, models: tuple[str, ...],
+    def _cached(self, method: str, args: Any, models: tuple[str, ...],
                 compute: Callable[[dict[str, LoadedModel | None]], dict]) -> dict:
+        """Answer from the cache, keyed by a digest of (method, request, champion versions).
+
+        The digest keeps a key at 32 bytes whatever the request (50 texts of 10,000
+        characters would otherwise be a 1 MB key); answers count by their JSON size
+        against ``cache_bytes``, and one larger than a tenth of it is not cached.
+        """
         champions = self.champions()
-        key = (method, args, tuple((m, self._version(champions, m)) for m in models))
+        key = _digest((method, args, [(m, self._version(champions, m)) for m in models]))
         with self._lock:
-            if key in self._cache:
-                self.stats["hits"] += 1
-                return self._cache[key]
+            found = self._cache.get(key)
+        if found is not None:
+            self.stats["hits"] += 1
+            return found[1]
         self.stats["misses"] += 1
         result = compute(champions)
-        with self._lock:
-            self._cache[key] = result
+        size = _size(result)
+        if size <= self._cache.maxsize // 10:
+            with self._lock:
+                self._cache[key] = (size, result)
         return result
 
     @staticmethod
@@ -182,7 +243,7 @@ class DeepLearningService:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.engagement:predict_post")
         return self._cached(
-            "engagement", (channel_id, _freeze(content_features)), ("engagement",),
+            "engagement", (channel_id, content_features), ("engagement",),
             lambda c: fn(self.reader(), c.get("engagement"), channel_id, content_features))
 
     def forecast_growth_lstm(self, channel_id: int, prediction_days: int = 30) -> dict:
@@ -198,7 +259,7 @@ class DeepLearningService:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.growth:what_if")
         return self._cached(
-            "growth_what_if", (channel_id, _freeze(features)), ("growth",),
+            "growth_what_if", (channel_id, features), ("growth",),
             lambda c: fn(self.reader(), c.get("growth"), channel_id, features))
 
     def analyze_content_patterns_cnn(self, channel_id: int,
@@ -206,7 +267,7 @@ class DeepLearningService:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.patterns:analyze")
         return self._cached(
-            "patterns", (channel_id, tuple(text_data or ())), ("content",),
+            "patterns", (channel_id, list(text_data or ())), ("content",),
             lambda c: fn(self.reader(), c.get("content"), channel_id, text_data))
 
     def detect_viral_potential_transformer(self, post_content: dict) -> dict:
@@ -215,7 +276,7 @@ class DeepLearningService:
             self.require_channel(int(channel_id))
         fn = _call("nn_models.forecasts.viral:detect")
         return self._cached(
-            "viral", (_freeze(post_content),), ("viral", "content"),
+            "viral", (post_content,), ("viral", "content"),
             lambda c: fn(self.reader(), c.get("viral"), c.get("content"), post_content))
 
     def cluster_user_behavior_autoencoder(self, channel_id: int) -> dict:
@@ -247,10 +308,16 @@ class DeepLearningService:
             lambda c: fn(self.reader(), c, channel_id))
 
 
-def _freeze(value: Any) -> Any:
-    """Hashable form of a JSON-like request body, for the cache key."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
+KEY_BYTES = 200   # a digest key and the cache's own bookkeeping per entry
+
+
+def _digest(value: Any) -> bytes:
+    """sha256 of a JSON-like value in canonical form (sorted keys; any str escapes)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True, default=repr)
+    return hashlib.sha256(text.encode("ascii")).digest()
+
+
+def _size(answer: Any) -> int:
+    """An answer's size in bytes, as JSON (what the cache holds is about this much)."""
+    return len(json.dumps(answer, ensure_ascii=False, default=str).encode("utf-8",
+                                                                           "backslashreplace"))
