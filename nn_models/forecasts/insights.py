@@ -116,27 +116,30 @@ def _served(frame: pd.DataFrame) -> tuple[str, str | None]:
 PART_SQL = {
     "engagement": """
         SELECT post_id, hours_observed, engagement_score, predicted_views_48h, views_48h_lo,
-               views_48h_hi, source, fallback_reason FROM forecasts.post_engagement_forecasts
+               views_48h_hi, source, fallback_reason, model_version FROM forecasts.post_engagement_forecasts
         WHERE channel_id = ? ORDER BY engagement_score DESC""",
     "growth": """
         SELECT horizon_days, subscribers_p10, subscribers_p50, subscribers_p90, source,
-               fallback_reason
+               fallback_reason, model_version
         FROM forecasts.channel_growth_forecasts WHERE channel_id = ? AND horizon_days IN (7, 30)
         ORDER BY horizon_days""",
     "viral": """
-        SELECT post_id, viral_probability, content_score, source, fallback_reason
+        SELECT post_id, viral_probability, content_score, source, fallback_reason, model_version
         FROM forecasts.post_viral_scores
         WHERE channel_id = ? ORDER BY viral_probability DESC LIMIT 3""",
     "content": """
-        SELECT pattern, kind, effect, source, fallback_reason FROM forecasts.content_patterns
+        SELECT pattern, kind, effect, source, fallback_reason, model_version
+        FROM forecasts.content_patterns
         WHERE channel_id = ? ORDER BY effect DESC LIMIT 5""",
     "schedule": """
-        SELECT weekday, hour, expected_engagement, confidence, source, fallback_reason
+        SELECT weekday, hour, expected_engagement, confidence, source, fallback_reason,
+               model_version
         FROM forecasts.posting_schedule_recommendations WHERE channel_id = ?
         ORDER BY rank LIMIT 3""",
     "behavior": """
         SELECT s.segment_label, count(*) AS users, any_value(s.source) AS source,
-               any_value(s.fallback_reason) AS fallback_reason
+               any_value(s.fallback_reason) AS fallback_reason,
+               any_value(s.model_version) AS model_version
         FROM forecasts.user_segments s
         JOIN (SELECT DISTINCT user_id FROM raw.interactions WHERE channel_id = ?) u
           USING (user_id)
@@ -145,7 +148,7 @@ PART_SQL = {
 
 
 def _summary(name: str, frame: pd.DataFrame) -> dict:
-    rows = frame.drop(columns=["source", "fallback_reason"], errors="ignore")
+    rows = frame.drop(columns=["source", "fallback_reason", "model_version"], errors="ignore")
     if name == "engagement":
         return {"young_posts_scored": len(rows),
                 "expected_above_median": int((rows["engagement_score"] > 0.5).sum()),
@@ -169,9 +172,24 @@ def _neural(conn, champions: Champions, channel_id: int) -> tuple[dict, dict]:
         source, reason = _served(frame)
         part = {"source": source, "fallback_reason": reason, **_summary(name, frame)}
         parts[name] = part
-        confidence[name] = model_confidence(name, champions.get(name), source,
-                                            part.get("relative_interval_width"))
+        confidence[name] = min(
+            (model_confidence(name, judge, source, part.get("relative_interval_width"))
+             for judge in _judges(champions.get(name), source, frame)), key=_nan_first)
     return parts, confidence
+
+
+def _judges(champion: LoadedModel | None, source: str, frame: pd.DataFrame) -> list:
+    """Whose measured numbers judge these rows: the versions that scored them, not today's
+    champion (rows scored by an earlier one keep that one's confidence)."""
+    versions = sorted(set(frame["model_version"].dropna())) if "model_version" in frame else []
+    if champion is None or source != "model" or not versions:
+        return [champion]
+    return [champion.card(v) for v in versions]
+
+
+def _nan_first(value: float) -> float:
+    """Order for ``min``: an unmeasured (NaN) confidence is the least."""
+    return -math.inf if math.isnan(value) else value
 
 
 def insights(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id: int) -> dict:
