@@ -94,19 +94,29 @@ def fit(
     """Train with AdamW, keep the weights of the best validation epoch.
 
     ``on_epoch(epoch, val_loss)`` may raise (Optuna's ``TrialPruned``) to stop early.
-    A CUDA out-of-memory error restarts the fit on CPU rather than failing the run.
+    A GPU out-of-memory error restarts the fit on CPU from the model's initial weights
+    (a copy taken before the first step), with the same seed: the CPU run is the run a
+    CPU-only machine would have made, not a continuation of half-trained GPU weights.
     """
     choice = choice or choose_device("cpu")
+    initial = None
+    if choice.device != "cpu":
+        initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     try:
         return _fit(model, train, val, loss_fn, cfg, choice, on_epoch)
     except RuntimeError as exc:
-        if choice.device == "cpu" or not is_out_of_memory(exc):
+        if initial is None or not is_out_of_memory(exc):
             raise
-        log.warning("out of memory on %s (%s); retrying on CPU", choice.device, exc)
-        torch.cuda.empty_cache()
-        cpu = choose_device("cpu")
-        result = _fit(model.cpu(), train, val, loss_fn, cfg, cpu, on_epoch)
-        result.note = f"fell back to CPU after {choice.device} ran out of memory"
+        log.warning("out of memory on %s (%s); restarting on CPU from the initial weights",
+                    choice.device, exc)
+        if choice.device == "cuda":
+            torch.cuda.empty_cache()
+        model = model.cpu()
+        model.load_state_dict(initial)
+        result = _fit(model, train, val, loss_fn, cfg, choose_device("cpu", choice.threads),
+                      on_epoch)
+        result.note = (f"restarted on CPU from the initial weights after {choice.device} ran "
+                       "out of memory")
         return result
 
 

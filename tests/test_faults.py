@@ -8,6 +8,7 @@ deterministic and no fixed sleep is involved.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal as signals
@@ -22,18 +23,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from nn_models.device import choose_device
+from nn_models.device import DeviceChoice, choose_device
 from nn_models.pipeline import train_and_register
 from nn_models.task import PROFILES, Profile
+from nn_models.training import TrainConfig, fit
 from nn_models.tuning import finished_trials
 from tests.helpers.kill_mid_write import FORECAST_ROWS
 from tests.helpers.stores import fresh_stores
 from tests.helpers.sync import output, signal, spawn, wait_for
-from tests.toy_task import ToyTask, toy_data
+from tests.toy_task import ToyRegressor, ToyTask, toy_data
+from tests.toy_task import _loss as toy_loss
 from warehouse.features import build_feature_table
 from warehouse.forecast_tables import write_forecast
 from warehouse.landing import load_landing
@@ -228,3 +232,47 @@ def test_instance_config_retries_runs_and_limits_pools_to_one():
     assert retries["enabled"] is True
     assert retries["max_retries"] >= 1
     assert config["concurrency"]["pools"]["default_limit"] == 1  # one DuckDB writer at a time
+
+
+# --------------------------------------------------------------------------- (d) GPU memory
+
+
+class _FakeGpu(DeviceChoice):
+    """A "cuda" choice whose tensors live on the CPU: the loop takes its GPU path."""
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device("cpu")
+
+
+def test_out_of_memory_restarts_the_fit_on_cpu_from_the_initial_weights():
+    """The fake GPU runs out of memory in the second epoch, after one epoch of updates.
+    The fit restarts on CPU from the weights it was given (not the half-trained ones), so
+    it equals a CPU-only fit of the same initial model, seed and data, bit for bit."""
+    data = toy_data()
+    train = {"x": data.train["x"], "y": data.train["y"]}
+    val = {"x": data.val["x"], "y": data.val["y"]}
+    cfg = TrainConfig(max_epochs=4, lr=1e-2, batch_size=32, patience=10, seed=3)
+    torch.manual_seed(0)
+    initial = ToyRegressor(8)
+    reference = copy.deepcopy(initial)
+    steps = {"gpu": 0}
+    gpu_run = {"on": True}
+
+    def loss_on_fake_gpu(model, batch):
+        if model.training and gpu_run["on"]:
+            steps["gpu"] += 1
+            if steps["gpu"] > len(train["x"]) // cfg.batch_size + 2:   # into epoch 2
+                gpu_run["on"] = False
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return toy_loss(model, batch)
+
+    gpu = _FakeGpu("cuda", "fake GPU", mixed_precision=False, threads=1)
+    result = fit(initial, train, val, loss_on_fake_gpu, cfg, gpu)
+    assert steps["gpu"] > len(train["x"]) // cfg.batch_size   # the GPU run did train
+
+    expected = fit(reference, train, val, toy_loss, cfg, choose_device("cpu", 1))
+    assert result.val_losses == expected.val_losses
+    for name, tensor in expected.model.state_dict().items():
+        assert torch.equal(result.model.state_dict()[name], tensor), name
+    assert result.device == "cpu" and "initial weights" in result.note
