@@ -20,6 +20,7 @@ from resources.compute import TorchCompute
 from resources.mlflow_tracking import MlflowTracking
 from resources.settings import load_settings
 from resources.warehouse import DuckDBWarehouse
+from warehouse.snapshot import copy_out
 
 MODEL_DEPS: dict[str, list[str]] = {
     "engagement": ["post_trajectories", "post_features"],
@@ -29,6 +30,20 @@ MODEL_DEPS: dict[str, list[str]] = {
     "behavior": ["user_behavior_features", "raw_interactions"],
     "schedule": ["post_features"],
 }
+
+
+
+def _table(asset: str) -> str:
+    """The table an upstream asset writes (``raw_interactions`` → ``raw.interactions``)."""
+    return f"raw.{asset[4:]}" if asset.startswith("raw_") else f"features.{asset}"
+
+
+# What each model reads: its upstream assets' tables, plus the truth schema (read only
+# for extra reports). tests/test_concurrency.py checks each task loads the same data
+# from this copy as from the warehouse, so a dependency a task reads but does not
+# declare fails there.
+MODEL_TABLES: dict[str, list[str]] = {
+    name: [_table(asset) for asset in deps] for name, deps in MODEL_DEPS.items()}
 
 CARD_CHECK = "meets_model_card"
 BASELINE_CHECK = "not_worse_than_baseline"
@@ -163,12 +178,17 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
         choice = compute.choose()
         context.log.info(f"{key}: device {choice.device} ({choice.reason}), profile {config.profile}")
         report = TrainingReport(task.name, task.registered_model, "skipped", device=choice.device)
+        # this asset is in the torch pool, not the duckdb one: it holds the warehouse only
+        # for the copy, never while MiniLM encodes or baselines are tuned in task.load
         with warehouse.connect(read_only=True) as conn:
-            try:
-                data = task.load(conn)
-            except InsufficientData as exc:
-                report.reason = str(exc)
-                data = None
+            inputs = copy_out(conn, MODEL_TABLES[name], schemas=("truth",))
+        try:
+            data = task.load(inputs)
+        except InsufficientData as exc:
+            report.reason = str(exc)
+            data = None
+        finally:
+            inputs.close()
         if data is not None:
             report = train_and_register(
                 task,

@@ -13,6 +13,7 @@ import duckdb
 from channel_assets.metadata import column_schema, table_metadata
 from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse import alerts
+from warehouse.snapshot import copy_out
 
 
 class AlertConfig(dg.Config):
@@ -167,6 +168,11 @@ def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehous
     return dg.SensorResult(cursor=cursor_value)
 
 
+# what warehouse.exports reads, besides every forecast table
+EXPORT_TABLES = ("features.channel_metrics", "features.channel_daily_features",
+                 "features.post_features")
+
+
 class ExportFolder(dg.ConfigurableResource):
     """Where per-channel exports are written (``$PULSE_DATA_DIR/exports``)."""
 
@@ -187,8 +193,14 @@ def channel_exports(context: dg.AssetExecutionContext, warehouse: DuckDBWarehous
     from warehouse.exports import export_all
 
     root = Path(export_folder.path)
+    # copy out, then render: charts take minutes of CPU on many channels, and a reader
+    # held open meanwhile locks every writer out of the warehouse
     with warehouse.connect(read_only=True) as conn:
-        written = export_all(conn, root)
+        tables = copy_out(conn, EXPORT_TABLES, schemas=("forecasts",))
+    try:
+        written = export_all(tables, root)
+    finally:
+        tables.close()
     files = sum(len(v) for v in written.values())
     context.log.info(f"{files} files for {len(written)} channels under {root}")
     first = next((c for c, paths in written.items() if paths), None)

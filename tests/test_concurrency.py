@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 import time
+from pathlib import Path
 
+import dagster as dg
 import duckdb
 import mlflow
 import mlflow.pytorch
@@ -19,19 +22,26 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from channel_assets.models import MODEL_TABLES, model_assets
+from nn_models import text_data
 from nn_models.device import choose_device
 from nn_models.pipeline import train_and_register
 from nn_models.registry import version_by_alias
-from nn_models.task import Profile
+from nn_models.task import InsufficientData, Profile
+from nn_models.tasks import TASKS, get_task
+from resources.compute import TorchCompute
 from resources.data_source import ChannelDataSource
+from resources.mlflow_tracking import MlflowTracking
 from resources.warehouse import DuckDBWarehouse
 from tests.helpers.publish_loop import TABLE, VERSION_ROWS
 from tests.helpers.stores import fresh_stores
 from tests.helpers.sync import finish, signal, spawn, wait_for
 from tests.toy_task import ToyTask, toy_data
+from warehouse import features
 from warehouse.features import build_feature_table
 from warehouse.publish import open_reader
 from warehouse.schema import ensure_schema
+from warehouse.snapshot import copy_out
 
 FEATURES = ("post_trajectories", "post_features")
 STARTUP_TIMEOUT = 300  # importing dagster/torch on a busy 2-core machine can take a minute
@@ -263,3 +273,128 @@ def test_champion_loads_never_fail_while_a_better_version_is_promoted(tmp_path):
     versions_loaded = {fp for _, _, fp in loads}
     assert versions_loaded == set(weights.values())
     assert str(version_by_alias(client, "toy_model", "champion").version) == better.version
+
+
+# --------------------------------------------------------------------------- (d) long reads
+
+
+@pytest.fixture(scope="module")
+def tiny_warehouse(tmp_path_factory) -> Path:
+    """A tiny synthetic warehouse with every feature table (built once, copied per test)."""
+    path = tmp_path_factory.mktemp("long_reads") / "warehouse.duckdb"
+    conn = duckdb.connect(str(path))
+    ensure_schema(conn)
+    ChannelDataSource(source="synthetic", size="tiny", seed=42).load(conn)
+    for name in features.FEATURE_TABLES:
+        build_feature_table(conn, name)
+    conn.close()
+    return path
+
+
+def test_each_model_reads_the_same_data_from_its_copied_tables(tiny_warehouse):
+    """The model assets copy MODEL_TABLES out and close the warehouse before task.load:
+    every task must prepare exactly what it prepares from the warehouse itself (a table
+    a task reads but its asset does not declare would be missing from the copy)."""
+    volatile = {"encode_seconds", "texts_encoded", "texts_from_cache"}
+    with duckdb.connect(str(tiny_warehouse), read_only=True) as conn:
+        for name in TASKS:
+            outcomes = []
+            for source in (conn, copy_out(conn, MODEL_TABLES[name], schemas=("truth",))):
+                try:
+                    data = get_task(name).load(source)
+                    info = {k: v for k, v in data.info.items() if k not in volatile}
+                    outcomes.append((data.fingerprint(), info))
+                except InsufficientData as exc:   # too little data on tiny: same reason
+                    outcomes.append(("insufficient", str(exc)))
+            assert outcomes[0] == outcomes[1], name
+
+
+def test_a_writer_next_to_a_long_model_asset_read_never_fails(tmp_path, tiny_warehouse,
+                                                              monkeypatch):
+    """The content model asset encodes every text with MiniLM (minutes on real data). A
+    writer in another process writes the warehouse during that step, with a 10 s lock
+    retry (the resource's is 60 s); the step lasts until the writer is done. Before, the
+    asset held its read-only connection through the encode and the writer failed."""
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(tiny_warehouse, path)
+    ready, go, result = tmp_path / "ready", tmp_path / "go", tmp_path / "result.json"
+    writer = spawn("tests.helpers.warehouse_writer", str(path), str(ready), str(go), str(result),
+                   "10", log=tmp_path / "writer.log")
+    outcomes: list[dict] = []
+    real_encode = text_data.encode_texts
+
+    def encode_while_a_writer_writes(*args, **kwargs):
+        if not outcomes:
+            signal(go)
+            wait_for(result, STARTUP_TIMEOUT, writer, "warehouse writer")
+            outcomes.append(json.loads(result.read_text()))
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(text_data, "encode_texts", encode_while_a_writer_writes)
+    try:
+        wait_for(ready, STARTUP_TIMEOUT, writer, "warehouse writer")
+        stores = fresh_stores(tmp_path / "stores")
+        asset = next(a for a in model_assets if a.key == dg.AssetKey("content_model"))
+        run = dg.materialize(
+            [asset],
+            resources={"warehouse": DuckDBWarehouse(path=str(path)),
+                       "compute": TorchCompute(device="cpu", cpu_threads=1),
+                       "mlflow_tracking": MlflowTracking(**stores)},
+            run_config={"ops": {"content_model": {"config": {"profile": "tiny", "seed": 1}}}},
+            raise_on_error=False)
+    finally:
+        finish(writer, STARTUP_TIMEOUT)
+    assert len(outcomes) == 1, "the asset never reached its encoding step"
+    failures = [o for o in outcomes if not o["ok"]]
+    assert failures == [], failures               # writer failures next to the read: 0
+    assert outcomes[0]["seconds"] < 5, outcomes   # not even a wait for the lock
+    assert run.success
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM monitoring.writer_probe").fetchall() == [(1,)]
+
+
+def _probe_writer(path: Path, probes: list[str]):
+    """Open the warehouse for writing from this process: DuckDB refuses while any
+    connection of this process still holds it (read-only or not)."""
+    try:
+        duckdb.connect(str(path)).close()
+        probes.append("free")
+    except duckdb.ConnectionException as exc:
+        probes.append(f"held: {exc}")
+
+
+def test_channel_exports_and_drift_hold_no_connection_while_they_compute(
+        tmp_path, tiny_warehouse, monkeypatch):
+    """Rendering the exports' charts and Evidently's drift report run with the warehouse
+    closed (the probe could open it for writing at that moment)."""
+    import channel_assets.drift as drift_defs
+    import warehouse.drift as drift_lib
+    import warehouse.exports as exports
+    from channel_assets.monitoring import AlertOutbox, ExportFolder, channel_exports
+
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(tiny_warehouse, path)
+    probes: dict[str, list[str]] = {"exports": [], "drift": []}
+    real_channel, real_drift = exports.export_channel, drift_lib.detect_drift
+
+    def export_channel(*args, **kwargs):
+        _probe_writer(path, probes["exports"])
+        return real_channel(*args, **kwargs)
+
+    def detect_drift(*args, **kwargs):
+        _probe_writer(path, probes["drift"])
+        return real_drift(*args, **kwargs)
+
+    monkeypatch.setattr(exports, "export_channel", export_channel)
+    monkeypatch.setattr(drift_lib, "detect_drift", detect_drift)
+    stores = fresh_stores(tmp_path / "stores")
+    run = dg.materialize(
+        [channel_exports, drift_defs.feature_drift],
+        resources={"warehouse": DuckDBWarehouse(path=str(path), lock_retry_seconds=1.0),
+                   "export_folder": ExportFolder(path=str(tmp_path / "exports")),
+                   "alert_outbox": AlertOutbox(path=str(tmp_path / "outbox.jsonl")),
+                   "mlflow_tracking": MlflowTracking(**stores)},
+        run_config={"ops": {"feature_drift": {"config": {"recent_days": 14}}}})
+    assert run.success
+    assert len(probes["exports"]) >= 3 and len(probes["drift"]) == 1, probes
+    assert all(p == "free" for found in probes.values() for p in found), probes
