@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(PULSE_DATA_DIR)/dagster_home
 export OMP_WAIT_POLICY ?= PASSIVE
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install run test dev bench evaluate serve lint clean
+.PHONY: install chromium run test dev bench evaluate serve lint clean
 
 install: $(STAMP)
 
@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev,serve,telegram]'
 	touch $(STAMP)
+
+# Debian's chromium for tests/test_ui_browser.py (Playwright drives /usr/bin/chromium;
+# it never downloads a browser). .ci/run calls this before `make test`.
+chromium:
+	command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 run: install
 	$(PY) scripts/run_pipeline.py

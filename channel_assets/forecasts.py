@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from channel_assets.metadata import table_metadata
+from channel_assets.metadata import image, served_by, table_metadata
 from nn_models.champions import load_champion
-from nn_models.forecasts import FORECASTS, get_scorer
+from nn_models.forecasts import FORECASTS, get_scorer, pictures
 from nn_models.registry import RegistryUnavailable
 from resources.mlflow_tracking import MlflowTracking
 from resources.warehouse import DuckDBWarehouse, PublishedTables
@@ -75,6 +75,9 @@ def _forecast_asset(table: str) -> dg.AssetsDefinition:
             rows = write_forecast(conn, table, result.frame)
             path = published.publish(conn, "forecasts", table)
             meta = table_metadata(conn, f"forecasts.{table}")
+            extra = pictures.history(conn, table)
+        # drawn after the warehouse is closed: a picture needs no lock
+        picture = pictures.png(table, result.frame, extra)
         context.log.info(f"forecasts.{table}: {rows} rows from {result.models or 'no champion'}")
         meta.update(
             {
@@ -82,9 +85,12 @@ def _forecast_asset(table: str) -> dg.AssetsDefinition:
                     {n: (f"v{m.version} ({m.backend})" if m else None)
                      for n, m in champions.items()}),
                 "published_parquet": dg.MetadataValue.path(path),
+                "served_by": dg.MetadataValue.text(served_by(result.frame)),
                 **{f"note/{k}": dg.MetadataValue.text(v) for k, v in result.notes.items()},
             }
         )
+        if picture is not None:
+            meta["picture"] = image(table, picture, pictures.served_label(result.frame))
         return dg.MaterializeResult(metadata=meta)
 
     return _asset

@@ -13,6 +13,7 @@ promotion is the gate a failing model cannot pass.
 
 import dagster as dg
 
+from channel_assets.metadata import image
 from nn_models.pipeline import TrainingReport, train_and_register
 from nn_models.task import PROFILES, InsufficientData
 from nn_models.tasks import TASKS, get_task
@@ -104,7 +105,11 @@ def _metadata(report: TrainingReport, tracking: MlflowTracking) -> dict:
     for key, value in report.baseline.items():
         meta[f"holdout/{key}"] = dg.MetadataValue.float(float(value))
     for name, uri in report.artifacts.items():
-        meta[f"plot/{name}"] = dg.MetadataValue.path(uri)
+        # shown inline (a data URL: a browser will not open file:// from the UI); the
+        # MLflow artifact stays, linked under plot_file/
+        if name in report.images:
+            meta[f"plot/{name}"] = image(name, report.images[name])
+        meta[f"plot_file/{name}"] = dg.MetadataValue.path(uri)
     return meta
 
 

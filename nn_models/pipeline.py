@@ -60,6 +60,8 @@ class TrainingReport:
     n_trials: int = 0
     best_params: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    # the same plots as small PNG bytes, for pictures shown inline (Dagster metadata)
+    images: dict[str, bytes] = field(default_factory=dict, repr=False)
     data_info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,7 +69,10 @@ class TrainingReport:
         return bool(self.gates) and all(g.passed for g in self.gates)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Plain data for JSON; ``images`` as their sizes in bytes (the PNGs are in MLflow)."""
+        out = asdict(self)
+        out["images"] = {name: len(data) for name, data in self.images.items()}
+        return out
 
 
 def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> str:
@@ -130,11 +135,15 @@ def _best_params(task: ModelTask, study: optuna.Study) -> dict[str, Any]:
     return dict(study.best_trial.user_attrs.get("params", task.default_params()))
 
 
-def _log_figures(figures: dict, artifacts: dict[str, str], run_id: str) -> None:
+def _log_figures(figures: dict, artifacts: dict[str, str], run_id: str,
+                 images: dict[str, bytes] | None = None) -> None:
+    """Log each figure to MLflow; keep a small PNG of it in ``images`` for inline display."""
     for name, fig in figures.items():
         path = f"plots/{name}.png"
         mlflow.log_figure(fig, path)
         artifacts[name] = f"{mlflow.get_artifact_uri()}/{path}"
+        if images is not None:
+            images[name] = plots.png_bytes(fig)
         plots.close(fig)
 
 
@@ -265,7 +274,7 @@ def train_and_register(
         figures = {"loss_curve": plots.loss_curve(final.train_losses, final.val_losses,
                                                   f"{task.name}: loss")}
         figures.update(task.plots(final.model, data, final))
-        _log_figures(figures, report.artifacts, report.run_id)
+        _log_figures(figures, report.artifacts, report.run_id, report.images)
 
         example = task.input_example(data)
         signature = None

@@ -68,3 +68,22 @@ def scatter_plot(actual: np.ndarray, predicted: np.ndarray, title: str, log: boo
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+# Inline pictures travel inside Dagster's event log (one copy per materialization), so
+# they are rendered small: 72 dpi, and smaller still until under the byte budget.
+INLINE_DPI = 72
+INLINE_MAX_BYTES = 150_000
+
+
+def png_bytes(fig, dpi: int = INLINE_DPI, max_bytes: int = INLINE_MAX_BYTES) -> bytes:
+    """The figure as PNG bytes small enough to embed in metadata (lower dpi until it fits)."""
+    import io
+
+    while True:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        data = buffer.getvalue()
+        if len(data) <= max_bytes or dpi <= 24:
+            return data
+        dpi = int(dpi * 0.75)

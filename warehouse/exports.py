@@ -3,7 +3,9 @@
 Written under ``<data_dir>/exports/<channel_id>/``: one CSV per forecast table that
 has rows for the channel, ``growth_forecast.png`` (subscriber history with the
 p10–p90 forecast band) and ``engagement_by_hour.png`` (mean within-channel view
-percentile and post count per UTC hour).
+percentile and post count per UTC hour), and ``<table>.png`` for each forecast table
+with rows for the channel: the picture its forecast asset shows
+(``nn_models.forecasts.pictures``), which says whether the model or the baseline served it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from nn_models.forecasts import pictures  # noqa: E402
 
 CHANNEL_TABLES = (
     "post_engagement_forecasts", "channel_growth_forecasts", "post_viral_scores",
@@ -89,6 +93,13 @@ def export_channel(conn: duckdb.DuckDBPyConnection, channel_id: int, root: Path)
             path = folder / f"{table}.csv"
             frame.to_csv(path, index=False)
             written.append(str(path))
+            # the forecast asset's picture, for this channel (says model or baseline)
+            png = pictures.png(table, frame, pictures.history(conn, table, channel_id),
+                               dpi=100)
+            if png is not None:
+                path = folder / f"{table}.png"
+                path.write_bytes(png)
+                written.append(str(path))
     for name, draw in (("growth_forecast.png", _growth_png),
                        ("engagement_by_hour.png", _engagement_png)):
         if draw(conn, channel_id, folder / name):
