@@ -84,7 +84,6 @@ class DeepLearningService:
         self._lock = threading.RLock()
         self._champions: dict[str, LoadedModel | None] = {}
         self._versions: dict[str, str | None] = {}
-        self._loaded = False
         self.last_refresh_error: str | None = None
         self._checked_at = 0.0
         self._local = threading.local()
@@ -113,21 +112,20 @@ class DeepLearningService:
         no set loaded yet, that failure is ``ModelUnavailable`` (503 with the reason).
         """
         now = time.monotonic()
-        if now - self._checked_at < self.refresh_seconds and self._loaded:
+        if now - self._checked_at < self.refresh_seconds and self._champions:
             return self._champions
         with self._lock:
-            if time.monotonic() - self._checked_at < self.refresh_seconds and self._loaded:
+            if time.monotonic() - self._checked_at < self.refresh_seconds and self._champions:
                 return self._champions
             try:
                 versions = self._registry_versions()
-                if versions != self._versions or not self._loaded:
+                if versions != self._versions or not self._champions:
                     self._champions = self._load_set(versions)   # one assignment
                     self._versions = versions
-                    self._loaded = True
                     self.stats["reloads"] += 1
             except (RegistryUnavailable, ChampionLoadFailed) as exc:
                 self.last_refresh_error = str(exc)
-                if not self._loaded:
+                if not self._champions:
                     raise ModelUnavailable(f"no champion set loaded yet: {exc}") from exc
                 log.warning("keeping champion set %s: %s", self._versions, exc)
             else:
