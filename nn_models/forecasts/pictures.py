@@ -90,22 +90,27 @@ def history(conn: duckdb.DuckDBPyConnection, table: str,
 def _growth(frame: pd.DataFrame, extra: dict, fig) -> None:
     last = frame.sort_values("horizon_days").groupby("channel_id").tail(1)
     largest = last.nlargest(4, "subscribers_p50")["channel_id"].tolist()
-    ax = fig.add_subplot(1, 1, 1)
     daily = extra.get("daily")
+    cols = 1 if len(largest) == 1 else 2
+    n_rows = (len(largest) + cols - 1) // cols
     for i, channel in enumerate(largest):
+        # one panel each: channels differ by orders of magnitude, a shared axis hides fans
+        ax = fig.add_subplot(n_rows, cols, i + 1)
         rows = frame[frame["channel_id"] == channel].sort_values("forecast_date")
-        color = plt.cm.tab10(i)
+        color = COLORS.get(_source_of(rows), "tab:gray")
         if daily is not None:
             past = daily[daily["channel_id"] == channel].tail(60)
-            ax.plot(past["day"], past["subscribers"], color=color, lw=1, alpha=0.7)
-        ax.plot(rows["forecast_date"], rows["subscribers_p50"], color=color,
-                label=f"channel {channel} ({_source_of(rows)})")
+            ax.plot(past["day"], past["subscribers"], color="k", lw=1, label="observed")
+        ax.plot(rows["forecast_date"], rows["subscribers_p50"], color=color, label="p50")
         ax.fill_between(rows["forecast_date"], rows["subscribers_p10"], rows["subscribers_p90"],
-                        color=color, alpha=0.25)
-    ax.set_ylabel("subscribers (p50, p10–p90 band)")
-    ax.legend(fontsize=7)
-    fig.autofmt_xdate()
-    fig.suptitle(f"growth forecast, largest channels\n{served_label(frame)}", fontsize=8)
+                        color=color, alpha=0.3, label="p10–p90")
+        ax.set_title(f"channel {channel} ({_source_of(rows)})", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.tick_params(axis="x", rotation=30)
+        if i == 0:
+            ax.legend(fontsize=6)
+    fig.suptitle(f"growth forecast (subscribers), largest channels\n{served_label(frame)}",
+                 fontsize=8)
 
 
 def top_slot_agreement(frame: pd.DataFrame, slots: pd.DataFrame) -> tuple[float, int]:
