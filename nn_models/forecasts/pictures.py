@@ -31,8 +31,10 @@ PROFILE_COLUMNS = ("n_interactions", "n_channels", "active_days", "share_reactio
 
 def served_label(frame: pd.DataFrame) -> str:
     """``model vN``, ``baseline (reason)`` or both with row counts, from ``source``."""
-    if frame.empty or "source" not in frame.columns:
+    if frame.empty:
         return "no rows"
+    if "source" not in frame.columns:
+        return "served by: unknown (no source column)"
     counts = frame["source"].astype(str).value_counts()
     labels = []
     for source in sorted(counts.index):
