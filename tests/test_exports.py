@@ -168,3 +168,18 @@ def test_exports_carry_the_forecast_pictures(tmp_path):
     written = export_channel(conn, 3, tmp_path)
     assert [Path(p).name for p in written if p.endswith(".png")] == [
         "posting_schedule_recommendations.png"]
+
+
+def test_segment_picture_shows_profiles_from_behaviour_features():
+    import matplotlib.pyplot as plt
+
+    from nn_models.forecasts import pictures
+
+    frame = _stamped(_frames()["user_segments"], "model")
+    profiles = pd.DataFrame({"user_id": range(40), **{c: np.arange(40.0) % 3 * (i + 1) for i, c
+                                                       in enumerate(pictures.PROFILE_COLUMNS)}})
+    fig = pictures.figure("user_segments", frame, {"profiles": profiles})
+    heatmap = fig.axes[1].images[0].get_array()
+    plt.close(fig)
+    # segment s has every feature equal to s * k: scaled per column, rows are 0, 0.5, 1
+    assert np.allclose(heatmap[:, 0], [0.0, 0.5, 1.0])
