@@ -205,8 +205,15 @@ def fit_scoring_baselines(history: GridPosts) -> EngagementBaselines:
 
 
 _CACHE: dict[tuple, tuple[GridPosts, EngagementBaselines | None]] = {}
+# the content the labelled history is read from (posts and their trajectories); a
+# connection's id is no key: ids are reused once a connection is collected
 _FINGERPRINT_SQL = """
-SELECT count(views_48h), max(published_at), sum(views_48h), count(*) FROM features.post_features
+SELECT (SELECT count(*) FROM features.post_features),
+       (SELECT sum(hash(channel_id, post_id, published_at, views_48h, above_channel_median,
+                        channel_prior_median_views_48h)) FROM features.post_features),
+       (SELECT count(*) FROM features.post_trajectories),
+       (SELECT sum(hash(channel_id, post_id, age_minutes, views, forwards, replies, reactions))
+        FROM features.post_trajectories)
 """
 
 
@@ -214,7 +221,7 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection
                       ) -> tuple[GridPosts, EngagementBaselines | None]:
     """(labelled history, tuned baselines or None without labelled posts), cached per
     warehouse content (per-request calls must not re-tune every time)."""
-    key = (id(conn),) + tuple(conn.execute(_FINGERPRINT_SQL).fetchall()[0])
+    key = tuple(conn.execute(_FINGERPRINT_SQL).fetchall()[0])
     if key not in _CACHE:
         history = labelled_history(conn)
         baselines = fit_scoring_baselines(history) if len(history) else None
