@@ -102,13 +102,15 @@ def test_better_model_is_promoted_and_worse_one_is_not(stores, monkeypatch):
 
 
 def test_interrupted_study_resumes_with_earlier_trials(tmp_path):
+    """Ctrl-C inside a trial (in-process): finished trials count on resume. A real
+    ``kill -9`` of a training subprocess is tests/test_faults.py's job."""
     uri = f"sqlite:///{tmp_path / 'optuna.db'}"
     calls = {"n": 0}
 
     def objective(trial):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
+            raise KeyboardInterrupt("interrupted")
         return (trial.suggest_float("x", -1, 1) - 0.3) ** 2
 
     with pytest.raises(KeyboardInterrupt):
