@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Debian's chromium for tests/test_ui_browser.py (Playwright drives /usr/bin/chromium;
-# it never downloads a browser). .ci/run calls this before `make test`.
+# it never downloads a browser). `make test` (and so .ci/run) installs it when missing.
 chromium:
 	command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
@@ -32,7 +32,7 @@ chromium:
 run: install
 	$(PY) scripts/run_pipeline.py
 
-test: install
+test: install chromium
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 dev: install
