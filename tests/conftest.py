@@ -17,3 +17,13 @@ from resources.settings import load_settings  # noqa: E402
 def tiny_settings(tmp_path):
     return load_settings({"PULSE_DATA_DIR": str(tmp_path), "PULSE_SIZE": "tiny",
                           "PULSE_PROFILE": "tiny", "PULSE_DEVICE": "cpu"})
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """MLflow (SQLite + artifact folder) and Optuna storage in a temp dir."""
+    return {
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "artifact_root": str(tmp_path / "artifacts"),
+        "optuna_uri": f"sqlite:///{tmp_path / 'optuna.db'}",
+    }

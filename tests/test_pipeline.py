@@ -10,26 +10,11 @@ from mlflow import MlflowClient
 
 from nn_models import device as device_mod
 from nn_models.device import choose_device
-from nn_models.pipeline import train_and_register
 from nn_models.registry import version_by_alias
 from nn_models.task import PROFILES
 from nn_models.training import TrainConfig, fit
 from nn_models.tuning import finished_trials, open_study, run_study
-from tests.toy_task import ToyRegressor, ToyTask, _loss, toy_data
-
-
-@pytest.fixture
-def stores(tmp_path):
-    return {
-        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "artifact_root": str(tmp_path / "artifacts"),
-        "optuna_uri": f"sqlite:///{tmp_path / 'optuna.db'}",
-    }
-
-
-def _run(task, stores, seed=1):
-    return train_and_register(task, data=task.data, choice=choose_device("cpu"),
-                              profile=PROFILES["tiny"], seed=seed, **stores)
+from tests.toy_task import ToyRegressor, ToyTask, _loss, run_toy, toy_data
 
 
 def test_training_is_deterministic_for_a_seed():
@@ -44,12 +29,12 @@ def test_training_is_deterministic_for_a_seed():
 
 
 def test_broken_model_fails_gate_and_champion_stays(stores):
-    good = _run(ToyTask(toy_data()), stores)
+    good = run_toy(ToyTask(toy_data()), stores)
     assert good.status == "registered" and good.gates_passed and good.promoted
     client = MlflowClient(stores["tracking_uri"])
     assert str(version_by_alias(client, "toy_model", "champion").version) == good.version
 
-    broken = _run(ToyTask(toy_data(shuffle_labels=True)), stores)
+    broken = run_toy(ToyTask(toy_data(shuffle_labels=True)), stores)
     assert broken.status == "registered"
     assert not broken.gates_passed
     assert not broken.promoted and "gates failed" in broken.promotion_reason
@@ -60,7 +45,7 @@ def test_broken_model_fails_gate_and_champion_stays(stores):
 
 
 def test_better_model_is_promoted_and_worse_one_is_not(stores, monkeypatch):
-    first = _run(ToyTask(toy_data()), stores)
+    first = run_toy(ToyTask(toy_data()), stores)
     client = MlflowClient(stores["tracking_uri"])
     # a real model that passes every gate but is worse than the champion on the same
     # holdout: the champion's own training (same data and seed, so the same weights)
@@ -74,7 +59,7 @@ def test_better_model_is_promoted_and_worse_one_is_not(stores, monkeypatch):
         return result
 
     weak.train = train_shifted
-    weaker = _run(weak, stores, seed=1)
+    weaker = run_toy(weak, stores, seed=1)
     assert weaker.gates_passed, weaker.gates
     assert weaker.metrics["r2"] < first.metrics["r2"] - 0.05, (weaker.metrics, first.metrics)
     assert not weaker.promoted
@@ -95,7 +80,7 @@ def test_better_model_is_promoted_and_worse_one_is_not(stores, monkeypatch):
         return result
 
     better.train = train_marked
-    promoted = _run(better, stores, seed=7)
+    promoted = run_toy(better, stores, seed=7)
     assert promoted.promoted, promoted.promotion_reason
     assert promoted.champion_metric_on_holdout == pytest.approx(0.55)
     assert str(version_by_alias(client, "toy_model", "champion").version) == promoted.version

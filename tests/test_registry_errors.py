@@ -15,13 +15,10 @@ from mlflow.exceptions import MlflowException
 
 import channel_assets.forecasts as forecast_defs
 from nn_models.champions import load_champion
-from nn_models.device import choose_device
-from nn_models.pipeline import train_and_register
 from nn_models.registry import RegistryUnavailable, version_by_alias
-from nn_models.task import PROFILES
 from resources.mlflow_tracking import MlflowTracking
 from resources.warehouse import DuckDBWarehouse, PublishedTables
-from tests.toy_task import ToyTask, toy_data
+from tests.toy_task import ToyTask, run_toy, toy_data
 from warehouse import features, synthetic
 from warehouse.schema import ensure_schema
 from warehouse.upsert import upsert_frame
@@ -44,20 +41,6 @@ def _lock_registry(monkeypatch, calls: list | None = None, message: str = LOCKED
         raise MlflowException(message, error_code=code)
 
     monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", locked)
-
-
-@pytest.fixture
-def stores(tmp_path):
-    return {
-        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "artifact_root": str(tmp_path / "artifacts"),
-        "optuna_uri": f"sqlite:///{tmp_path / 'optuna.db'}",
-    }
-
-
-def _run(task, stores, seed=1):
-    return train_and_register(task, data=task.data, choice=choose_device("cpu"),
-                              profile=PROFILES["tiny"], seed=seed, **stores)
 
 
 def _champion(stores, name="toy_model") -> str:
@@ -94,11 +77,11 @@ def test_load_champion_fails_when_the_registry_is_locked(stores, monkeypatch):
 # ------------------------------------------------------------------ training never promotes blindly
 @pytest.mark.parametrize("locked_after", [0, 1], ids=["before training", "after registering"])
 def test_locked_registry_fails_training_and_never_promotes(stores, monkeypatch, locked_after):
-    first = _run(ToyTask(toy_data()), stores)
+    first = run_toy(ToyTask(toy_data()), stores)
     assert first.promoted
     _lock_registry(monkeypatch, after=locked_after)
     with pytest.raises(RegistryUnavailable):
-        _run(ToyTask(toy_data(seed=1)), stores, seed=3)   # would pass every gate
+        run_toy(ToyTask(toy_data(seed=1)), stores, seed=3)   # would pass every gate
     monkeypatch.undo()
     assert _champion(stores) == first.version
     client = MlflowClient(stores["tracking_uri"], registry_uri=stores["tracking_uri"])
@@ -109,7 +92,7 @@ def test_locked_registry_fails_training_and_never_promotes(stores, monkeypatch, 
 
 @pytest.mark.parametrize("broken", ["load", "evaluate"])
 def test_champion_that_cannot_be_evaluated_blocks_promotion(stores, monkeypatch, broken):
-    first = _run(ToyTask(toy_data()), stores)
+    first = run_toy(ToyTask(toy_data()), stores)
     task = ToyTask(toy_data(seed=1))
     if broken == "load":
         import nn_models.pipeline as pipeline
@@ -135,7 +118,7 @@ def test_champion_that_cannot_be_evaluated_blocks_promotion(stores, monkeypatch,
             return result
 
         task.train = train_marked
-    second = _run(task, stores, seed=3)
+    second = run_toy(task, stores, seed=3)
     assert second.gates_passed and second.status == "registered"
     assert not second.promoted
     assert f"champion v{first.version} could not be evaluated" in second.promotion_reason

@@ -76,3 +76,13 @@ class ToyTask(ModelTask):
 
     def input_example(self, data):
         return {"x": data.holdout["x"][:3]}
+
+
+def run_toy(task, stores: dict, seed: int = 1):
+    """``train_and_register`` of a toy task on CPU, tiny profile, into ``stores``."""
+    from nn_models.device import choose_device
+    from nn_models.pipeline import train_and_register
+    from nn_models.task import PROFILES
+
+    return train_and_register(task, data=task.data, choice=choose_device("cpu"),
+                              profile=PROFILES["tiny"], seed=seed, **stores)
