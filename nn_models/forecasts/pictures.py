@@ -181,7 +181,10 @@ def _engagement(frame: pd.DataFrame, extra: dict, fig) -> None:
     observed = extra.get("observed")
     shown = 0
     if observed is not None and not observed.empty:
-        joined = frame.merge(observed, on=["channel_id", "post_id"])
+        keys = ["channel_id", "post_id"]
+        # published_at from the observed side (the forecast frame may carry it too)
+        joined = frame.drop(columns=["published_at"], errors="ignore").merge(
+            observed[[*keys, "published_at", "observed_views_48h"]], on=keys)
         joined = joined.sort_values("published_at").tail(300)
         for source, rows in joined.groupby(joined["source"].astype(str)):
             ax.scatter(rows["observed_views_48h"].clip(lower=1),
