@@ -13,11 +13,9 @@ bootstrap 90 % interval. Prints one table (model × world) and writes it to
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +23,6 @@ import duckdb
 
 from warehouse.synthetic import SyntheticConfig
 from warehouse.synthetic_landing import write_landing
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (generator config, share of users whose interactions are seen, what it checks)
 WORLDS: dict[str, tuple[SyntheticConfig, float, str]] = {
@@ -48,14 +44,6 @@ WORLDS: dict[str, tuple[SyntheticConfig, float, str]] = {
 SERVES = {"engagement": "post_engagement_forecasts", "growth": "channel_growth_forecasts",
           "content": "content_patterns", "viral": "post_viral_scores",
           "behavior": "user_segments", "schedule": "posting_schedule_recommendations"}
-
-
-def _run_pipeline_module():
-    spec = importlib.util.spec_from_file_location("run_pipeline", ROOT / "scripts/run_pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_pipeline"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fmt(x) -> str:
@@ -139,7 +127,7 @@ def main() -> None:
     unknown = set(names) - set(WORLDS)
     if unknown:
         raise SystemExit(f"unknown world(s) {sorted(unknown)}; known: {', '.join(WORLDS)}")
-    runner = _run_pipeline_module()
+    from scripts import run_pipeline as runner
     rows = []
     for name in names:
         cfg, share, what = WORLDS[name]

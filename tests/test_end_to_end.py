@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import duckdb
@@ -26,19 +24,14 @@ from nn_models.tasks.engagement import EngagementTask
 from warehouse import synthetic
 from warehouse.synthetic_landing import write_landing
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("engagement", "growth", "content", "viral", "behavior", "schedule")
 
 
 def _entry_point():
-    """scripts/run_pipeline.py as a module (scripts/ is not a package)."""
-    if "run_pipeline" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("run_pipeline",
-                                                      ROOT / "scripts/run_pipeline.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["run_pipeline"] = module   # dataclasses resolve annotations through it
-        spec.loader.exec_module(module)
-    return sys.modules["run_pipeline"]
+    """scripts/run_pipeline.py, `make run`'s entry point."""
+    from scripts import run_pipeline
+
+    return run_pipeline
 
 
 def _run(monkeypatch, data_dir: Path, **env: str) -> int:

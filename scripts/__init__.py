@@ -1,0 +1,1 @@
+"""Command-line entry points (`make run`), importable for the tests and benchmarks."""
