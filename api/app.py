@@ -109,12 +109,16 @@ class _AnswerBugs:
             await self.app(scope, receive, tracked)
         except Exception:
             error_id = uuid.uuid4().hex[:12]
-            log.exception("error %s: unexpected exception on %s %s", error_id,
-                          scope.get("method"), scope.get("path"))
-            if started:   # half an answer is out: only closing the connection is honest
+            log.exception(
+                "error %s: unexpected exception on %s %s", error_id, scope.get("method"), scope.get("path")
+            )
+            if started:  # half an answer is out: only closing the connection is honest
                 raise
-            response = _problem(500, detail="internal error: the server has a bug; quote "
-                                f"error_id {error_id} when reporting it", error_id=error_id)
+            response = _problem(
+                500,
+                detail=f"internal error: the server has a bug; quote error_id {error_id} when reporting it",
+                error_id=error_id,
+            )
             await response(scope, receive, send)
 
 
@@ -142,10 +146,13 @@ def create_app(service: DeepLearningService | None = None) -> FastAPI:
         published_root=settings.parquet_uri,
         text_generator_path=os.environ.get("PULSE_TEXT_GENERATOR") or None,
     )
-    app = FastAPI(title="Channel Pulse", version="0.1.0",
-                  description="Deep-learning analytics for Telegram channels. Errors: 404 unknown "
-                  "channel, 422 invalid request (with the reason), 503 nothing published yet, "
-                  "500 a bug (with an error_id to quote).")
+    app = FastAPI(
+        title="Channel Pulse",
+        version="0.1.0",
+        description="Deep-learning analytics for Telegram channels. Errors: 404 unknown "
+        "channel, 422 invalid request (with the reason), 503 nothing published yet, "
+        "500 a bug (with an error_id to quote).",
+    )
     app.state.service = service
 
     def _service_error(status: int):
@@ -155,14 +162,20 @@ def create_app(service: DeepLearningService | None = None) -> FastAPI:
         return handler
 
     # most specific first: Starlette picks the handler by the exception's MRO
-    for error, status in ((UnknownChannel, 404), (InvalidInput, 422),
-                          (ModelUnavailable, 503), (ServiceError, 422)):
+    for error, status in (
+        (UnknownChannel, 404),
+        (InvalidInput, 422),
+        (ModelUnavailable, 503),
+        (ServiceError, 422),
+    ):
         app.add_exception_handler(error, _service_error(status))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        issues = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
-                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        issues = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
         summary = "; ".join(f"{_where(i['loc'])}: {i['msg']}" for i in issues[:5])
         return _problem(422, detail=f"invalid request: {summary}", errors=issues)
 
@@ -171,8 +184,9 @@ def create_app(service: DeepLearningService | None = None) -> FastAPI:
         # FastAPI answers a body it cannot decode (not UTF-8, not JSON) with 400: that is
         # bad input like any other, so 422; unknown routes (404), methods (405) stay
         status = 422 if exc.status_code == 400 else exc.status_code
-        response = _problem(status, detail=f"invalid request: {exc.detail}" if status == 422
-                            else str(exc.detail))
+        response = _problem(
+            status, detail=f"invalid request: {exc.detail}" if status == 422 else str(exc.detail)
+        )
         response.headers.update(exc.headers or {})
         return response
 
@@ -188,68 +202,90 @@ def create_app(service: DeepLearningService | None = None) -> FastAPI:
         except ModelUnavailable as exc:
             tables, detail = False, str(exc)
         try:
-            champions = {k: (v["version"] if v else None)
-                         for k, v in service.model_versions().items()}
+            champions = {k: (v["version"] if v else None) for k, v in service.model_versions().items()}
             registry = "ok"
         except ModelUnavailable as exc:
             champions, registry = {}, f"unavailable: {exc}"
-        body = {"status": "ok" if tables else "unavailable", "detail": detail,
-                "time": time.time(), "tables": tables, "registry": registry,
-                "champions": champions}
-        return body if tables else JSONResponse(status_code=503,
-                                                content=_printable(jsonable_encoder(body)))
+        body = {
+            "status": "ok" if tables else "unavailable",
+            "detail": detail,
+            "time": time.time(),
+            "tables": tables,
+            "registry": registry,
+            "champions": champions,
+        }
+        return body if tables else JSONResponse(status_code=503, content=_printable(jsonable_encoder(body)))
 
-    @app.get("/models", response_model=dict[str, ChampionInfo | None],
-             responses=errors(500, 503))
+    @app.get("/models", response_model=dict[str, ChampionInfo | None], responses=errors(500, 503))
     def models() -> Any:
         """The champion of each model (None: answered by its strongest baseline)."""
         return _answer(service.model_versions())
 
-    @app.post("/channels/{channel_id}/engagement", response_model=EngagementResponse,
-              responses=errors(404, 422, 500, 503))
+    @app.post(
+        "/channels/{channel_id}/engagement",
+        response_model=EngagementResponse,
+        responses=errors(404, 422, 500, 503),
+    )
     def predict_engagement(channel_id: ChannelId, body: EngagementRequest) -> Any:
         return _answer(service.predict_engagement_neural(channel_id, body.model_dump()))
 
-    @app.get("/channels/{channel_id}/growth", response_model=GrowthResponse,
-             responses=errors(404, 422, 500, 503))
-    def forecast_growth(channel_id: ChannelId,
-                        prediction_days: Annotated[int, Query(ge=1, le=30)] = 30) -> Any:
+    @app.get(
+        "/channels/{channel_id}/growth", response_model=GrowthResponse, responses=errors(404, 422, 500, 503)
+    )
+    def forecast_growth(
+        channel_id: ChannelId, prediction_days: Annotated[int, Query(ge=1, le=30)] = 30
+    ) -> Any:
         return _answer(service.forecast_growth_lstm(channel_id, prediction_days))
 
-    @app.post("/channels/{channel_id}/growth/what-if", response_model=WhatIfResponse,
-              responses=errors(404, 422, 500, 503))
+    @app.post(
+        "/channels/{channel_id}/growth/what-if",
+        response_model=WhatIfResponse,
+        responses=errors(404, 422, 500, 503),
+    )
     def growth_what_if(channel_id: ChannelId, body: GrowthWhatIf) -> Any:
         return _answer(service.predict_audience_growth_rnn(channel_id, body.model_dump()))
 
-    @app.post("/channels/{channel_id}/content-patterns", response_model=PatternsResponse,
-              responses=errors(404, 422, 500, 503))
-    def content_patterns(channel_id: ChannelId,
-                         body: Annotated[TextsRequest | None, Body()] = None) -> Any:
-        return _answer(service.analyze_content_patterns_cnn(
-            channel_id, body.texts if body else None))
+    @app.post(
+        "/channels/{channel_id}/content-patterns",
+        response_model=PatternsResponse,
+        responses=errors(404, 422, 500, 503),
+    )
+    def content_patterns(channel_id: ChannelId, body: Annotated[TextsRequest | None, Body()] = None) -> Any:
+        return _answer(service.analyze_content_patterns_cnn(channel_id, body.texts if body else None))
 
-    @app.post("/viral-potential", response_model=ViralResponse,
-              responses=errors(404, 422, 500, 503))
+    @app.post("/viral-potential", response_model=ViralResponse, responses=errors(404, 422, 500, 503))
     def viral_potential(body: ViralRequest) -> Any:
         return _answer(service.detect_viral_potential_transformer(body.model_dump()))
 
-    @app.get("/channels/{channel_id}/user-segments", response_model=SegmentsResponse,
-             responses=errors(404, 422, 500, 503))
+    @app.get(
+        "/channels/{channel_id}/user-segments",
+        response_model=SegmentsResponse,
+        responses=errors(404, 422, 500, 503),
+    )
     def user_segments(channel_id: ChannelId) -> Any:
         return _answer(service.cluster_user_behavior_autoencoder(channel_id))
 
-    @app.get("/channels/{channel_id}/posting-schedule", response_model=ScheduleResponse,
-             responses=errors(404, 422, 500, 503))
+    @app.get(
+        "/channels/{channel_id}/posting-schedule",
+        response_model=ScheduleResponse,
+        responses=errors(404, 422, 500, 503),
+    )
     def posting_schedule(channel_id: ChannelId) -> Any:
         return _answer(service.optimize_posting_schedule_neural(channel_id))
 
-    @app.get("/channels/{channel_id}/content-recommendations",
-             response_model=RecommendationsResponse, responses=errors(404, 422, 500, 503))
+    @app.get(
+        "/channels/{channel_id}/content-recommendations",
+        response_model=RecommendationsResponse,
+        responses=errors(404, 422, 500, 503),
+    )
     def content_recommendations(channel_id: ChannelId) -> Any:
         return _answer(service.generate_content_recommendations_gpt(channel_id))
 
-    @app.get("/channels/{channel_id}/insights", response_model=InsightsResponse,
-             responses=errors(404, 422, 500, 503))
+    @app.get(
+        "/channels/{channel_id}/insights",
+        response_model=InsightsResponse,
+        responses=errors(404, 422, 500, 503),
+    )
     def insights(channel_id: ChannelId) -> Any:
         return _answer(service.generate_neural_insights(channel_id))
 

@@ -20,12 +20,12 @@ from nn_models.forecasts.patterns import MAX_REQUEST_TEXTS
 from nn_models.forecasts.viral import MAX_TEXT_CHARS
 
 MEDIA_PATTERN = "^(none|photo|video|document|poll|other)$"
-MAX_COUNTER = 10**9          # views/forwards/replies/reactions of one post
-MAX_MINUTES = 7 * 24 * 60    # snapshots of a draft's first week
+MAX_COUNTER = 10**9  # views/forwards/replies/reactions of one post
+MAX_MINUTES = 7 * 24 * 60  # snapshots of a draft's first week
 MAX_CHANNEL_ID = 2**62
 MAX_SNAPSHOTS = 200
 TELEGRAM_LAUNCH = datetime(2013, 8, 1)
-MAX_DAYS_AHEAD = 366         # a draft may be planned up to a year ahead
+MAX_DAYS_AHEAD = 366  # a draft may be planned up to a year ahead
 
 
 def _valid_unicode(text: str) -> str:
@@ -33,8 +33,7 @@ def _valid_unicode(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"text is not valid Unicode (lone surrogate at position {exc.start})"
-                         ) from None
+        raise ValueError(f"text is not valid Unicode (lone surrogate at position {exc.start})") from None
     return text
 
 
@@ -48,16 +47,24 @@ def _plausible_time(value: str) -> str:
         stamp = stamp.astimezone(UTC).replace(tzinfo=None)
     latest = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=MAX_DAYS_AHEAD)
     if not TELEGRAM_LAUNCH <= stamp <= latest:
-        raise ValueError(f"must lie between {TELEGRAM_LAUNCH.date()} (Telegram's launch) and "
-                         f"{MAX_DAYS_AHEAD} days from now (UTC)")
+        raise ValueError(
+            f"must lie between {TELEGRAM_LAUNCH.date()} (Telegram's launch) and "
+            f"{MAX_DAYS_AHEAD} days from now (UTC)"
+        )
     return stamp.isoformat()
 
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]
-IsoTime = Annotated[str, Field(max_length=40, json_schema_extra={"format": "date-time"},
-                               description="ISO 8601 time (naive = UTC), from 2013-08-01 to a "
-                               "year from now"),
-                    AfterValidator(_valid_unicode), AfterValidator(_plausible_time)]
+IsoTime = Annotated[
+    str,
+    Field(
+        max_length=40,
+        json_schema_extra={"format": "date-time"},
+        description="ISO 8601 time (naive = UTC), from 2013-08-01 to a year from now",
+    ),
+    AfterValidator(_valid_unicode),
+    AfterValidator(_plausible_time),
+]
 Counter = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
 
 
@@ -92,7 +99,8 @@ class GrowthWhatIf(Request):
 
 class TextsRequest(Request):
     texts: list[Annotated[Text, Field(max_length=MAX_TEXT_CHARS)]] | None = Field(
-        None, max_length=MAX_REQUEST_TEXTS)
+        None, max_length=MAX_REQUEST_TEXTS
+    )
 
 
 class ViralRequest(Request):

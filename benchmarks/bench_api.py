@@ -41,8 +41,9 @@ def _wait(url: str, timeout: float = 120.0) -> None:
 def _sample_ids(published: Path) -> tuple[int, list[int]]:
     conn = duckdb.connect()
     path = published / "forecasts" / "post_engagement_forecasts.parquet"
-    rows = conn.execute("SELECT channel_id, post_id FROM read_parquet(?) ORDER BY post_id",
-                        [str(path)]).fetchall()
+    rows = conn.execute(
+        "SELECT channel_id, post_id FROM read_parquet(?) ORDER BY post_id", [str(path)]
+    ).fetchall()
     channel = rows[0][0]
     return channel, [p for c, p in rows if c == channel]
 
@@ -51,14 +52,26 @@ def run(requests: int = 300) -> list[str]:
     data_dir = Path(os.environ.get("PULSE_DATA_DIR", "data")).resolve()
     published = data_dir / "published"
     if not (published / "forecasts").exists():
-        return ["API benchmark skipped: no published forecasts under "
-                f"{published} (run `make run` first)"]
+        return [f"API benchmark skipped: no published forecasts under {published} (run `make run` first)"]
     channel, posts = _sample_ids(published)
     port = _free_port()
     env = {**os.environ, "PULSE_DATA_DIR": str(data_dir)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     lines = []
     try:
         base = f"http://127.0.0.1:{port}"
@@ -68,14 +81,18 @@ def run(requests: int = 300) -> list[str]:
         service = create_app().state.service
         with httpx.Client(base_url=base, timeout=30) as client:
             for name, http_call, local_call in (
-                ("insights (cached)",
-                 lambda i: client.get(f"/channels/{channel}/insights"),
-                 lambda i: service.generate_neural_insights(channel)),
-                ("engagement (distinct posts)",
-                 lambda i: client.post(f"/channels/{channel}/engagement",
-                                       json={"post_id": posts[i % len(posts)]}),
-                 lambda i: service.predict_engagement_neural(
-                     channel, {"post_id": posts[i % len(posts)]})),
+                (
+                    "insights (cached)",
+                    lambda i: client.get(f"/channels/{channel}/insights"),
+                    lambda i: service.generate_neural_insights(channel),
+                ),
+                (
+                    "engagement (distinct posts)",
+                    lambda i: client.post(
+                        f"/channels/{channel}/engagement", json={"post_id": posts[i % len(posts)]}
+                    ),
+                    lambda i: service.predict_engagement_neural(channel, {"post_id": posts[i % len(posts)]}),
+                ),
             ):
                 for i in range(10):
                     http_call(i).raise_for_status()
@@ -91,10 +108,12 @@ def run(requests: int = 300) -> list[str]:
                     local_s.append(time.perf_counter() - start)
                 hp50, hp99 = percentiles_ms(http_s)
                 lp50, lp99 = percentiles_ms(local_s)
-                lines.append(f"API {name} p50: " + ratio_line("HTTP loopback", hp50,
-                                                              "in-process service", lp50, "ms"))
-                lines.append(f"API {name} p99: " + ratio_line("HTTP loopback", hp99,
-                                                              "in-process service", lp99, "ms"))
+                lines.append(
+                    f"API {name} p50: " + ratio_line("HTTP loopback", hp50, "in-process service", lp50, "ms")
+                )
+                lines.append(
+                    f"API {name} p99: " + ratio_line("HTTP loopback", hp99, "in-process service", lp99, "ms")
+                )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -62,13 +62,20 @@ def pandas_features(posts: pd.DataFrame, snaps: pd.DataFrame) -> pd.DataFrame:
     for h in AGES_H:
         probe = base.assign(lookup_at=base["published_at"] + pd.Timedelta(hours=h) + TOL)
         probe = probe.sort_values("lookup_at")
-        joined = pd.merge_asof(probe, snaps[["channel_id", "post_id", "observed_at", "views"]],
-                               left_on="lookup_at", right_on="observed_at",
-                               by=["channel_id", "post_id"], direction="backward")
+        joined = pd.merge_asof(
+            probe,
+            snaps[["channel_id", "post_id", "observed_at", "views"]],
+            left_on="lookup_at",
+            right_on="observed_at",
+            by=["channel_id", "post_id"],
+            direction="backward",
+        )
         seen = joined["last_observed_at"] >= joined["published_at"] + pd.Timedelta(hours=h) - TOL
         joined["v"] = joined["views"].where(seen)
-        out = out.merge(joined[["channel_id", "post_id", "v"]].rename(columns={"v": f"v{h}"}),
-                        on=["channel_id", "post_id"])
+        out = out.merge(
+            joined[["channel_id", "post_id", "v"]].rename(columns={"v": f"v{h}"}),
+            on=["channel_id", "post_id"],
+        )
     known = out["v48"].notna()
     ranks = out[known].groupby("channel_id")["v48"].rank(method="min")
     sizes = out[known].groupby("channel_id")["v48"].transform("size")
@@ -84,8 +91,9 @@ def run(size: str) -> list[str]:
         built = build_warehouse(path, size, with_features=True)
         conn = duckdb.connect(str(path), read_only=True)
         posts = conn.execute("SELECT * FROM raw.posts").fetchdf()
-        snaps = conn.execute("SELECT channel_id, post_id, observed_at, views "
-                             "FROM raw.post_snapshots").fetchdf()
+        snaps = conn.execute(
+            "SELECT channel_id, post_id, observed_at, views FROM raw.post_snapshots"
+        ).fetchdf()
         duck_s, duck = timed(lambda: conn.execute(DUCKDB_SQL).fetchdf())
         pandas_s, pdf = timed(pandas_features, posts, snaps)
         conn.close()
@@ -95,14 +103,20 @@ def run(size: str) -> list[str]:
         if not np.allclose(a, b, equal_nan=True):
             raise AssertionError(f"DuckDB and pandas disagree on {col}")
     feats = built["features_s"]
-    lines.append(f"[{size}] generator: {built['generate_s']:.1f} s for {built['snapshots']:,} "
-                 f"snapshots ({built['snapshots'] / built['generate_s']:,.0f} rows/s); "
-                 f"load into DuckDB {built['load_s']:.1f} s")
-    lines.append(f"[{size}] all feature tables: {sum(feats.values()):.1f} s "
-                 + ", ".join(f"{k} {v:.1f}s" for k, v in feats.items()))
-    lines.append(f"[{size}] " + ratio_line("as-of features DuckDB SQL", duck_s,
-                                          "pandas merge_asof", pandas_s)
-                 + f" (results equal, {len(duck):,} posts)")
+    lines.append(
+        f"[{size}] generator: {built['generate_s']:.1f} s for {built['snapshots']:,} "
+        f"snapshots ({built['snapshots'] / built['generate_s']:,.0f} rows/s); "
+        f"load into DuckDB {built['load_s']:.1f} s"
+    )
+    lines.append(
+        f"[{size}] all feature tables: {sum(feats.values()):.1f} s "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in feats.items())
+    )
+    lines.append(
+        f"[{size}] "
+        + ratio_line("as-of features DuckDB SQL", duck_s, "pandas merge_asof", pandas_s)
+        + f" (results equal, {len(duck):,} posts)"
+    )
     lines.append(f"[{size}] peak RSS {peak_rss_mb():,.0f} MB")
     return lines
 

@@ -78,13 +78,19 @@ def run(repeats: int = 500, batch: int = 4096) -> list[str]:
         ort_batch = min(_time(ort, big, 5))
     return [
         f"engagement model: {source}; {THREADS} thread; ONNX parity: {parity.reason}",
-        "single prediction p50: " + ratio_line("ONNX Runtime", ort_p50, "PyTorch eager",
-                                                eager_p50, "ms"),
-        "single prediction p99: " + ratio_line("ONNX Runtime", ort_p99, "PyTorch eager",
-                                                eager_p99, "ms")
+        "single prediction p50: " + ratio_line("ONNX Runtime", ort_p50, "PyTorch eager", eager_p50, "ms"),
+        "single prediction p99: "
+        + ratio_line("ONNX Runtime", ort_p99, "PyTorch eager", eager_p99, "ms")
         + f" (target p99 < 5 ms: {'met' if ort_p99 < 5 else 'NOT met'})",
-        "batch scoring: " + ratio_line("ONNX Runtime", batch / ort_batch, "PyTorch eager",
-                                       batch / eager_batch, "posts/s", higher_is_better=True)
+        "batch scoring: "
+        + ratio_line(
+            "ONNX Runtime",
+            batch / ort_batch,
+            "PyTorch eager",
+            batch / eager_batch,
+            "posts/s",
+            higher_is_better=True,
+        )
         + f" (target ≥ 20k posts/s: {'met' if batch / ort_batch >= 20_000 else 'NOT met'})",
     ]
 

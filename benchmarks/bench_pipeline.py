@@ -35,14 +35,19 @@ def run() -> list[str]:
     client = MlflowClient(f"sqlite:///{data_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("channel_pulse")
     if experiment is not None:
-        for r in client.search_runs([experiment.experiment_id],
-                                    "tags.mlflow.parentRunId IS NULL", max_results=50,
-                                    order_by=["attributes.start_time DESC"]):
+        for r in client.search_runs(
+            [experiment.experiment_id],
+            "tags.mlflow.parentRunId IS NULL",
+            max_results=50,
+            order_by=["attributes.start_time DESC"],
+        ):
             task = r.data.tags.get("task")
             if task and "train_seconds" in r.data.metrics:
-                lines.append(f"  training {task:<12} final fit {r.data.metrics['train_seconds']:.1f} s"
-                             f" on {r.data.tags.get('device')}; "
-                             f"promoted={r.data.tags.get('promoted')}")
+                lines.append(
+                    f"  training {task:<12} final fit {r.data.metrics['train_seconds']:.1f} s"
+                    f" on {r.data.tags.get('device')}; "
+                    f"promoted={r.data.tags.get('promoted')}"
+                )
     return lines
 
 

@@ -42,8 +42,12 @@ def build_warehouse(path: Path, size: str, seed: int = 42, with_features: bool =
     for name, frame in world.tables().items():
         upsert_frame(conn, name, frame)
     load_s = time.perf_counter() - load_start
-    out = {"generate_s": gen_s, "load_s": load_s,
-           "snapshots": len(world.post_snapshots), "posts": len(world.posts)}
+    out = {
+        "generate_s": gen_s,
+        "load_s": load_s,
+        "snapshots": len(world.post_snapshots),
+        "posts": len(world.posts),
+    }
     del world
     if with_features:
         per_table = {}
@@ -54,8 +58,16 @@ def build_warehouse(path: Path, size: str, seed: int = 42, with_features: bool =
     return out
 
 
-def ratio_line(name: str, value: float, baseline_name: str, baseline: float, unit: str = "s",
-               higher_is_better: bool = False) -> str:
+def ratio_line(
+    name: str,
+    value: float,
+    baseline_name: str,
+    baseline: float,
+    unit: str = "s",
+    higher_is_better: bool = False,
+) -> str:
     ratio = (value / baseline) if higher_is_better else (baseline / value if value else float("inf"))
-    return (f"{name}: {value:.4g} {unit} vs {baseline_name} {baseline:.4g} {unit} "
-            f"→ {ratio:.2f}× {'better' if ratio >= 1 else 'WORSE'}")
+    return (
+        f"{name}: {value:.4g} {unit} vs {baseline_name} {baseline:.4g} {unit} "
+        f"→ {ratio:.2f}× {'better' if ratio >= 1 else 'WORSE'}"
+    )

@@ -13,9 +13,14 @@ from benchmarks import bench_api, bench_features, bench_inference, bench_pipelin
 
 def main() -> None:
     sections = [
-        ("feature SQL and generator", lambda: [
-            line for size in os.environ.get("PULSE_BENCH_SIZES", "tiny,demo").split(",")
-            for line in bench_features.run(size)]),
+        (
+            "feature SQL and generator",
+            lambda: [
+                line
+                for size in os.environ.get("PULSE_BENCH_SIZES", "tiny,demo").split(",")
+                for line in bench_features.run(size)
+            ],
+        ),
         ("inference", bench_inference.run),
         ("REST API", bench_api.run),
         ("pipeline", bench_pipeline.run),

@@ -1,6 +1,5 @@
 """The Dagster code location: assets, checks, jobs, sensors and resources."""
 
-
 import dagster as dg
 
 from channel_assets.drift import drift_retrain_sensor, feature_drift
@@ -61,14 +60,23 @@ def build_resources(settings: PulseSettings) -> dict:
 def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions(
-        assets=[raw_tables, *feature_assets, *model_assets, *forecast_assets, alerts_table,
-                feature_drift, channel_exports],
+        assets=[
+            raw_tables,
+            *feature_assets,
+            *model_assets,
+            *forecast_assets,
+            alerts_table,
+            feature_drift,
+            channel_exports,
+        ],
         asset_checks=ingestion_checks,
         jobs=[ingestion_job, collect_job, training_job, forecasts_job, everything_job],
-        schedules=[weekly_retrain_schedule, daily_forecasts_schedule,
-                   telegram_schedule(settings.source == "telegram")],
-        sensors=[landing_sensor, champion_sensor, alerts_sensor, drift_retrain_sensor,
-                 automation_sensor],
+        schedules=[
+            weekly_retrain_schedule,
+            daily_forecasts_schedule,
+            telegram_schedule(settings.source == "telegram"),
+        ],
+        sensors=[landing_sensor, champion_sensor, alerts_sensor, drift_retrain_sensor, automation_sensor],
         resources=build_resources(settings),
     )
 

@@ -15,7 +15,7 @@ from resources.mlflow_tracking import MlflowTracking
 from resources.warehouse import DuckDBWarehouse
 from warehouse import drift
 
-REFERENCE_MODEL = "channel_pulse_engagement"   # its training cutoff defines the reference window
+REFERENCE_MODEL = "channel_pulse_engagement"  # its training cutoff defines the reference window
 
 # Once a day, and only when post_features changed since the previous tick: a report per
 # new batch of data without a drift report (and possibly a retraining) every time the
@@ -25,7 +25,7 @@ DRIFT_AUTOMATION = dg.AutomationCondition.on_cron("0 4 * * *", "UTC")
 
 class DriftConfig(dg.Config):
     recent_days: int = 14
-    drift_share: float = 0.5   # dataset drift when at least this share of features drift
+    drift_share: float = 0.5  # dataset drift when at least this share of features drift
 
 
 def _training_cutoff(tracking: MlflowTracking) -> datetime | None:
@@ -47,11 +47,20 @@ def _training_cutoff(tracking: MlflowTracking) -> datetime | None:
     deps=["post_features"],
     kinds={"evidently", "mlflow"},
     automation_condition=DRIFT_AUTOMATION,
-    check_specs=[dg.AssetCheckSpec("no_significant_drift", asset="feature_drift",
-                                   description="share of drifted features below the threshold")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_significant_drift",
+            asset="feature_drift",
+            description="share of drifted features below the threshold",
+        )
+    ],
 )
-def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig,
-                  warehouse: DuckDBWarehouse, mlflow_tracking: MlflowTracking):
+def feature_drift(
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    warehouse: DuckDBWarehouse,
+    mlflow_tracking: MlflowTracking,
+):
     """Evidently data-drift report: recent posts vs the engagement champion's training period."""
     cutoff = _training_cutoff(mlflow_tracking)
     with warehouse.connect(read_only=True) as conn:
@@ -59,17 +68,30 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig,
     if len(reference) < 50 or len(current) < 50:
         reason = f"too few posts to compare (reference {len(reference)}, current {len(current)})"
         yield dg.MaterializeResult(metadata={"skipped": reason, "drift_detected": False})
-        yield dg.AssetCheckResult(check_name="no_significant_drift", passed=True,
-                                  severity=dg.AssetCheckSeverity.WARN, metadata={"skipped": reason})
+        yield dg.AssetCheckResult(
+            check_name="no_significant_drift",
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"skipped": reason},
+        )
         return
     result = drift.detect_drift(reference, current, config.drift_share)
-    result.windows = {**windows, "reference": "champion training period"
-                      if cutoff else "before the recent window (no champion yet)"}
-    experiment_id = configure_mlflow(mlflow_tracking.tracking_uri, mlflow_tracking.artifact_root,
-                                     f"{mlflow_tracking.experiment}_monitoring")
+    result.windows = {
+        **windows,
+        "reference": "champion training period" if cutoff else "before the recent window (no champion yet)",
+    }
+    experiment_id = configure_mlflow(
+        mlflow_tracking.tracking_uri,
+        mlflow_tracking.artifact_root,
+        f"{mlflow_tracking.experiment}_monitoring",
+    )
     with mlflow.start_run(run_name="feature_drift", experiment_id=experiment_id) as run:
-        mlflow.log_metrics({"drifted_share": result.drifted_share,
-                            **{f"drift.{c}": v["score"] for c, v in result.columns.items()}})
+        mlflow.log_metrics(
+            {
+                "drifted_share": result.drifted_share,
+                **{f"drift.{c}": v["score"] for c, v in result.columns.items()},
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "drift_report.html"
             path.write_text(result.html, encoding="utf-8")
@@ -92,14 +114,15 @@ def feature_drift(context: dg.AssetExecutionContext, config: DriftConfig,
         check_name="no_significant_drift",
         passed=not result.dataset_drift,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"drifted_share": dg.MetadataValue.float(result.drifted_share),
-                  "threshold": dg.MetadataValue.float(config.drift_share),
-                  "drifted_features": dg.MetadataValue.json(drifted)},
+        metadata={
+            "drifted_share": dg.MetadataValue.float(result.drifted_share),
+            "threshold": dg.MetadataValue.float(config.drift_share),
+            "drifted_features": dg.MetadataValue.json(drifted),
+        },
     )
 
 
-@dg.sensor(job=training_job, minimum_interval_seconds=300,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=training_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
 def drift_retrain_sensor(context: dg.SensorEvaluationContext):
     """Request a retraining run once per drift report that found significant drift."""
     records = context.instance.fetch_materializations(
@@ -114,10 +137,10 @@ def drift_retrain_sensor(context: dg.SensorEvaluationContext):
     flagged = materialization.metadata.get("drift_detected") if materialization else None
     cursor = str(event.storage_id)
     if flagged is None or not flagged.value:
-        return dg.SensorResult(skip_reason="latest report found no significant drift",
-                               cursor=cursor)
+        return dg.SensorResult(skip_reason="latest report found no significant drift", cursor=cursor)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"drift-{event.storage_id}",
-                                    tags={"pulse/trigger": "feature_drift"})],
+        run_requests=[
+            dg.RunRequest(run_key=f"drift-{event.storage_id}", tags={"pulse/trigger": "feature_drift"})
+        ],
         cursor=cursor,
     )

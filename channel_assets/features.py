@@ -4,7 +4,6 @@ Each asset's key is the table name in schema ``features``; the SQL lives in
 ``warehouse/sql/<asset key>.sql``.
 """
 
-
 import dagster as dg
 
 from channel_assets.metadata import column_schema, table_metadata
@@ -49,16 +48,13 @@ def _feature_asset(name: str) -> dg.AssetsDefinition:
         },
         automation_condition=FEATURE_AUTOMATION,
     )
-    def _asset(
-        context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, published: PublishedTables
-    ):
+    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, published: PublishedTables):
         with warehouse.connect() as conn:
             rows = features.build_feature_table(conn, name)
             context.log.info(f"features.{name}: {rows} rows")
             meta = table_metadata(conn, f"features.{name}")
             if name in PUBLISHED_FEATURES:
-                meta["published_parquet"] = dg.MetadataValue.path(
-                    published.publish(conn, "features", name))
+                meta["published_parquet"] = dg.MetadataValue.path(published.publish(conn, "features", name))
             return dg.MaterializeResult(metadata=meta)
 
     return _asset
@@ -91,7 +87,8 @@ def post_text_embeddings(
         added = embeddings.embed_new_texts(conn, progress=progress)
         meta = table_metadata(conn, "features.post_text_embeddings")
         meta["published_parquet"] = dg.MetadataValue.path(
-            published.publish(conn, "features", "post_text_embeddings"))
+            published.publish(conn, "features", "post_text_embeddings")
+        )
     meta["texts_embedded_this_run"] = dg.MetadataValue.int(added)
     return dg.MaterializeResult(metadata=meta)
 

@@ -34,11 +34,21 @@ FEATURE_INPUTS: dict[str, list[str]] = {
     "content_patterns": ["post_features", "post_text_embeddings"],
     "user_segments": ["user_behavior_features"],
     "posting_schedule_recommendations": ["post_features", "posting_slot_features"],
-    "content_recommendations": ["post_features", "post_text_embeddings", "posting_slot_features",
-                                "posting_schedule_recommendations"],
-    "channel_insights": ["channel_metrics", "post_engagement_forecasts",
-                         "channel_growth_forecasts", "post_viral_scores", "user_segments",
-                         "posting_schedule_recommendations", "content_recommendations"],
+    "content_recommendations": [
+        "post_features",
+        "post_text_embeddings",
+        "posting_slot_features",
+        "posting_schedule_recommendations",
+    ],
+    "channel_insights": [
+        "channel_metrics",
+        "post_engagement_forecasts",
+        "channel_growth_forecasts",
+        "post_viral_scores",
+        "user_segments",
+        "posting_schedule_recommendations",
+        "content_recommendations",
+    ],
 }
 
 
@@ -63,12 +73,12 @@ def _forecast_asset(table: str) -> dg.AssetsDefinition:
         published: PublishedTables,
     ) -> dg.MaterializeResult:
         try:
-            champions = {name: load_champion(mlflow_tracking.tracking_uri, name)
-                         for name in needs}
+            champions = {name: load_champion(mlflow_tracking.tracking_uri, name) for name in needs}
         except RegistryUnavailable as exc:
             context.log.warning(f"forecasts.{table} left unchanged: {exc}")
-            raise dg.RetryRequested(max_retries=REGISTRY_RETRIES,
-                                    seconds_to_wait=REGISTRY_RETRY_SECONDS) from exc
+            raise dg.RetryRequested(
+                max_retries=REGISTRY_RETRIES, seconds_to_wait=REGISTRY_RETRY_SECONDS
+            ) from exc
         scored_at = datetime.now(UTC).replace(tzinfo=None)
         with warehouse.connect() as conn:
             result = get_scorer(table)(conn, champions, scored_at)
@@ -82,8 +92,8 @@ def _forecast_asset(table: str) -> dg.AssetsDefinition:
         meta.update(
             {
                 "champions": dg.MetadataValue.json(
-                    {n: (f"v{m.version} ({m.backend})" if m else None)
-                     for n, m in champions.items()}),
+                    {n: (f"v{m.version} ({m.backend})" if m else None) for n, m in champions.items()}
+                ),
                 "published_parquet": dg.MetadataValue.path(path),
                 "served_by": dg.MetadataValue.text(served_by(result.frame)),
                 **{f"note/{k}": dg.MetadataValue.text(v) for k, v in result.notes.items()},

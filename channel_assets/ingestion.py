@@ -1,6 +1,5 @@
 """Group ``ingestion``: raw tables (and the synthetic ground truth) from the data source."""
 
-
 import dagster as dg
 
 from channel_assets.metadata import column_schema, table_metadata
@@ -58,8 +57,7 @@ def raw_tables(
             raise dg.Failure(f"every channel failed: {collected.errors}")
     with warehouse.connect() as conn:
         if collected is not None:
-            load = SourceLoad(source="telegram", as_of=data_source.as_of(),
-                              details=collected.as_metadata())
+            load = SourceLoad(source="telegram", as_of=data_source.as_of(), details=collected.as_metadata())
         else:
             load = data_source.load(conn)
         for table in RAW_TABLES:
@@ -73,14 +71,11 @@ def raw_tables(
             if name in load.notes:
                 meta["note"] = dg.MetadataValue.text(load.notes[name])
             if table in PUBLISHED_RAW:
-                meta["published_parquet"] = dg.MetadataValue.path(
-                    published.publish(conn, "raw", table))
+                meta["published_parquet"] = dg.MetadataValue.path(published.publish(conn, "raw", table))
             yield dg.MaterializeResult(asset_key=f"raw_{table}", metadata=meta)
         for table in TRUTH_TABLES:
             name = f"truth.{table}"
             meta = table_metadata(conn, name)
             if load.source != "synthetic":
-                meta["note"] = dg.MetadataValue.text(
-                    "ground truth exists only for the synthetic source"
-                )
+                meta["note"] = dg.MetadataValue.text("ground truth exists only for the synthetic source")
             yield dg.MaterializeResult(asset_key=f"truth_{table}", metadata=meta)

@@ -4,7 +4,6 @@ Integrity checks block downstream features in the same run (ERROR severity);
 freshness only warns, because old-but-valid data is still worth analysing.
 """
 
-
 import dagster as dg
 
 from resources.data_source import ChannelDataSource
@@ -80,9 +79,7 @@ def no_snapshot_before_post(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="raw_post_snapshots")
-def snapshots_fresh(
-    warehouse: DuckDBWarehouse, data_source: ChannelDataSource
-) -> dg.AssetCheckResult:
+def snapshots_fresh(warehouse: DuckDBWarehouse, data_source: ChannelDataSource) -> dg.AssetCheckResult:
     """The newest snapshot is at most 36 h older than the source's clock (warning only)."""
     as_of = data_source.as_of()
     with warehouse.connect(read_only=True) as conn:

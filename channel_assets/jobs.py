@@ -4,7 +4,6 @@ What the README calls automatic is RUNNING by default; only the Telegram collect
 waits for its source to be chosen.
 """
 
-
 import dagster as dg
 
 ingestion_job = dg.define_asset_job(
@@ -49,10 +48,10 @@ def telegram_schedule(enabled: bool) -> dg.ScheduleDefinition:
         job=collect_job,
         cron_schedule="*/5 * * * *",
         execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING if enabled
-        else dg.DefaultScheduleStatus.STOPPED,
+        default_status=dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED,
         description="Age-tiered Telegram collection with change detection.",
     )
+
 
 forecasts_job = dg.define_asset_job(
     "forecasts_job",

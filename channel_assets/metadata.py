@@ -1,6 +1,5 @@
 """Materialization metadata shared by the assets: row counts, previews, column schemas."""
 
-
 import dagster as dg
 import duckdb
 

@@ -10,7 +10,6 @@ outage, and the forecasts downstream still refresh in the same run. They read
 promotion is the gate a failing model cannot pass.
 """
 
-
 import dagster as dg
 
 from channel_assets.metadata import image
@@ -33,7 +32,6 @@ MODEL_DEPS: dict[str, list[str]] = {
 }
 
 
-
 def _table(asset: str) -> str:
     """The table an upstream asset writes (``raw_interactions`` → ``raw.interactions``)."""
     return f"raw.{asset[4:]}" if asset.startswith("raw_") else f"features.{asset}"
@@ -44,7 +42,8 @@ def _table(asset: str) -> str:
 # from this copy as from the warehouse, so a dependency a task reads but does not
 # declare fails there.
 MODEL_TABLES: dict[str, list[str]] = {
-    name: [_table(asset) for asset in deps] for name, deps in MODEL_DEPS.items()}
+    name: [_table(asset) for asset in deps] for name, deps in MODEL_DEPS.items()
+}
 
 CARD_CHECK = "meets_model_card"
 BASELINE_CHECK = "not_worse_than_baseline"
@@ -65,9 +64,12 @@ class TrainingConfig(dg.Config):
 
 def _gate_table(report: TrainingReport) -> str:
     lines = ["| gate | value | 90 % interval | threshold | passed |", "|---|---|---|---|---|"]
-    lines += [f"| {g.name} | {g.value:.4f} | "
-              f"{'' if g.lo is None else f'[{g.lo:+.4f}, {g.hi:+.4f}]'} | {g.threshold:.4f} | "
-              f"{g.passed} |" for g in report.gates]
+    lines += [
+        f"| {g.name} | {g.value:.4f} | "
+        f"{'' if g.lo is None else f'[{g.lo:+.4f}, {g.hi:+.4f}]'} | {g.threshold:.4f} | "
+        f"{g.passed} |"
+        for g in report.gates
+    ]
     return "\n".join(lines)
 
 
@@ -89,10 +91,21 @@ def _metadata(report: TrainingReport, tracking: MlflowTracking) -> dict:
             "mlflow_run_id": dg.MetadataValue.text(str(report.run_id)),
             "mlflow_run": dg.MetadataValue.url(tracking.run_url(str(report.run_id))),
             "gates": dg.MetadataValue.md(_gate_table(report)),
-            "gates_json": dg.MetadataValue.json([
-                {"name": g.name, "passed": g.passed, "value": g.value, "threshold": g.threshold,
-                 "lo": g.lo, "hi": g.hi, "against_baseline": g.against_baseline,
-                 "description": g.description} for g in report.gates]),
+            "gates_json": dg.MetadataValue.json(
+                [
+                    {
+                        "name": g.name,
+                        "passed": g.passed,
+                        "value": g.value,
+                        "threshold": g.threshold,
+                        "lo": g.lo,
+                        "hi": g.hi,
+                        "against_baseline": g.against_baseline,
+                        "description": g.description,
+                    }
+                    for g in report.gates
+                ]
+            ),
             "train_seconds": dg.MetadataValue.float(round(report.train_seconds, 2)),
             "total_seconds": dg.MetadataValue.float(round(report.total_seconds, 2)),
             "optuna_trials": dg.MetadataValue.int(report.n_trials),
@@ -117,8 +130,9 @@ def _check_results(report: TrainingReport) -> list[dg.AssetCheckResult]:
     if report.status != "registered":
         why = {"skipped": dg.MetadataValue.text(report.reason)}
         return [
-            dg.AssetCheckResult(check_name=name, passed=False,
-                                severity=dg.AssetCheckSeverity.WARN, metadata=why)
+            dg.AssetCheckResult(
+                check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=why
+            )
             for name in (CARD_CHECK, BASELINE_CHECK)
         ]
     results = []
@@ -133,13 +147,15 @@ def _check_results(report: TrainingReport) -> list[dg.AssetCheckResult]:
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={
                     **{g.name: dg.MetadataValue.float(float(g.value)) for g in gates},
-                    **{f"{g.name}_threshold": dg.MetadataValue.float(float(g.threshold))
-                       for g in gates},
+                    **{f"{g.name}_threshold": dg.MetadataValue.float(float(g.threshold)) for g in gates},
                     # the margin's bootstrap interval: a gate against a baseline passes
                     # only when its lower bound is >= 0
-                    **{f"{g.name}_{end}": dg.MetadataValue.float(float(v))
-                       for g in gates if g.lo is not None
-                       for end, v in (("lo", g.lo), ("hi", g.hi))},
+                    **{
+                        f"{g.name}_{end}": dg.MetadataValue.float(float(v))
+                        for g in gates
+                        if g.lo is not None
+                        for end, v in (("lo", g.lo), ("hi", g.hi))
+                    },
                     "version": dg.MetadataValue.text(str(report.version)),
                     "rules": dg.MetadataValue.text("; ".join(g.description for g in gates)),
                 },
@@ -165,11 +181,19 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
             # failing version never reaches a forecast is the promotion rule
             # (nn_models.pipeline moves @champion only when every gate passed) and the
             # forecasts reading @champion or the baseline, never the new version.
-            dg.AssetCheckSpec(CARD_CHECK, asset=key, blocking=False,
-                              description="holdout metrics meet the model card's thresholds"),
-            dg.AssetCheckSpec(BASELINE_CHECK, asset=key, blocking=False,
-                              description="beats its strongest baseline by more than the "
-                              "holdout's noise (bootstrap interval)"),
+            dg.AssetCheckSpec(
+                CARD_CHECK,
+                asset=key,
+                blocking=False,
+                description="holdout metrics meet the model card's thresholds",
+            ),
+            dg.AssetCheckSpec(
+                BASELINE_CHECK,
+                asset=key,
+                blocking=False,
+                description="beats its strongest baseline by more than the "
+                "holdout's noise (bootstrap interval)",
+            ),
         ],
     )
     def _asset(

@@ -39,8 +39,12 @@ class AlertConfig(dg.Config):
     },
     automation_condition=dg.AutomationCondition.eager(),
 )
-def alerts_table(context: dg.AssetExecutionContext, config: AlertConfig,
-                 warehouse: DuckDBWarehouse, published: PublishedTables) -> dg.MaterializeResult:
+def alerts_table(
+    context: dg.AssetExecutionContext,
+    config: AlertConfig,
+    warehouse: DuckDBWarehouse,
+    published: PublishedTables,
+) -> dg.MaterializeResult:
     """monitoring.alerts: view spikes, quiet periods, unusual subscriber change, ghost audiences."""
     thresholds = alerts.AlertThresholds(**config.model_dump())
     with warehouse.connect() as conn:
@@ -49,8 +53,7 @@ def alerts_table(context: dg.AssetExecutionContext, config: AlertConfig,
             "SELECT kind, count(*) FROM monitoring.alerts GROUP BY kind ORDER BY kind"
         ).fetchall()
         meta = table_metadata(conn, "monitoring.alerts")
-        meta["published_parquet"] = dg.MetadataValue.path(
-            published.publish(conn, "monitoring", "alerts"))
+        meta["published_parquet"] = dg.MetadataValue.path(published.publish(conn, "monitoring", "alerts"))
     context.log.info(f"{added} new alerts")
     meta["new_alerts"] = dg.MetadataValue.int(added)
     meta["alerts_by_kind"] = dg.MetadataValue.json(dict(by_kind))
@@ -67,8 +70,7 @@ def _json_value(value: object) -> object:
 
 def _finite(row: dict) -> dict:
     """NaN/inf are not JSON: they become null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in row.items()}
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
 class AlertOutbox(dg.ConfigurableResource):
@@ -100,11 +102,11 @@ class AlertOutbox(dg.ConfigurableResource):
         """Append the rows whose ``alert_key`` is not delivered yet; return those rows."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)          # released when the file closes
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
             handle.seek(0)
             data = handle.read()
             complete = data.rfind(b"\n") + 1
-            if complete < len(data):                    # torn last line: never delivered
+            if complete < len(data):  # torn last line: never delivered
                 handle.truncate(complete)
             seen = self._keys(data)
             new = []
@@ -113,10 +115,15 @@ class AlertOutbox(dg.ConfigurableResource):
                     seen.add(row["alert_key"])
                     new.append(row)
             if new:
-                handle.write(b"".join(
-                    json.dumps(_finite(row), default=_json_value, ensure_ascii=False,
-                               allow_nan=False).encode() + b"\n"
-                    for row in new))
+                handle.write(
+                    b"".join(
+                        json.dumps(
+                            _finite(row), default=_json_value, ensure_ascii=False, allow_nan=False
+                        ).encode()
+                        + b"\n"
+                        for row in new
+                    )
+                )
                 handle.flush()
                 os.fsync(handle.fileno())
         return new
@@ -129,8 +136,7 @@ CURSOR_OVERLAP = timedelta(hours=1)
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehouse,
-                  alert_outbox: AlertOutbox):
+def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehouse, alert_outbox: AlertOutbox):
     """Deliver each alert exactly once to the outbox.
 
     Cursor: the newest ``created_at`` seen (ISO 8601 UTC). It only bounds the query;
@@ -143,8 +149,7 @@ def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehous
     try:
         with warehouse.connect(read_only=True) as conn:
             cursor = conn.execute(
-                "SELECT * FROM monitoring.alerts WHERE created_at >= ? "
-                "ORDER BY created_at, alert_key",
+                "SELECT * FROM monitoring.alerts WHERE created_at >= ? ORDER BY created_at, alert_key",
                 [since],
             )
             names = [d[0] for d in cursor.description]
@@ -156,21 +161,20 @@ def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBWarehous
         return dg.SkipReason("no new alerts")
     delivered = alert_outbox.deliver(rows)
     for row in delivered:
-        context.log.warning(f"[{row['severity']}] {row['kind']} channel {row['channel_id']}: "
-                            f"{row['message']}")
+        context.log.warning(
+            f"[{row['severity']}] {row['kind']} channel {row['channel_id']}: {row['message']}"
+        )
     newest = max(row["created_at"] for row in rows)
     cursor_value = _json_value(newest)
     if not delivered:
         if cursor_value == context.cursor:
             return dg.SkipReason("no new alerts")
-        return dg.SensorResult(skip_reason="no new alerts (all delivered already)",
-                               cursor=cursor_value)
+        return dg.SensorResult(skip_reason="no new alerts (all delivered already)", cursor=cursor_value)
     return dg.SensorResult(cursor=cursor_value)
 
 
 # what warehouse.exports reads, besides every forecast table
-EXPORT_TABLES = ("features.channel_metrics", "features.channel_daily_features",
-                 "features.post_features")
+EXPORT_TABLES = ("features.channel_metrics", "features.channel_daily_features", "features.post_features")
 
 
 class ExportFolder(dg.ConfigurableResource):
@@ -181,14 +185,23 @@ class ExportFolder(dg.ConfigurableResource):
 
 @dg.asset(
     group_name="forecasts",
-    deps=["channel_metrics", "channel_daily_features", "post_features",
-          "post_engagement_forecasts", "channel_growth_forecasts", "post_viral_scores",
-          "content_patterns", "posting_schedule_recommendations", "content_recommendations",
-          "channel_insights"],
+    deps=[
+        "channel_metrics",
+        "channel_daily_features",
+        "post_features",
+        "post_engagement_forecasts",
+        "channel_growth_forecasts",
+        "post_viral_scores",
+        "content_patterns",
+        "posting_schedule_recommendations",
+        "content_recommendations",
+        "channel_insights",
+    ],
     kinds={"csv", "png"},
 )
-def channel_exports(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse,
-                    export_folder: ExportFolder) -> dg.MaterializeResult:
+def channel_exports(
+    context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, export_folder: ExportFolder
+) -> dg.MaterializeResult:
     """Per-channel CSVs of every forecast and PNG charts (growth with intervals, engagement by hour)."""
     from warehouse.exports import export_all
 

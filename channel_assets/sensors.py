@@ -1,6 +1,5 @@
 """Sensors that react to new data and to new champions; both run by default."""
 
-
 import hashlib
 import json
 from pathlib import Path
@@ -40,8 +39,7 @@ def _run_key(prefix: str, seq: int, state: dict) -> str:
     return f"{prefix}-{seq}-{digest}"
 
 
-@dg.sensor(job=ingestion_job, minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=ingestion_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, data_source: ChannelDataSource):
     """Start ingestion when landing files appear or change.
 
@@ -55,25 +53,23 @@ def landing_sensor(context: dg.SensorEvaluationContext, data_source: ChannelData
     if not folder.is_dir():
         return dg.SkipReason(f"landing folder {folder} does not exist")
     seq, seen = _sequenced(context.cursor, "files")
-    current = {
-        str(path): file_digest(path)
-        for paths in landing_files(folder).values()
-        for path in paths
-    }
+    current = {str(path): file_digest(path) for paths in landing_files(folder).values() for path in paths}
     current |= {str(path): file_digest(path) for path in find_exports(folder)}
     changed = {path: digest for path, digest in current.items() if seen.get(path) != digest}
     if not changed:
         return dg.SkipReason(f"no new landing files in {folder}")
     context.log.info(f"new landing files: {sorted(changed)}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=_run_key("landing", seq + 1, changed),
-                                    tags={"landing_files": str(len(changed))})],
+        run_requests=[
+            dg.RunRequest(
+                run_key=_run_key("landing", seq + 1, changed), tags={"landing_files": str(len(changed))}
+            )
+        ],
         cursor=json.dumps({"seq": seq + 1, "files": current}, sort_keys=True),
     )
 
 
-@dg.sensor(job=forecasts_job, minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=forecasts_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def champion_sensor(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
     """Re-score the forecasts whenever any model's ``champion`` alias moves (rollbacks too).
 
@@ -101,7 +97,10 @@ def champion_sensor(context: dg.SensorEvaluationContext, mlflow_tracking: Mlflow
         return dg.SensorResult(skip_reason="no new champion", cursor=cursor)
     context.log.info(f"champions moved: {changed}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=_run_key("champions", seq + 1, current),
-                                    tags={"pulse/trigger": "new_champion"})],
+        run_requests=[
+            dg.RunRequest(
+                run_key=_run_key("champions", seq + 1, current), tags={"pulse/trigger": "new_champion"}
+            )
+        ],
         cursor=cursor,
     )

@@ -26,14 +26,14 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 K_RANGE: tuple[int, ...] = tuple(range(3, 11))
-SILHOUETTE_SAMPLE = 3000   # silhouette is O(n²): score on a seeded sample above this size
+SILHOUETTE_SAMPLE = 3000  # silhouette is O(n²): score on a seeded sample above this size
 
 
 @dataclass(frozen=True)
 class Clustering:
     k: int
-    centroids: np.ndarray          # (k, dim)
-    labels: np.ndarray             # (n,) for the points it was fitted on
+    centroids: np.ndarray  # (k, dim)
+    labels: np.ndarray  # (n,) for the points it was fitted on
     silhouettes: dict[int, float]  # k -> silhouette of the k-means solution
 
 
@@ -118,12 +118,12 @@ def profile_error(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
 
 
 def kmeans(points: np.ndarray, k: int, seed: int = 0, n_init: int = 10) -> KMeans:
-    return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(np.asarray(points,
-                                                                                 np.float64))
+    return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(np.asarray(points, np.float64))
 
 
-def bootstrap_stability(points: np.ndarray, labels: np.ndarray, k: int, n_boot: int = 10,
-                        seed: int = 0) -> float:
+def bootstrap_stability(
+    points: np.ndarray, labels: np.ndarray, k: int, n_boot: int = 10, seed: int = 0
+) -> float:
     """Mean ARI between ``labels`` and k-means refitted on bootstrap samples of the points
     (each refit assigns every point to its nearest refitted centre)."""
     points = np.asarray(points, dtype=np.float64)
@@ -159,8 +159,9 @@ class PcaKmeans:
         return seg, np.sqrt(d[np.arange(len(z)), seg])
 
 
-def fit_pca_kmeans(x: np.ndarray, k: int, n_components: int, weight: np.ndarray | None = None,
-                   seed: int = 0) -> PcaKmeans:
+def fit_pca_kmeans(
+    x: np.ndarray, k: int, n_components: int, weight: np.ndarray | None = None, seed: int = 0
+) -> PcaKmeans:
     x = np.asarray(x, dtype=np.float64)
     mean, std = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
     weight = np.ones(x.shape[1]) if weight is None else np.asarray(weight, np.float64)

@@ -30,19 +30,21 @@ import numpy as np
 from scipy.special import ndtr
 
 RULES = ("channel_growth", "szabo_huberman")
-LABELS = {"channel_growth": "channel growth rule (latest views + the channel's usual "
-                            "log growth to 48 h)",
-          "szabo_huberman": "Szabo–Huberman log-linear"}
+LABELS = {
+    "channel_growth": "channel growth rule (latest views + the channel's usual log growth to 48 h)",
+    "szabo_huberman": "Szabo–Huberman log-linear",
+}
 # Bucket of the age at which a post is scored: (lower, upper] minutes.
-BUCKETS: dict[str, tuple[int, int]] = {"le3h": (0, 180), "3_12h": (180, 720),
-                                       "12_48h": (720, 2880)}
-HORIZON_S = 48 * 3600 + 300      # a post's 48 h value is known 48 h 5 min after it
-MIN_CHANNEL_POSTS = 10           # Szabo–Huberman per channel from this many posts
-SHRINK_GRID = (0.0, 3.0, 10.0, 30.0)          # k of channel_growth
-WINDOW_GRID: tuple[int | None, ...] = (None, 30)   # last posts of the channel
+BUCKETS: dict[str, tuple[int, int]] = {"le3h": (0, 180), "3_12h": (180, 720), "12_48h": (720, 2880)}
+HORIZON_S = 48 * 3600 + 300  # a post's 48 h value is known 48 h 5 min after it
+MIN_CHANNEL_POSTS = 10  # Szabo–Huberman per channel from this many posts
+SHRINK_GRID = (0.0, 3.0, 10.0, 30.0)  # k of channel_growth
+WINDOW_GRID: tuple[int | None, ...] = (None, 30)  # last posts of the channel
 DELTA_GRID = tuple(np.round(np.linspace(-0.15, 0.15, 13), 3))
-DEFAULTS = {"channel_growth": {"k": 3.0, "window": None, "delta": 0.0},
-            "szabo_huberman": {"variant": "channel", "delta": 0.0}}
+DEFAULTS = {
+    "channel_growth": {"k": 3.0, "window": None, "delta": 0.0},
+    "szabo_huberman": {"variant": "channel", "delta": 0.0},
+}
 
 
 def bucket_of(minutes: np.ndarray) -> np.ndarray:
@@ -55,14 +57,14 @@ def bucket_of(minutes: np.ndarray) -> np.ndarray:
 class GridPosts:
     """Posts on the trajectory grid (log1p counters, NaN = not known at that age)."""
 
-    channel_id: np.ndarray         # (N,) int64
-    published_s: np.ndarray        # (N,) int64 seconds
-    log_views: np.ndarray          # (N, T)
-    log_interactions: np.ndarray   # (N, T)
-    log_median: np.ndarray         # (N,) log1p(channel prior median 48 h views), NaN unknown
-    log_views_48h: np.ndarray      # (N,) NaN when not yet known
+    channel_id: np.ndarray  # (N,) int64
+    published_s: np.ndarray  # (N,) int64 seconds
+    log_views: np.ndarray  # (N, T)
+    log_interactions: np.ndarray  # (N, T)
+    log_median: np.ndarray  # (N,) log1p(channel prior median 48 h views), NaN unknown
+    log_views_48h: np.ndarray  # (N,) NaN when not yet known
     log_interactions_48h: np.ndarray
-    above: np.ndarray | None = None   # (N,) the label, 1/0, NaN unknown (labelled posts)
+    above: np.ndarray | None = None  # (N,) the label, 1/0, NaN unknown (labelled posts)
 
     def take(self, rows: np.ndarray) -> GridPosts:
         return GridPosts(**{k: None if v is None else v[rows] for k, v in self.__dict__.items()})
@@ -71,8 +73,9 @@ class GridPosts:
         return len(self.channel_id)
 
 
-def prior_growth(history: GridPosts, targets: GridPosts, counter: str = "views",
-                 window: int | None = None) -> tuple[np.ndarray, ...]:
+def prior_growth(
+    history: GridPosts, targets: GridPosts, counter: str = "views", window: int | None = None
+) -> tuple[np.ndarray, ...]:
     """Sum and count of ``log1p(x_48h) - log1p(x_g)`` at every grid age over each target's
     channel's history posts published >= 48 h 5 min before it (the last ``window`` of
     them), and the same over every channel: four (N, T) arrays."""
@@ -84,13 +87,15 @@ def prior_growth(history: GridPosts, targets: GridPosts, counter: str = "views",
     n_steps = now.shape[1]
     out = [np.zeros((len(targets), n_steps)) for _ in range(4)]
 
-    def accumulate(h_rows: np.ndarray, t_rows: np.ndarray, sums: np.ndarray,
-                   counts: np.ndarray, win: int | None) -> None:
+    def accumulate(
+        h_rows: np.ndarray, t_rows: np.ndarray, sums: np.ndarray, counts: np.ndarray, win: int | None
+    ) -> None:
         order = h_rows[np.argsort(history.published_s[h_rows], kind="stable")]
         cum_s = np.vstack([np.zeros(n_steps), np.cumsum(growth[order], axis=0)])
         cum_n = np.vstack([np.zeros(n_steps), np.cumsum(known[order], axis=0)])
-        hi = np.searchsorted(history.published_s[order],
-                             targets.published_s[t_rows] - HORIZON_S, side="right")
+        hi = np.searchsorted(
+            history.published_s[order], targets.published_s[t_rows] - HORIZON_S, side="right"
+        )
         lo = np.maximum(hi - win, 0) if win else np.zeros_like(hi)
         sums[t_rows] = cum_s[hi] - cum_s[lo]
         counts[t_rows] = cum_n[hi] - cum_n[lo]
@@ -117,16 +122,15 @@ def shrunk_growth(sums: tuple[np.ndarray, ...], k: float) -> np.ndarray:
 def _groups(labels: np.ndarray) -> dict[int, np.ndarray]:
     order = np.argsort(labels, kind="stable")
     uniq, starts = np.unique(labels[order], return_index=True)
-    return {int(u): order[s:e] for u, s, e in zip(uniq, starts, [*starts[1:], len(order)],
-                                                  strict=True)}
+    return {int(u): order[s:e] for u, s, e in zip(uniq, starts, [*starts[1:], len(order)], strict=True)}
 
 
 @dataclass
 class LogLinear:
     """Szabo–Huberman lines per grid age: across channels and per channel."""
 
-    global_ab: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))   # (T, 2)
-    channel_ab: dict[int, np.ndarray] = field(default_factory=dict)            # c -> (T, 2)
+    global_ab: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (T, 2)
+    channel_ab: dict[int, np.ndarray] = field(default_factory=dict)  # c -> (T, 2)
     min_channel_posts: int = MIN_CHANNEL_POSTS
 
     @staticmethod
@@ -169,9 +173,9 @@ class RuleFit:
     params: dict[str, Any]
     val_accuracy: float
     val_pairs: int
-    q10: float                    # validation log-error percentiles (interval)
+    q10: float  # validation log-error percentiles (interval)
     q90: float
-    sd: float                     # validation log-error sd (score)
+    sd: float  # validation log-error sd (score)
 
 
 @dataclass
@@ -181,9 +185,9 @@ class EngagementBaselines:
     grid_minutes: np.ndarray
     history: GridPosts
     sh: LogLinear
-    fits: dict[str, dict[str, RuleFit]]        # rule -> bucket -> fit
-    interaction_fits: dict[str, RuleFit]       # bucket -> channel_growth on interactions
-    strongest: dict[str, str]                  # bucket -> rule
+    fits: dict[str, dict[str, RuleFit]]  # rule -> bucket -> fit
+    interaction_fits: dict[str, RuleFit]  # bucket -> channel_growth on interactions
+    strongest: dict[str, str]  # bucket -> rule
 
     def _views(self, targets: GridPosts, rule: str, params: dict[str, Any]) -> np.ndarray:
         if rule == "channel_growth":
@@ -198,8 +202,10 @@ class EngagementBaselines:
         rule (or ``rule``)."""
         n, steps = targets.log_views.shape
         buckets = bucket_of(self.grid_minutes)
-        out = {k: np.full((n, steps), np.nan) for k in
-               ("log_views", "lo", "hi", "score", "log_interactions", "inter_lo", "inter_hi")}
+        out = {
+            k: np.full((n, steps), np.nan)
+            for k in ("log_views", "lo", "hi", "score", "log_interactions", "inter_lo", "inter_hi")
+        }
         out["rule"] = np.zeros((n, steps), dtype=np.int64)
         cache: dict[tuple, np.ndarray] = {}
         for b, name in enumerate(BUCKETS):
@@ -218,8 +224,7 @@ class EngagementBaselines:
             out["rule"][:, cols] = RULES.index(chosen)
             ifit = self.interaction_fits[name]
             sums = prior_growth(self.history, targets, "interactions", ifit.params["window"])
-            inter = targets.log_interactions[:, cols] + shrunk_growth(sums, ifit.params["k"])[
-                :, cols]
+            inter = targets.log_interactions[:, cols] + shrunk_growth(sums, ifit.params["k"])[:, cols]
             out["log_interactions"][:, cols] = inter
             out["inter_lo"][:, cols] = np.fmax(inter + ifit.q10, targets.log_interactions[:, cols])
             out["inter_hi"][:, cols] = np.maximum(inter + ifit.q90, out["inter_lo"][:, cols])
@@ -235,8 +240,7 @@ class EngagementBaselines:
             for rule in RULES:
                 fit = self.fits[rule][name]
                 info[f"baseline_{rule}_val_accuracy_{name}"] = fit.val_accuracy
-                info[f"baseline_{rule}_params_{name}"] = ", ".join(
-                    f"{k}={v}" for k, v in fit.params.items())
+                info[f"baseline_{rule}_params_{name}"] = ", ".join(f"{k}={v}" for k, v in fit.params.items())
             info[f"baseline_val_log_error_q10_{name}"] = self.fits[best][name].q10
             info[f"baseline_val_log_error_q90_{name}"] = self.fits[best][name].q90
         info["strongest_baseline"] = "; ".join(f"{b}: {self.strongest[b]}" for b in BUCKETS)
@@ -247,8 +251,7 @@ def _errors(pred: np.ndarray, actual: np.ndarray, mask: np.ndarray) -> tuple[flo
     err = (actual[:, None] - pred)[mask]
     if not len(err):
         return 0.0, 0.0, 1.0
-    return (float(np.percentile(err, 10)), float(np.percentile(err, 90)),
-            float(max(np.std(err), 1e-3)))
+    return (float(np.percentile(err, 10)), float(np.percentile(err, 90)), float(max(np.std(err), 1e-3)))
 
 
 def _best_delta(margin: np.ndarray, above: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
@@ -262,9 +265,14 @@ def _best_delta(margin: np.ndarray, above: np.ndarray, mask: np.ndarray) -> tupl
     return best
 
 
-def fit_baselines(history: GridPosts, above: np.ndarray, grid_minutes: np.ndarray,
-                  fit_rows: np.ndarray, val_rows: np.ndarray,
-                  refit_rows: np.ndarray) -> EngagementBaselines:
+def fit_baselines(
+    history: GridPosts,
+    above: np.ndarray,
+    grid_minutes: np.ndarray,
+    fit_rows: np.ndarray,
+    val_rows: np.ndarray,
+    refit_rows: np.ndarray,
+) -> EngagementBaselines:
     """Tune both rules per bucket on ``val_rows`` (Szabo–Huberman fitted on ``fit_rows``),
     then refit Szabo–Huberman on ``refit_rows`` for scoring later posts.
 
@@ -278,18 +286,17 @@ def fit_baselines(history: GridPosts, above: np.ndarray, grid_minutes: np.ndarra
     val = history.take(val_rows)
     y = above[val_rows]
     buckets = bucket_of(grid_minutes)
-    base_mask = (np.isfinite(val.log_views) & np.isfinite(val.log_median)[:, None]
-                 & np.isfinite(y)[:, None])
+    base_mask = np.isfinite(val.log_views) & np.isfinite(val.log_median)[:, None] & np.isfinite(y)[:, None]
     y2 = np.broadcast_to(y[:, None] > 0.5, val.log_views.shape)
     sh = LogLinear().fit(history.take(fit_rows))
     fits: dict[str, dict[str, RuleFit]] = {r: {} for r in RULES}
-    candidates: dict[str, list[tuple[dict, np.ndarray]]] = {
-        "channel_growth": [], "szabo_huberman": []}
+    candidates: dict[str, list[tuple[dict, np.ndarray]]] = {"channel_growth": [], "szabo_huberman": []}
     for window in WINDOW_GRID:
         sums = prior_growth(history, val, "views", window)
         for k in SHRINK_GRID:
             candidates["channel_growth"].append(
-                ({"k": k, "window": window}, val.log_views + shrunk_growth(sums, k)))
+                ({"k": k, "window": window}, val.log_views + shrunk_growth(sums, k))
+            )
     for variant in ("channel", "global"):
         candidates["szabo_huberman"].append(({"variant": variant}, sh.predict(val, variant)))
     for b, name in enumerate(BUCKETS):
@@ -302,24 +309,24 @@ def fit_baselines(history: GridPosts, above: np.ndarray, grid_minutes: np.ndarra
                     best = (acc, {**params, "delta": delta}, pred)
             assert best is not None
             acc, params, pred = best
-            if not mask.any():          # nothing to tune on in this bucket
+            if not mask.any():  # nothing to tune on in this bucket
                 acc, params = float("nan"), dict(DEFAULTS[rule])
             q10, q90, sd = _errors(pred, val.log_views_48h, mask & np.isfinite(pred))
             fits[rule][name] = RuleFit(params, acc, int(mask.sum()), q10, q90, sd)
-    strongest = {name: max(RULES, key=lambda r, n=name: (np.nan_to_num(fits[r][n].val_accuracy,
-                                                                       nan=-1.0),
-                                                         r == "channel_growth"))
-                 for name in BUCKETS}
+    strongest = {
+        name: max(
+            RULES,
+            key=lambda r, n=name: (np.nan_to_num(fits[r][n].val_accuracy, nan=-1.0), r == "channel_growth"),
+        )
+        for name in BUCKETS
+    }
     interaction_fits = {}
     for b, name in enumerate(BUCKETS):
         params = {k: v for k, v in fits["channel_growth"][name].params.items() if k != "delta"}
         sums = prior_growth(history, val, "interactions", params["window"])
         pred = val.log_interactions + shrunk_growth(sums, params["k"])
-        mask = (np.isfinite(pred) & np.isfinite(val.log_interactions_48h)[:, None]
-                & (buckets == b)[None, :])
+        mask = np.isfinite(pred) & np.isfinite(val.log_interactions_48h)[:, None] & (buckets == b)[None, :]
         q10, q90, sd = _errors(pred, val.log_interactions_48h, mask)
         interaction_fits[name] = RuleFit(params, float("nan"), int(mask.sum()), q10, q90, sd)
     refit = LogLinear().fit(history.take(refit_rows))
-    return EngagementBaselines(np.asarray(grid_minutes), history, refit, fits,
-                               interaction_fits, strongest)
-
+    return EngagementBaselines(np.asarray(grid_minutes), history, refit, fits, interaction_fits, strongest)

@@ -32,10 +32,10 @@ from nn_models import metrics as M
 
 SEASON = 7
 BASELINES = ("log_drift", "seasonal_naive", "autoets")
-LOG_DRIFT_LOOKBACKS = (7, 14, 28, 0)       # 0: the whole history before the origin
+LOG_DRIFT_LOOKBACKS = (7, 14, 28, 0)  # 0: the whole history before the origin
 BAND_POWERS = (0.5, 0.75, 1.0)
 SCALE_DAYS = 28
-MIN_INSAMPLE = SEASON + 1                  # MASE's scale needs more than m points
+MIN_INSAMPLE = SEASON + 1  # MASE's scale needs more than m points
 
 
 def seasonal_naive(insample: np.ndarray, horizon: int, m: int = SEASON) -> np.ndarray:
@@ -75,8 +75,7 @@ def autoets(series: list[np.ndarray], horizon: int) -> np.ndarray:
     return np.maximum(out, 1.0)
 
 
-def point_forecasts(name: str, series: list[np.ndarray], horizon: int,
-                    lookback: int = 0) -> np.ndarray:
+def point_forecasts(name: str, series: list[np.ndarray], horizon: int, lookback: int = 0) -> np.ndarray:
     """(len(series), horizon) point forecasts of one named baseline."""
     if name == "log_drift":
         return np.array([log_drift(s, horizon, lookback) for s in series]).reshape(-1, horizon)
@@ -95,45 +94,47 @@ def channel_scale(insample: np.ndarray) -> float:
     return float(max(np.abs(log_s[SEASON:] - log_s[:-SEASON]).mean(), 1e-4))
 
 
-def mase_per_window(insamples: list[np.ndarray], actuals: np.ndarray,
-                    points: np.ndarray) -> np.ndarray:
+def mase_per_window(insamples: list[np.ndarray], actuals: np.ndarray, points: np.ndarray) -> np.ndarray:
     """MASE (m = 7) of each window, scaled by its own history before the origin."""
-    return np.array([M.mase(a, p, s, m=SEASON)
-                     for s, a, p in zip(insamples, actuals, points, strict=True)])
+    return np.array([M.mase(a, p, s, m=SEASON) for s, a, p in zip(insamples, actuals, points, strict=True)])
 
 
 @dataclass(frozen=True)
 class BaselineChoice:
     """The strongest baseline on validation, and everything needed to forecast with it."""
 
-    name: str                                   # strongest on validation (lowest MASE)
-    lookback: int                               # log-drift lookback chosen on validation
-    band_power: float                           # h ** power in the band's growth
-    val_mase: dict[str, float]                  # every baseline's validation MASE
-    z: dict[str, tuple[float, float]]           # per baseline: (z10, z90) of the band
+    name: str  # strongest on validation (lowest MASE)
+    lookback: int  # log-drift lookback chosen on validation
+    band_power: float  # h ** power in the band's growth
+    val_mase: dict[str, float]  # every baseline's validation MASE
+    z: dict[str, tuple[float, float]]  # per baseline: (z10, z90) of the band
     val_coverage: dict[str, float] = field(default_factory=dict)
     n_windows: int = 0
     val_horizon: int = 0
 
     def describe(self) -> str:
         scores = ", ".join(f"{n} {v:.3f}" for n, v in self.val_mase.items())
-        drift = f" (log-drift lookback {self.lookback or 'all'} days)" \
-            if self.name == "log_drift" else ""
-        return (f"strongest baseline {self.name}{drift}, chosen on {self.n_windows} "
-                f"validation windows of {self.val_horizon} days by MASE ({scores}); p10-p90 "
-                f"from its validation errors (z {self.z[self.name][0]:+.2f}/"
-                f"{self.z[self.name][1]:+.2f} x scale x h^{self.band_power:g})")
+        drift = f" (log-drift lookback {self.lookback or 'all'} days)" if self.name == "log_drift" else ""
+        return (
+            f"strongest baseline {self.name}{drift}, chosen on {self.n_windows} "
+            f"validation windows of {self.val_horizon} days by MASE ({scores}); p10-p90 "
+            f"from its validation errors (z {self.z[self.name][0]:+.2f}/"
+            f"{self.z[self.name][1]:+.2f} x scale x h^{self.band_power:g})"
+        )
 
     def as_info(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {
-            "strongest_baseline": self.name, "log_drift_lookback": self.lookback,
-            "baseline_band_power": self.band_power}
+            "strongest_baseline": self.name,
+            "log_drift_lookback": self.lookback,
+            "baseline_band_power": self.band_power,
+        }
         out.update({f"baseline_val_mase_{n}": v for n, v in self.val_mase.items()})
         return out
 
 
-def _z_values(insamples: list[np.ndarray], actuals: np.ndarray, points: np.ndarray,
-              power: float) -> np.ndarray:
+def _z_values(
+    insamples: list[np.ndarray], actuals: np.ndarray, points: np.ndarray, power: float
+) -> np.ndarray:
     """(windows, days) normalised log errors of a point forecast."""
     scale = np.array([channel_scale(s) for s in insamples])[:, None]
     h = np.arange(1, actuals.shape[1] + 1)[None, :] ** power
@@ -150,13 +151,14 @@ def choose(insamples: list[np.ndarray], actuals: np.ndarray) -> BaselineChoice:
         raise ValueError("no validation windows to choose a growth baseline on")
     horizon = actuals.shape[1]
     drift_scores = {
-        lb: float(mase_per_window(insamples, actuals,
-                                  point_forecasts("log_drift", insamples, horizon, lb)).mean())
-        for lb in LOG_DRIFT_LOOKBACKS}
+        lb: float(
+            mase_per_window(insamples, actuals, point_forecasts("log_drift", insamples, horizon, lb)).mean()
+        )
+        for lb in LOG_DRIFT_LOOKBACKS
+    }
     lookback = min(drift_scores, key=lambda lb: (drift_scores[lb], LOG_DRIFT_LOOKBACKS.index(lb)))
     points = {name: point_forecasts(name, insamples, horizon, lookback) for name in BASELINES}
-    val_mase = {name: float(mase_per_window(insamples, actuals, p).mean())
-                for name, p in points.items()}
+    val_mase = {name: float(mase_per_window(insamples, actuals, p).mean()) for name, p in points.items()}
     strongest = min(BASELINES, key=lambda n: (val_mase[n], BASELINES.index(n)))
 
     def flatness(power: float) -> float:
@@ -172,12 +174,21 @@ def choose(insamples: list[np.ndarray], actuals: np.ndarray) -> BaselineChoice:
         lo, hi = np.quantile(values, [0.1, 0.9])
         z[name] = (float(lo), float(hi))
         coverage[name] = float(((values >= lo) & (values <= hi)).mean())
-    return BaselineChoice(strongest, int(lookback), float(power), val_mase, z, coverage,
-                          n_windows=len(insamples), val_horizon=horizon)
+    return BaselineChoice(
+        strongest,
+        int(lookback),
+        float(power),
+        val_mase,
+        z,
+        coverage,
+        n_windows=len(insamples),
+        val_horizon=horizon,
+    )
 
 
-def quantile_forecast(choice: BaselineChoice, insamples: list[np.ndarray], horizon: int,
-                      name: str | None = None) -> np.ndarray:
+def quantile_forecast(
+    choice: BaselineChoice, insamples: list[np.ndarray], horizon: int, name: str | None = None
+) -> np.ndarray:
     """(len(insamples), horizon, 3) p10/p50/p90 counts of baseline ``name`` (default: the
     strongest), its band from the validation errors measured in ``choose``."""
     name = name or choice.name
@@ -188,8 +199,9 @@ def quantile_forecast(choice: BaselineChoice, insamples: list[np.ndarray], horiz
     return np.stack([point * np.exp(z10 * width), point, point * np.exp(z90 * width)], axis=-1)
 
 
-def backtest_windows(series: list[np.ndarray], horizon: int,
-                     origins: int) -> tuple[list[np.ndarray], np.ndarray]:
+def backtest_windows(
+    series: list[np.ndarray], horizon: int, origins: int
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Validation windows from the latest period of each series: up to ``origins`` origins,
     one day apart, the last ``horizon`` days after the latest one (used at scoring time,
     when the latest observed days are the freshest validation there is)."""
@@ -197,7 +209,7 @@ def backtest_windows(series: list[np.ndarray], horizon: int,
     for values in series:
         values = np.asarray(values, dtype=float)
         for k in range(origins):
-            end = len(values) - horizon - k          # insample = values[:end]
+            end = len(values) - horizon - k  # insample = values[:end]
             if end < MIN_INSAMPLE:
                 break
             insamples.append(values[:end])

@@ -47,8 +47,10 @@ def slot_of(weekday: np.ndarray, hour: np.ndarray) -> np.ndarray:
 
 
 def _sums(slot: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return (np.bincount(slot, weights=y, minlength=N_SLOTS),
-            np.bincount(slot, minlength=N_SLOTS).astype(np.float64))
+    return (
+        np.bincount(slot, weights=y, minlength=N_SLOTS),
+        np.bincount(slot, minlength=N_SLOTS).astype(np.float64),
+    )
 
 
 def _hour_means(s_sum: np.ndarray, s_n: np.ndarray, mean: float, beta: float) -> np.ndarray:
@@ -81,8 +83,9 @@ def posted_grid(slot: np.ndarray) -> np.ndarray:
     return np.tile(per_hour, 7)
 
 
-def grids(rule: str, channel: np.ndarray, slot: np.ndarray, y: np.ndarray,
-          alpha: float = 0.0, beta: float = 0.0) -> dict[int, np.ndarray]:
+def grids(
+    rule: str, channel: np.ndarray, slot: np.ndarray, y: np.ndarray, alpha: float = 0.0, beta: float = 0.0
+) -> dict[int, np.ndarray]:
     """channel_id -> 168 slot values of ``rule`` (one of ``BASELINES``)."""
     channel = np.asarray(channel)
     out: dict[int, np.ndarray] = {}
@@ -101,8 +104,10 @@ def grids(rule: str, channel: np.ndarray, slot: np.ndarray, y: np.ndarray,
 
 def lookup(table: dict[int, np.ndarray], channel: np.ndarray, slot: np.ndarray) -> np.ndarray:
     """Each row's slot value (NaN for a channel the table does not know)."""
-    return np.array([table[int(c)][int(s)] if int(c) in table else np.nan
-                     for c, s in zip(channel, slot, strict=True)], dtype=np.float64)
+    return np.array(
+        [table[int(c)][int(s)] if int(c) in table else np.nan for c, s in zip(channel, slot, strict=True)],
+        dtype=np.float64,
+    )
 
 
 # ------------------------------------------------------------------ metrics
@@ -132,16 +137,16 @@ class ChannelScores:
         return float(values.mean()) if len(values) else float("nan")
 
 
-def channel_scores(channel: np.ndarray, pred: np.ndarray, pct: np.ndarray,
-                   channels: np.ndarray | None = None) -> ChannelScores:
+def channel_scores(
+    channel: np.ndarray, pred: np.ndarray, pct: np.ndarray, channels: np.ndarray | None = None
+) -> ChannelScores:
     """Scores of every channel with ≥ MIN_CHANNEL_HOLDOUT_POSTS posts (or of ``channels``)."""
     channel = np.asarray(channel)
     ok = np.isfinite(pred) & np.isfinite(pct)
     if channels is None:
         ids, counts = np.unique(channel[ok], return_counts=True)
         channels = ids[counts >= MIN_CHANNEL_HOLDOUT_POSTS]
-    rows = [_channel_scores(pred[ok & (channel == c)], pct[ok & (channel == c)])
-            for c in channels]
+    rows = [_channel_scores(pred[ok & (channel == c)], pct[ok & (channel == c)]) for c in channels]
     n = np.array([int((ok & (channel == c)).sum()) for c in channels], dtype=np.int64)
     arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
     return ChannelScores(np.asarray(channels, dtype=np.int64), arr[:, 0], arr[:, 1], n)
@@ -198,14 +203,21 @@ def choose(train: dict[str, np.ndarray], val: dict[str, np.ndarray]) -> Baseline
         val_scores[rule] = score(grids(rule, train["channel_id"], slot_tr, y))
     finite = {k: v for k, v in val_scores.items() if np.isfinite(v)}
     strongest = max(finite, key=finite.get) if finite else "shrunk_slot_mean"
-    return BaselineChoice(alpha=float(best[1]), beta=float(best[2]), val_spearman=val_scores,
-                          strongest=strongest)
+    return BaselineChoice(
+        alpha=float(best[1]), beta=float(best[2]), val_spearman=val_scores, strongest=strongest
+    )
 
 
 def fit(rule: str, choice: BaselineChoice, split: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
     """``rule``'s table fitted on ``split`` with the α/β chosen on validation."""
-    return grids(rule, split["channel_id"], slot_of(split["weekday"], split["hour"]),
-                 np.asarray(split["target"], dtype=np.float64), choice.alpha, choice.beta)
+    return grids(
+        rule,
+        split["channel_id"],
+        slot_of(split["weekday"], split["hour"]),
+        np.asarray(split["target"], dtype=np.float64),
+        choice.alpha,
+        choice.beta,
+    )
 
 
 def network_grid(rule: str, choice: BaselineChoice, split: dict[str, np.ndarray]) -> np.ndarray:

@@ -49,7 +49,7 @@ NGRAM_GRID: dict[str, dict[str, Any]] = {
     "word_1": {"analyzer": "word", "ngram_range": (1, 1)},
     "word_1_2": {"analyzer": "word", "ngram_range": (1, 2)},
     "char_wb_2_5": {"analyzer": "char_wb", "ngram_range": (2, 5)},
-    "word_1_2+char_wb_2_5": None,          # both (a FeatureUnion of the two above)
+    "word_1_2+char_wb_2_5": None,  # both (a FeatureUnion of the two above)
 }
 
 
@@ -67,18 +67,21 @@ def binary_metrics(y_true: np.ndarray, score: np.ndarray) -> dict[str, float]:
 
 def text_features(ngrams: str) -> TfidfVectorizer | FeatureUnion:
     """The TF-IDF vectoriser of one entry of ``NGRAM_GRID``."""
+
     def vectorizer(spec: dict[str, Any]) -> TfidfVectorizer:
         return TfidfVectorizer(**spec, min_df=2, sublinear_tf=True, lowercase=True)
 
     spec = NGRAM_GRID[ngrams]
     if spec is None:
-        return FeatureUnion([("word", vectorizer(NGRAM_GRID["word_1_2"])),
-                             ("char", vectorizer(NGRAM_GRID["char_wb_2_5"]))])
+        return FeatureUnion(
+            [("word", vectorizer(NGRAM_GRID["word_1_2"])), ("char", vectorizer(NGRAM_GRID["char_wb_2_5"]))]
+        )
     return vectorizer(spec)
 
 
-def make_pipeline(name: str, context_columns: Sequence[str] = (), ngrams: str = "word_1_2",
-                  c: float = 1.0, seed: int = 0) -> Pipeline:
+def make_pipeline(
+    name: str, context_columns: Sequence[str] = (), ngrams: str = "word_1_2", c: float = 1.0, seed: int = 0
+) -> Pipeline:
     """One baseline's pipeline over a frame with a ``text`` column and the context columns."""
     parts = []
     if name in ("tfidf", "tfidf_context"):
@@ -89,10 +92,12 @@ def make_pipeline(name: str, context_columns: Sequence[str] = (), ngrams: str = 
         parts.append(("context", StandardScaler(), list(context_columns)))
     if not parts:
         raise ValueError(f"unknown baseline {name!r}; one of {BASELINE_NAMES}")
-    return Pipeline([
-        ("features", ColumnTransformer(parts)),
-        ("lr", LogisticRegression(C=c, solver="liblinear", max_iter=2000, random_state=seed)),
-    ])
+    return Pipeline(
+        [
+            ("features", ColumnTransformer(parts)),
+            ("lr", LogisticRegression(C=c, solver="liblinear", max_iter=2000, random_state=seed)),
+        ]
+    )
 
 
 @dataclass
@@ -100,9 +105,9 @@ class TunedBaseline:
     """A baseline whose hyper-parameters were chosen on validation, fitted on training rows."""
 
     name: str
-    params: dict[str, Any]                 # chosen on validation: {"ngrams": ..., "C": ...}
-    val_roc_auc: float                     # the validation AUC that chose it
-    grid: list[dict[str, Any]] = field(default_factory=list)   # every candidate's val AUC
+    params: dict[str, Any]  # chosen on validation: {"ngrams": ..., "C": ...}
+    val_roc_auc: float  # the validation AUC that chose it
+    grid: list[dict[str, Any]] = field(default_factory=list)  # every candidate's val AUC
     model: Pipeline | None = None
 
     @property
@@ -112,8 +117,7 @@ class TunedBaseline:
     @property
     def label(self) -> str:
         """Short human name with the chosen settings, e.g. ``tfidf (word_1_2, C=3)``."""
-        chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else str(v)
-                           for k, v in self.params.items())
+        chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else str(v) for k, v in self.params.items())
         return f"{self.name} ({chosen})"
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
@@ -122,20 +126,27 @@ class TunedBaseline:
             raise ValueError(f"baseline {self.name} is not fitted")
         return self.model.predict_proba(frame)[:, 1].astype(np.float64)
 
-    def refit(self, frame: pd.DataFrame, labels: np.ndarray, context_columns: Sequence[str],
-              seed: int = 0) -> TunedBaseline:
+    def refit(
+        self, frame: pd.DataFrame, labels: np.ndarray, context_columns: Sequence[str], seed: int = 0
+    ) -> TunedBaseline:
         """The same chosen settings fitted on other rows (scoring time: all labelled posts)."""
-        model = make_pipeline(self.name, context_columns, c=self.params["C"], seed=seed,
-                              **({"ngrams": self.params["ngrams"]} if "ngrams" in self.params
-                                 else {}))
+        model = make_pipeline(
+            self.name,
+            context_columns,
+            c=self.params["C"],
+            seed=seed,
+            **({"ngrams": self.params["ngrams"]} if "ngrams" in self.params else {}),
+        )
         model.fit(frame, np.asarray(labels).astype(int))
         return TunedBaseline(self.name, dict(self.params), self.val_roc_auc, self.grid, model)
 
 
 def tune_baseline(
     name: str,
-    train: pd.DataFrame, y_train: np.ndarray,
-    val: pd.DataFrame, y_val: np.ndarray,
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    val: pd.DataFrame,
+    y_val: np.ndarray,
     context_columns: Sequence[str] = (),
     seed: int = 0,
 ) -> TunedBaseline:
@@ -152,23 +163,27 @@ def tune_baseline(
     both = pd.concat([train, val], ignore_index=True)
     y = np.concatenate([np.asarray(y_train), np.asarray(y_val)]).astype(int)
     fold = np.r_[np.full(len(train), -1), np.zeros(len(val), dtype=int)]
-    search = GridSearchCV(make_pipeline(name, context_columns, seed=seed), grid,
-                          scoring="roc_auc", cv=PredefinedSplit(fold), refit=False, n_jobs=1,
-                          error_score=np.nan)
+    search = GridSearchCV(
+        make_pipeline(name, context_columns, seed=seed),
+        grid,
+        scoring="roc_auc",
+        cv=PredefinedSplit(fold),
+        refit=False,
+        n_jobs=1,
+        error_score=np.nan,
+    )
     search.fit(both, y)
     ngram_names = list(NGRAM_GRID)
     candidates = []
-    for params, auc in zip(search.cv_results_["params"],
-                           search.cv_results_["mean_test_score"], strict=True):
+    for params, auc in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"], strict=True):
         entry = {"C": float(params["lr__C"])}
         if "features__text" in params:
-            entry = {"ngrams": ngram_names[grid["features__text"].index(params["features__text"])],
-                     **entry}
+            entry = {"ngrams": ngram_names[grid["features__text"].index(params["features__text"])], **entry}
         candidates.append({**entry, "val_roc_auc": float(auc)})
     finite = [c for c in candidates if np.isfinite(c["val_roc_auc"])]
     if not finite:
         raise ValueError(f"baseline {name}: no candidate could be scored on validation")
-    best = max(finite, key=lambda c: c["val_roc_auc"])   # first of equals: grid order
+    best = max(finite, key=lambda c: c["val_roc_auc"])  # first of equals: grid order
     params = {k: v for k, v in best.items() if k != "val_roc_auc"}
     chosen = TunedBaseline(name, params, best["val_roc_auc"], candidates)
     return chosen.refit(train, y_train, context_columns, seed)
@@ -176,8 +191,10 @@ def tune_baseline(
 
 def tune_baselines(
     names: Sequence[str],
-    train: pd.DataFrame, y_train: np.ndarray,
-    val: pd.DataFrame, y_val: np.ndarray,
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    val: pd.DataFrame,
+    y_val: np.ndarray,
     context_columns: Sequence[str] = (),
     seed: int = 0,
 ) -> dict[str, TunedBaseline]:
@@ -191,8 +208,11 @@ def strongest(baselines: dict[str, TunedBaseline]) -> str:
 
 
 def tfidf_logreg_scores(
-    train_texts: Sequence[str], train_labels: np.ndarray, test_texts: Sequence[str],
-    ngrams: str = "word_1_2", c: float = 1.0,
+    train_texts: Sequence[str],
+    train_labels: np.ndarray,
+    test_texts: Sequence[str],
+    ngrams: str = "word_1_2",
+    c: float = 1.0,
 ) -> np.ndarray:
     """Viral probability of ``test_texts`` from a TF-IDF + LR fitted on the training texts."""
     model = make_pipeline("tfidf", ngrams=ngrams, c=c)
@@ -200,8 +220,9 @@ def tfidf_logreg_scores(
     return model.predict_proba(pd.DataFrame({TEXT: list(test_texts)}))[:, 1]
 
 
-def word_term_weights(tuned: TunedBaseline, frame: pd.DataFrame, labels: np.ndarray,
-                      seed: int = 0) -> tuple[pd.Series, Any, str]:
+def word_term_weights(
+    tuned: TunedBaseline, frame: pd.DataFrame, labels: np.ndarray, seed: int = 0
+) -> tuple[pd.Series, Any, str]:
     """Readable word n-gram weights behind a tuned TF-IDF baseline, for content patterns.
 
     When the baseline reads words (``word_*`` n-gram sets) its own LR coefficients of
@@ -217,8 +238,10 @@ def word_term_weights(tuned: TunedBaseline, frame: pd.DataFrame, labels: np.ndar
     else:
         model = make_pipeline("tfidf", ngrams="word_1_2", c=float(tuned.params["C"]), seed=seed)
         model.fit(frame[[TEXT]], np.asarray(labels).astype(int))
-        note = (f"LR weights of word 1-2-grams with the baseline's C={tuned.params['C']:g} (the "
-                f"{tuned.label} baseline itself reads character n-grams)")
+        note = (
+            f"LR weights of word 1-2-grams with the baseline's C={tuned.params['C']:g} (the "
+            f"{tuned.label} baseline itself reads character n-grams)"
+        )
     features = model.named_steps["features"]
     text = features.named_transformers_["text"]
     vectorizer = dict(text.transformer_list)["word"] if isinstance(text, FeatureUnion) else text
@@ -226,5 +249,5 @@ def word_term_weights(tuned: TunedBaseline, frame: pd.DataFrame, labels: np.ndar
     names = features.get_feature_names_out()
     coef = model.named_steps["lr"].coef_[0]
     keep = np.array([n.startswith(prefix) for n in names])
-    weights = pd.Series(coef[keep], index=[n[len(prefix):] for n in names[keep]])
+    weights = pd.Series(coef[keep], index=[n[len(prefix) :] for n in names[keep]])
     return weights.sort_values(ascending=False), vectorizer.build_analyzer(), note

@@ -36,7 +36,7 @@ class _Measured:
         for key, value in self.tags.items():
             if key.startswith(prefix):
                 try:
-                    out[key[len(prefix):]] = float(value)
+                    out[key[len(prefix) :]] = float(value)
                 except ValueError:
                     continue
         return out
@@ -107,8 +107,9 @@ def _card(tracking_uri: str, task: str, registered_model: str, version: str) -> 
     except MlflowException as exc:
         if alias_missing(exc):
             return VersionCard(task, registered_model, version)
-        raise RegistryUnavailable(f"registry could not be read for {registered_model} "
-                                  f"v{version} ({exc.error_code}): {exc.message}") from exc
+        raise RegistryUnavailable(
+            f"registry could not be read for {registered_model} v{version} ({exc.error_code}): {exc.message}"
+        ) from exc
     return VersionCard(task, registered_model, version, dict(found.tags or {}))
 
 
@@ -149,9 +150,7 @@ def _attach_onnx(loaded: LoadedModel, client: MlflowClient, version) -> None:
     try:
         from nn_models.onnx_export import onnx_runner
 
-        path = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path="onnx/model.onnx"
-        )
+        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="onnx/model.onnx")
         loaded.onnx_run = onnx_runner(path)
         loaded.backend, loaded.backend_reason = "onnx", "parity-checked at registration"
     except Exception as exc:  # never fail scoring because the fast path is unavailable

@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DeviceChoice:
-    device: str                 # "cuda", "mps" or "cpu"
-    reason: str                 # why this device (and why not a faster one)
-    mixed_precision: bool       # autocast on CUDA
-    threads: int                # torch intra-op threads on CPU
+    device: str  # "cuda", "mps" or "cpu"
+    reason: str  # why this device (and why not a faster one)
+    mixed_precision: bool  # autocast on CUDA
+    threads: int  # torch intra-op threads on CPU
 
     @property
     def torch_device(self) -> torch.device:
@@ -60,8 +60,9 @@ def choose_device(requested: str = "auto", cpu_threads: int | None = None) -> De
     if requested in ("auto", "mps") and _mps_works():
         return DeviceChoice("mps", "Apple MPS available", False, threads)
     torch.set_num_threads(threads)
-    reason = f"fallback: {why}" if "failed" in why else ("no usable GPU" if requested == "auto"
-                                                           else "requested")
+    reason = (
+        f"fallback: {why}" if "failed" in why else ("no usable GPU" if requested == "auto" else "requested")
+    )
     return DeviceChoice("cpu", reason, False, threads)
 
 

@@ -60,8 +60,7 @@ class Margin:
         return bool(np.isfinite(self.lo) and self.lo >= 0)
 
     def as_metrics(self, key: str) -> dict[str, float]:
-        return {f"margin_{key}": self.diff, f"margin_{key}_lo": self.lo,
-                f"margin_{key}_hi": self.hi}
+        return {f"margin_{key}": self.diff, f"margin_{key}_lo": self.lo, f"margin_{key}_hi": self.hi}
 
 
 def bootstrap_margin(

@@ -108,7 +108,9 @@ def onnx_runner(path: str | Path, threads: int | None = None) -> Callable[..., t
 
 
 def check_parity(
-    model: nn.Module, path: str | Path, examples: Sequence[dict[str, np.ndarray]],
+    model: nn.Module,
+    path: str | Path,
+    examples: Sequence[dict[str, np.ndarray]],
     tolerance: float = TOLERANCE,
 ) -> ParityReport:
     """Max |ONNX − PyTorch| over every output of every example batch."""
@@ -128,6 +130,9 @@ def check_parity(
         for e, g in zip(expected, got, strict=True):
             worst = max(worst, float(np.max(np.abs(e.numpy() - g))) if g.size else 0.0)
     passed = worst <= tolerance
-    reason = (f"max abs diff {worst:.2e} ≤ {tolerance:.0e} over {len(examples)} batches"
-              if passed else f"max abs diff {worst:.2e} > {tolerance:.0e}: not faithful")
+    reason = (
+        f"max abs diff {worst:.2e} ≤ {tolerance:.0e} over {len(examples)} batches"
+        if passed
+        else f"max abs diff {worst:.2e} > {tolerance:.0e}: not faithful"
+    )
     return ParityReport(passed, worst, reason)

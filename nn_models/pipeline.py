@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class TrainingReport:
     task: str
     registered_model: str
-    status: str                                  # "registered" or "skipped"
+    status: str  # "registered" or "skipped"
     reason: str = ""
     version: str | None = None
     run_id: str | None = None
@@ -52,7 +52,7 @@ class TrainingReport:
     gates: list[Gate] = field(default_factory=list)
     promoted: bool = False
     promotion_reason: str = ""
-    champion_version: str | None = None          # after this run
+    champion_version: str | None = None  # after this run
     champion_metric_on_holdout: float | None = None
     device: str = "cpu"
     train_seconds: float = 0.0
@@ -106,9 +106,7 @@ def _tune(task, data, choice, profile, seed, optuna_uri, tracking_uri, progress)
     def objective(trial: optuna.Trial) -> float:
         params = task.suggest(trial)
         trial.set_user_attr("params", params)
-        result = task.train(
-            params, data, choice, profile.max_epochs, seed, on_epoch=pruning_reporter(trial)
-        )
+        result = task.train(params, data, choice, profile.max_epochs, seed, on_epoch=pruning_reporter(trial))
         progress(f"{task.name}: trial {trial.number} val_loss={result.best_val_loss:.5f}")
         return result.best_val_loss
 
@@ -135,8 +133,9 @@ def _best_params(task: ModelTask, study: optuna.Study) -> dict[str, Any]:
     return dict(study.best_trial.user_attrs.get("params", task.default_params()))
 
 
-def _log_figures(figures: dict, artifacts: dict[str, str], run_id: str,
-                 images: dict[str, bytes] | None = None) -> None:
+def _log_figures(
+    figures: dict, artifacts: dict[str, str], run_id: str, images: dict[str, bytes] | None = None
+) -> None:
     """Log each figure to MLflow; keep a small PNG of it in ``images`` for inline display."""
     for name, fig in figures.items():
         path = f"plots/{name}.png"
@@ -161,10 +160,12 @@ def _export_onnx(task: ModelTask, model, data: PreparedData) -> dict[str, str]:
             parity = ParityReport(False, float("inf"), f"export failed: {exc}"[:500])
         if path.exists():
             mlflow.log_artifact(str(path), "onnx")
-    mlflow.log_metric("onnx_max_abs_diff", parity.max_abs_diff if np.isfinite(
-        parity.max_abs_diff) else -1.0)
-    return {"onnx_parity": "passed" if parity.passed else "failed",
-            "onnx_max_abs_diff": f"{parity.max_abs_diff:.3g}", "onnx_reason": parity.reason}
+    mlflow.log_metric("onnx_max_abs_diff", parity.max_abs_diff if np.isfinite(parity.max_abs_diff) else -1.0)
+    return {
+        "onnx_parity": "passed" if parity.passed else "failed",
+        "onnx_max_abs_diff": f"{parity.max_abs_diff:.3g}",
+        "onnx_reason": parity.reason,
+    }
 
 
 def _champion_on_holdout(task: ModelTask, data: PreparedData, client: MlflowClient):
@@ -181,38 +182,59 @@ def _champion_on_holdout(task: ModelTask, data: PreparedData, client: MlflowClie
         return None, None, "no champion yet"
     try:
         model = mlflow.pytorch.load_model(
-            f"models:/{task.registered_model}/{current.version}", map_location="cpu")
+            f"models:/{task.registered_model}/{current.version}", map_location="cpu"
+        )
         metric = float(task.evaluate(model, data)[task.primary_metric])
     except Exception as exc:  # noqa: BLE001 - any failure to compare is a reason, see _decide
-        log.warning("champion %s v%s could not be evaluated", task.registered_model,
-                    current.version, exc_info=True)
-        return current, None, (f"champion v{current.version} could not be evaluated on this "
-                               f"holdout: {type(exc).__name__}: {exc}"[:1000])
+        log.warning(
+            "champion %s v%s could not be evaluated", task.registered_model, current.version, exc_info=True
+        )
+        return (
+            current,
+            None,
+            (
+                f"champion v{current.version} could not be evaluated on this "
+                f"holdout: {type(exc).__name__}: {exc}"[:1000]
+            ),
+        )
     if not np.isfinite(metric):
-        return current, None, (f"champion v{current.version} could not be evaluated on this "
-                               f"holdout: {task.primary_metric} = {metric}")
+        return (
+            current,
+            None,
+            (
+                f"champion v{current.version} could not be evaluated on this "
+                f"holdout: {task.primary_metric} = {metric}"
+            ),
+        )
     return current, metric, ""
 
 
 def _decide(task, report, current, champion_metric, note) -> tuple[bool, str]:
     """Promote only a version that passed every gate and beat (or tied) the champion."""
     if not report.gates_passed:
-        failed = ", ".join(f"{g.name} ({g.value:.4f} vs {g.threshold:.4f})" for g in report.gates
-                           if not g.passed)
+        failed = ", ".join(
+            f"{g.name} ({g.value:.4f} vs {g.threshold:.4f})" for g in report.gates if not g.passed
+        )
         keep = f"champion stays v{current.version}" if current else "no champion"
         return False, f"gates failed: {failed}; {keep}"
     if current is None:
         return True, "first version to pass every gate"
     if champion_metric is None:
-        return False, (f"passed every gate but not promoted: {note}; champion stays "
-                       f"v{current.version} (compare by hand, then move alias "
-                       f"'{CHAMPION}' to v{report.version} if it is better)")
+        return False, (
+            f"passed every gate but not promoted: {note}; champion stays "
+            f"v{current.version} (compare by hand, then move alias "
+            f"'{CHAMPION}' to v{report.version} if it is better)"
+        )
     new = report.metrics[task.primary_metric]
     if task.better(new, champion_metric):
-        return True, (f"{task.primary_metric} {new:.4f} vs champion v{current.version} "
-                      f"{champion_metric:.4f} on the same holdout")
-    return False, (f"champion v{current.version} stays: {task.primary_metric} "
-                   f"{champion_metric:.4f} beats {new:.4f} on the same holdout")
+        return True, (
+            f"{task.primary_metric} {new:.4f} vs champion v{current.version} "
+            f"{champion_metric:.4f} on the same holdout"
+        )
+    return False, (
+        f"champion v{current.version} stays: {task.primary_metric} "
+        f"{champion_metric:.4f} beats {new:.4f} on the same holdout"
+    )
 
 
 def train_and_register(
@@ -251,10 +273,16 @@ def train_and_register(
 
     with mlflow.start_run(run_name=f"{task.name}-{profile.name}") as run:
         report.run_id = run.info.run_id
-        mlflow.set_tags({"task": task.name, "device": choice.device, "profile": profile.name,
-                         "device_reason": choice.reason, "data_fingerprint": data.fingerprint()})
-        mlflow.log_params({f"data.{k}": v for k, v in data.info.items()
-                           if isinstance(v, int | float | str)})
+        mlflow.set_tags(
+            {
+                "task": task.name,
+                "device": choice.device,
+                "profile": profile.name,
+                "device_reason": choice.reason,
+                "data_fingerprint": data.fingerprint(),
+            }
+        )
+        mlflow.log_params({f"data.{k}": v for k, v in data.info.items() if isinstance(v, int | float | str)})
         study = _tune(task, data, choice, profile, seed, optuna_uri, tracking_uri, progress)
         report.n_trials = len(study.trials)
         report.best_params = _best_params(task, study)
@@ -267,12 +295,17 @@ def train_and_register(
         report.gates = task.gates(report.metrics, report.baseline)
 
         mlflow.log_params({f"model.{k}": v for k, v in report.best_params.items()})
-        mlflow.log_metrics({**_flat("holdout_", report.metrics), **_flat("", report.baseline),
-                            "train_seconds": final.seconds, "best_epoch": final.best_epoch})
+        mlflow.log_metrics(
+            {
+                **_flat("holdout_", report.metrics),
+                **_flat("", report.baseline),
+                "train_seconds": final.seconds,
+                "best_epoch": final.best_epoch,
+            }
+        )
         for epoch, (tr, va) in enumerate(zip(final.train_losses, final.val_losses, strict=True)):
             mlflow.log_metrics({"train_loss": tr, "val_loss": va}, step=epoch)
-        figures = {"loss_curve": plots.loss_curve(final.train_losses, final.val_losses,
-                                                  f"{task.name}: loss")}
+        figures = {"loss_curve": plots.loss_curve(final.train_losses, final.val_losses, f"{task.name}: loss")}
         figures.update(task.plots(final.model, data, final))
         _log_figures(figures, report.artifacts, report.run_id, report.images)
 
@@ -287,7 +320,9 @@ def train_and_register(
             output = output[0] if isinstance(output, tuple) else output
             signature = infer_signature(example, output.numpy())
         info = mlflow.pytorch.log_model(
-            final.model.cpu(), name="model", signature=signature,
+            final.model.cpu(),
+            name="model",
+            signature=signature,
             # the PyTorch flavour validates only single-array examples; multi-input
             # models keep the named-tensor signature without an example payload
             input_example=next(iter(example.values())) if len(example) == 1 else None,
@@ -298,30 +333,31 @@ def train_and_register(
         version = mlflow.register_model(info.model_uri, task.registered_model)
         report.version = str(version.version)
         report.status = "registered"
-        tags = {"gates_passed": str(report.gates_passed), "run_id": report.run_id,
-                **{f"gate.{g.name}": str(g.passed) for g in report.gates},
-                **{f"metric.{k}": f"{v:.6g}" for k, v in _flat("", report.metrics).items()},
-                # the baselines measured on the same holdout: what a baseline-served
-                # forecast's confidence is computed from
-                **{f"baseline.{k}": f"{v:.6g}" for k, v in _flat("", report.baseline).items()},
-                "strongest_baseline": str(data.info.get("strongest_baseline", "")),
-                **onnx_tags}
+        tags = {
+            "gates_passed": str(report.gates_passed),
+            "run_id": report.run_id,
+            **{f"gate.{g.name}": str(g.passed) for g in report.gates},
+            **{f"metric.{k}": f"{v:.6g}" for k, v in _flat("", report.metrics).items()},
+            # the baselines measured on the same holdout: what a baseline-served
+            # forecast's confidence is computed from
+            **{f"baseline.{k}": f"{v:.6g}" for k, v in _flat("", report.baseline).items()},
+            "strongest_baseline": str(data.info.get("strongest_baseline", "")),
+            **onnx_tags,
+        }
         for key, value in tags.items():
             client.set_model_version_tag(task.registered_model, report.version, key, value)
         client.set_registered_model_alias(task.registered_model, CHALLENGER, report.version)
 
         current, champion_metric, note = _champion_on_holdout(task, data, client)
         report.champion_metric_on_holdout = champion_metric
-        report.promoted, report.promotion_reason = _decide(
-            task, report, current, champion_metric, note
-        )
+        report.promoted, report.promotion_reason = _decide(task, report, current, champion_metric, note)
         if report.promoted:
             client.set_registered_model_alias(task.registered_model, CHAMPION, report.version)
         champion = version_by_alias(client, task.registered_model, CHAMPION)
         report.champion_version = str(champion.version) if champion else None
-        mlflow.set_tags({"promoted": str(report.promoted),
-                         "promotion_reason": report.promotion_reason[:4000]})
+        mlflow.set_tags(
+            {"promoted": str(report.promoted), "promotion_reason": report.promotion_reason[:4000]}
+        )
     report.total_seconds = time.perf_counter() - started
-    progress(f"{task.name}: v{report.version} promoted={report.promoted} "
-             f"({report.promotion_reason})")
+    progress(f"{task.name}: v{report.version} promoted={report.promoted} ({report.promotion_reason})")
     return report

@@ -39,8 +39,7 @@ def alias_missing(exc: MlflowException) -> bool:
     code = exc.error_code
     if code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
         return True
-    return code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and bool(
-        _ALIAS_NOT_FOUND.search(exc.message))
+    return code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and bool(_ALIAS_NOT_FOUND.search(exc.message))
 
 
 def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

@@ -79,8 +79,9 @@ class DeepLearningService:
         self.refresh_seconds = refresh_seconds
         self.text_generator_path = text_generator_path
         # bounded in bytes: each entry is (its JSON size, the answer), see _cached
-        self._cache: TTLCache = TTLCache(maxsize=cache_bytes, ttl=ttl_seconds,
-                                         getsizeof=lambda entry: entry[0] + KEY_BYTES)
+        self._cache: TTLCache = TTLCache(
+            maxsize=cache_bytes, ttl=ttl_seconds, getsizeof=lambda entry: entry[0] + KEY_BYTES
+        )
         self._lock = threading.RLock()
         self._champions: dict[str, LoadedModel | None] = {}
         self._versions: dict[str, str | None] = {}
@@ -120,7 +121,7 @@ class DeepLearningService:
             try:
                 versions = self._registry_versions()
                 if versions != self._versions or not self._champions:
-                    self._champions = self._load_set(versions)   # one assignment
+                    self._champions = self._load_set(versions)  # one assignment
                     self._versions = versions
                     self.stats["reloads"] += 1
             except (RegistryUnavailable, ChampionLoadFailed) as exc:
@@ -149,22 +150,30 @@ class DeepLearningService:
                     raise
                 except Exception as exc:
                     raise ChampionLoadFailed(
-                        f"champion {name} v{version} could not be loaded: {exc!r}") from exc
-                if model is None or model.version != version:   # the alias moved meanwhile
-                    raise ChampionLoadFailed(f"champion {name} moved from v{version} while "
-                                             "loading; retried at the next refresh")
+                        f"champion {name} v{version} could not be loaded: {exc!r}"
+                    ) from exc
+                if model is None or model.version != version:  # the alias moved meanwhile
+                    raise ChampionLoadFailed(
+                        f"champion {name} moved from v{version} while loading; retried at the next refresh"
+                    )
                 loaded[name] = model
         return loaded
 
     def model_versions(self) -> dict[str, dict[str, Any] | None]:
         out: dict[str, dict[str, Any] | None] = {}
         for name, model in self.champions().items():
-            out[name] = None if model is None else {
-                "registered_model": model.registered_model, "version": model.version,
-                "backend": model.backend, "backend_reason": model.backend_reason,
-                # a metric that could not be measured (NaN) is unknown, not a number
-                "holdout_metrics": {k: v for k, v in model.metrics.items() if math.isfinite(v)},
-            }
+            out[name] = (
+                None
+                if model is None
+                else {
+                    "registered_model": model.registered_model,
+                    "version": model.version,
+                    "backend": model.backend,
+                    "backend_reason": model.backend_reason,
+                    # a metric that could not be measured (NaN) is unknown, not a number
+                    "holdout_metrics": {k: v for k, v in model.metrics.items() if math.isfinite(v)},
+                }
+            )
         return out
 
     # -- data --------------------------------------------------------------------------------
@@ -190,8 +199,7 @@ class DeepLearningService:
             self.reader().execute("SELECT 1 FROM raw.posts LIMIT 1").fetchall()
         except (duckdb.CatalogException, duckdb.IOException) as exc:
             self.refresh_tables()
-            raise ModelUnavailable("no published tables yet: run the pipeline (make run)"
-                                   ) from exc
+            raise ModelUnavailable("no published tables yet: run the pipeline (make run)") from exc
 
     def require_channel(self, channel_id: int) -> None:
         conn = self.reader()
@@ -207,8 +215,13 @@ class DeepLearningService:
 
     # -- caching -----------------------------------------------------------------------------
 
-    def _cached(self, method: str, args: Any, models: tuple[str, ...],
-                compute: Callable[[dict[str, LoadedModel | None]], dict]) -> dict:
+    def _cached(
+        self,
+        method: str,
+        args: Any,
+        models: tuple[str, ...],
+        compute: Callable[[dict[str, LoadedModel | None]], dict],
+    ) -> dict:
         """Answer from the cache, keyed by a digest of (method, request, champion versions).
 
         The digest keeps a key at 32 bytes whatever the request (50 texts of 10,000
@@ -241,8 +254,11 @@ class DeepLearningService:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.engagement:predict_post")
         return self._cached(
-            "engagement", (channel_id, content_features), ("engagement",),
-            lambda c: fn(self.reader(), c.get("engagement"), channel_id, content_features))
+            "engagement",
+            (channel_id, content_features),
+            ("engagement",),
+            lambda c: fn(self.reader(), c.get("engagement"), channel_id, content_features),
+        )
 
     def forecast_growth_lstm(self, channel_id: int, prediction_days: int = 30) -> dict:
         if not 1 <= int(prediction_days) <= 30:
@@ -250,23 +266,31 @@ class DeepLearningService:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.growth:forecast_channel")
         return self._cached(
-            "growth", (channel_id, int(prediction_days)), ("growth",),
-            lambda c: fn(self.reader(), c.get("growth"), channel_id, int(prediction_days)))
+            "growth",
+            (channel_id, int(prediction_days)),
+            ("growth",),
+            lambda c: fn(self.reader(), c.get("growth"), channel_id, int(prediction_days)),
+        )
 
     def predict_audience_growth_rnn(self, channel_id: int, features: dict) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.growth:what_if")
         return self._cached(
-            "growth_what_if", (channel_id, features), ("growth",),
-            lambda c: fn(self.reader(), c.get("growth"), channel_id, features))
+            "growth_what_if",
+            (channel_id, features),
+            ("growth",),
+            lambda c: fn(self.reader(), c.get("growth"), channel_id, features),
+        )
 
-    def analyze_content_patterns_cnn(self, channel_id: int,
-                                     text_data: list[str] | None = None) -> dict:
+    def analyze_content_patterns_cnn(self, channel_id: int, text_data: list[str] | None = None) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.patterns:analyze")
         return self._cached(
-            "patterns", (channel_id, list(text_data or ())), ("content",),
-            lambda c: fn(self.reader(), c.get("content"), channel_id, text_data))
+            "patterns",
+            (channel_id, list(text_data or ())),
+            ("content",),
+            lambda c: fn(self.reader(), c.get("content"), channel_id, text_data),
+        )
 
     def detect_viral_potential_transformer(self, post_content: dict) -> dict:
         channel_id = post_content.get("channel_id")
@@ -274,39 +298,51 @@ class DeepLearningService:
             self.require_channel(int(channel_id))
         fn = _call("nn_models.forecasts.viral:detect")
         return self._cached(
-            "viral", (post_content,), ("viral", "content"),
-            lambda c: fn(self.reader(), c.get("viral"), c.get("content"), post_content))
+            "viral",
+            (post_content,),
+            ("viral", "content"),
+            lambda c: fn(self.reader(), c.get("viral"), c.get("content"), post_content),
+        )
 
     def cluster_user_behavior_autoencoder(self, channel_id: int) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.segments:channel_segments")
         return self._cached(
-            "segments", (channel_id,), ("behavior",),
-            lambda c: fn(self.reader(), c.get("behavior"), channel_id))
+            "segments",
+            (channel_id,),
+            ("behavior",),
+            lambda c: fn(self.reader(), c.get("behavior"), channel_id),
+        )
 
     def optimize_posting_schedule_neural(self, channel_id: int) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.schedule:channel_schedule")
         return self._cached(
-            "schedule", (channel_id,), ("schedule",),
-            lambda c: fn(self.reader(), c.get("schedule"), channel_id))
+            "schedule",
+            (channel_id,),
+            ("schedule",),
+            lambda c: fn(self.reader(), c.get("schedule"), channel_id),
+        )
 
     def generate_content_recommendations_gpt(self, channel_id: int) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.recommendations:recommend")
         return self._cached(
-            "recommendations", (channel_id,), ("content", "viral", "schedule"),
-            lambda c: fn(self.reader(), c, channel_id, self.text_generator_path))
+            "recommendations",
+            (channel_id,),
+            ("content", "viral", "schedule"),
+            lambda c: fn(self.reader(), c, channel_id, self.text_generator_path),
+        )
 
     def generate_neural_insights(self, channel_id: int) -> dict:
         self.require_channel(channel_id)
         fn = _call("nn_models.forecasts.insights:insights")
         return self._cached(
-            "insights", (channel_id,), tuple(TASKS),
-            lambda c: fn(self.reader(), c, channel_id))
+            "insights", (channel_id,), tuple(TASKS), lambda c: fn(self.reader(), c, channel_id)
+        )
 
 
-KEY_BYTES = 200   # a digest key and the cache's own bookkeeping per entry
+KEY_BYTES = 200  # a digest key and the cache's own bookkeeping per entry
 
 
 def _digest(value: Any) -> bytes:
@@ -317,5 +353,4 @@ def _digest(value: Any) -> bytes:
 
 def _size(answer: Any) -> int:
     """An answer's size in bytes, as JSON (what the cache holds is about this much)."""
-    return len(json.dumps(answer, ensure_ascii=False, default=str).encode("utf-8",
-                                                                           "backslashreplace"))
+    return len(json.dumps(answer, ensure_ascii=False, default=str).encode("utf-8", "backslashreplace"))

@@ -32,7 +32,7 @@ class PreparedData:
     train: dict[str, np.ndarray]
     val: dict[str, np.ndarray]
     holdout: dict[str, np.ndarray]
-    info: dict[str, Any] = field(default_factory=dict)   # split boundaries, sizes, context
+    info: dict[str, Any] = field(default_factory=dict)  # split boundaries, sizes, context
 
     def fingerprint(self) -> str:
         """Identifies the data a study was tuned on (resume only on the same data)."""
@@ -57,8 +57,8 @@ class Gate:
     value: float
     threshold: float
     description: str
-    kind: str = ""      # "baseline" for rules against a baseline, else a card threshold
-    lo: float | None = None     # bootstrap interval of a margin against a baseline
+    kind: str = ""  # "baseline" for rules against a baseline, else a card threshold
+    lo: float | None = None  # bootstrap interval of a margin against a baseline
     hi: float | None = None
 
     @property
@@ -69,11 +69,16 @@ class Gate:
     def beats(cls, name: str, margin: Margin, metric: str, baseline: str) -> Gate:
         """Model beats ``baseline`` on ``metric`` by more than the holdout's noise (lo ≥ 0)."""
         return cls(
-            name, margin.beats, margin.diff, 0.0,
+            name,
+            margin.beats,
+            margin.diff,
+            0.0,
             f"{metric}: model − {baseline} = {margin.diff:+.4f}, "
             f"{margin.level:.0%} paired bootstrap interval [{margin.lo:+.4f}, {margin.hi:+.4f}] "
             "(positive = model better); passes when the lower bound ≥ 0",
-            kind="baseline", lo=margin.lo, hi=margin.hi,
+            kind="baseline",
+            lo=margin.lo,
+            hi=margin.hi,
         )
 
 
@@ -97,9 +102,9 @@ PROFILES = {
 class ModelTask(ABC):
     """Subclass per model (see ``nn_models/tasks/``)."""
 
-    name: str                     # short name, also the asset's prefix: "engagement"
-    registered_model: str         # MLflow registered model name
-    primary_metric: str           # holdout metric used to compare with the champion
+    name: str  # short name, also the asset's prefix: "engagement"
+    registered_model: str  # MLflow registered model name
+    primary_metric: str  # holdout metric used to compare with the champion
     higher_is_better: bool = True
 
     @abstractmethod

@@ -41,21 +41,21 @@ from warehouse.schema import MEDIA_TYPES
 
 log = logging.getLogger(__name__)
 
-TOKEN_MAX_LENGTH = 48           # MiniLM tokens per post (99 % of synthetic posts fit in 46)
-HOLDOUT_FRACTION = 0.20         # latest share of posts (by publish time)
-VAL_FRACTION = 0.15             # the share just before the holdout
-MIN_LABELLED_POSTS = 100        # below this a top-decile label has < 10 positives overall
-MIN_CLASS_PER_SPLIT = 3         # each split needs this many viral and non-viral posts
+TOKEN_MAX_LENGTH = 48  # MiniLM tokens per post (99 % of synthetic posts fit in 46)
+HOLDOUT_FRACTION = 0.20  # latest share of posts (by publish time)
+VAL_FRACTION = 0.15  # the share just before the holdout
+MIN_LABELLED_POSTS = 100  # below this a top-decile label has < 10 positives overall
+MIN_CLASS_PER_SPLIT = 3  # each split needs this many viral and non-viral posts
 LABEL = "is_viral"
 AUX = "aux_targets"
 
 # Dense training-only targets (standardised): the ~10 % viral labels alone are too few
 # to learn which words travel, the forwards of every post are not.
 AUX_TARGETS: tuple[str, ...] = (
-    "log_forward_rate",           # ln((forwards + .5) / (views + 1))
+    "log_forward_rate",  # ln((forwards + .5) / (views + 1))
     "relative_log_forward_rate",  # the same minus the channel's train mean
-    "relative_log_forwards",      # ln(1 + forwards_48h) - the channel's train mean
-    "forwards_percentile",        # within-channel percentile of forwards_48h
+    "relative_log_forwards",  # ln(1 + forwards_48h) - the channel's train mean
+    "forwards_percentile",  # within-channel percentile of forwards_48h
 )
 
 # Channel context known before publishing (the viral model's second input, and the
@@ -66,13 +66,16 @@ AUX_TARGETS: tuple[str, ...] = (
 # the trailing label they have not been re-tried.
 CONTEXT_FEATURES: tuple[str, ...] = (
     *(f"media_{m}" for m in MEDIA_TYPES),
-    "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
-    "log_subscribers",          # ln(1 + subscribers at publish)
-    "prior_log_median_views",   # ln(1 + channel prior median views_48h)
-    "prior_slot_effect",        # channel prior log reach at this hour (+-1 h) vs its mean, shrunk
-    "prior_weekday_effect",     # the same for the weekday
-    "has_prior",                # 1 when the channel had posts >= 48 h old before this one
-    "log_text_length",          # ln(1 + characters)
+    "hour_sin",
+    "hour_cos",
+    "weekday_sin",
+    "weekday_cos",
+    "log_subscribers",  # ln(1 + subscribers at publish)
+    "prior_log_median_views",  # ln(1 + channel prior median views_48h)
+    "prior_slot_effect",  # channel prior log reach at this hour (+-1 h) vs its mean, shrunk
+    "prior_weekday_effect",  # the same for the weekday
+    "has_prior",  # 1 when the channel had posts >= 48 h old before this one
+    "log_text_length",  # ln(1 + characters)
 )
 
 # Posts with a defined viral label, and context computed from earlier posts only: a
@@ -102,14 +105,17 @@ PRIOR_SLOTS_CTE = """slots AS (
 )
 """
 
-POSTS_SQL = """
+POSTS_SQL = (
+    """
 WITH posts AS (
     SELECT
         *,
         ln(1 + views_48h) - ln(1 + subscribers_at_publish) AS log_reach
     FROM features.post_features
 ),
-""" + PRIOR_SLOTS_CTE.format(targets="posts", history="posts") + """
+"""
+    + PRIOR_SLOTS_CTE.format(targets="posts", history="posts")
+    + """
 SELECT
     p.channel_id, p.post_id, p.published_at, coalesce(p.text, '') AS text,
     p.media_type, p.hour, p.weekday, p.text_length,
@@ -122,6 +128,7 @@ LEFT JOIN slots AS s USING (channel_id, post_id)
 WHERE p.forwards_48h IS NOT NULL AND p.is_viral IS NOT NULL
 ORDER BY p.published_at, p.channel_id, p.post_id
 """
+)
 SLOT_SHRINKAGE = 5.0  # prior posts' weight k in n / (n + k) shrinkage of slot effects
 
 
@@ -149,9 +156,7 @@ class TokenCache:
     """
 
     def __init__(self, directory: Path | None, max_length: int = TOKEN_MAX_LENGTH) -> None:
-        self.directory = (
-            Path(directory) / f"{ENCODER_NAME}_L{max_length}" if directory is not None else None
-        )
+        self.directory = Path(directory) / f"{ENCODER_NAME}_L{max_length}" if directory is not None else None
         self.max_length = max_length
 
     def load(self, wanted: set[str]) -> dict[str, np.ndarray]:
@@ -194,11 +199,11 @@ class TokenCache:
 class EncodedTexts:
     """Token states of a list of texts, padded to ``max_length``."""
 
-    tokens: np.ndarray          # (n, max_length, 384) float16; zeros at padding
-    mask: np.ndarray            # (n, max_length) float32; 1 = real token
-    n_encoded: int              # texts encoded now
-    n_cached: int               # texts read from the cache
-    encode_seconds: float       # time spent in MiniLM (0 when everything was cached)
+    tokens: np.ndarray  # (n, max_length, 384) float16; zeros at padding
+    mask: np.ndarray  # (n, max_length) float32; 1 = real token
+    n_encoded: int  # texts encoded now
+    n_cached: int  # texts read from the cache
+    encode_seconds: float  # time spent in MiniLM (0 when everything was cached)
 
 
 def _encode_missing(
@@ -220,8 +225,7 @@ def _encode_missing(
 
     encoder = encoder or MiniLMEncoder(max_length=max_length)
     lengths = np.array(
-        [len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=max_length)[
-            "input_ids"]]
+        [len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
     )
     order = np.argsort(lengths, kind="stable")
     saved_length = encoder.max_length
@@ -299,7 +303,7 @@ def load_posts(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def _shrunk_effect(posts: pd.DataFrame, prefix: str) -> np.ndarray:
     """(slot mean - channel mean) log reach x n / (n + k): few prior posts -> near 0."""
     n = posts[f"{prefix}_posts"].astype(float).fillna(0).to_numpy()
-    diff = (posts[f"{prefix}_log_reach"].astype(float) - posts["prior_log_reach"].astype(float))
+    diff = posts[f"{prefix}_log_reach"].astype(float) - posts["prior_log_reach"].astype(float)
     return np.nan_to_num(diff.to_numpy() * n / (n + SLOT_SHRINKAGE), nan=0.0)
 
 
@@ -311,8 +315,10 @@ def context_features(posts: pd.DataFrame) -> np.ndarray:
     prior_posts = posts["channel_prior_posts_48h"].astype(float).fillna(0).to_numpy()
     columns = [
         *((media == m).astype(float) for m in MEDIA_TYPES),
-        np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24),
-        np.sin(2 * np.pi * weekday / 7), np.cos(2 * np.pi * weekday / 7),
+        np.sin(2 * np.pi * hour / 24),
+        np.cos(2 * np.pi * hour / 24),
+        np.sin(2 * np.pi * weekday / 7),
+        np.cos(2 * np.pi * weekday / 7),
         np.log1p(posts["subscribers_at_publish"].astype(float).fillna(0).to_numpy()),
         np.log1p(posts["channel_prior_median_views_48h"].astype(float).fillna(0).to_numpy()),
         _shrunk_effect(posts, "prior_slot"),
@@ -328,12 +334,15 @@ def aux_targets(posts: pd.DataFrame, train: np.ndarray) -> np.ndarray:
     """(n, len(AUX_TARGETS)) float32, channel-centred and scaled on training rows only."""
     forwards = posts["forwards_48h"].astype(float).to_numpy()
     views = posts["views_48h"].astype(float).to_numpy()
-    raw = np.stack([
-        np.log((forwards + 0.5) / (views + 1.0)),
-        np.log((forwards + 0.5) / (views + 1.0)),
-        np.log1p(forwards),
-        posts["forwards_percentile_48h"].astype(float).to_numpy(),
-    ], axis=1)
+    raw = np.stack(
+        [
+            np.log((forwards + 0.5) / (views + 1.0)),
+            np.log((forwards + 0.5) / (views + 1.0)),
+            np.log1p(forwards),
+            posts["forwards_percentile_48h"].astype(float).to_numpy(),
+        ],
+        axis=1,
+    )
     channel = posts["channel_id"].to_numpy()
     out = raw.copy()
     for col in (1, 2):  # centre per channel on its training posts (global mean if none)
@@ -375,7 +384,8 @@ def check_history(posts: pd.DataFrame, splits: dict[str, np.ndarray] | None = No
     if len(posts) < MIN_LABELLED_POSTS:
         raise InsufficientData(
             f"the viral models need at least {MIN_LABELLED_POSTS} labelled posts (48 h forwards "
-            f"known, after each channel's first 5), has {len(posts)}")
+            f"known, after each channel's first 5), has {len(posts)}"
+        )
     labels = posts[LABEL].astype(bool).to_numpy()
     for name, sel in (splits or {}).items():
         pos, neg = int(labels[sel].sum()), int((~labels[sel]).sum())
@@ -383,7 +393,8 @@ def check_history(posts: pd.DataFrame, splits: dict[str, np.ndarray] | None = No
             raise InsufficientData(
                 f"the viral models need at least {MIN_CLASS_PER_SPLIT} viral and "
                 f"{MIN_CLASS_PER_SPLIT} non-viral posts in each time split; the {name} split "
-                f"has {pos} viral and {neg} non-viral (labelled posts: {len(posts)})")
+                f"has {pos} viral and {neg} non-viral (labelled posts: {len(posts)})"
+            )
 
 
 def time_split(published_at: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -400,9 +411,11 @@ def time_split(published_at: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndar
     train = ts < val_start
     val = (ts >= val_start) & (ts < holdout_start)
     holdout = ts >= holdout_start
-    info = {"val_start": str(pd.Timestamp(val_start)),
-            "holdout_start": str(pd.Timestamp(holdout_start)),
-            "holdout_end": str(pd.Timestamp(order[-1]))}
+    info = {
+        "val_start": str(pd.Timestamp(val_start)),
+        "holdout_start": str(pd.Timestamp(holdout_start)),
+        "holdout_end": str(pd.Timestamp(order[-1])),
+    }
     return train, val, holdout, info
 
 
@@ -422,8 +435,12 @@ def prepare(
     check_history(posts, {"train": train, "validation": val, "holdout": holdout})
     labels = posts[LABEL].astype(bool).to_numpy()
     encoded = encode_texts(posts["text"].tolist(), max_length, cache_dir)
-    arrays = {"tokens": encoded.tokens, "mask": encoded.mask,
-              LABEL: labels.astype(np.float32), AUX: aux_targets(posts, train)}
+    arrays = {
+        "tokens": encoded.tokens,
+        "mask": encoded.mask,
+        LABEL: labels.astype(np.float32),
+        AUX: aux_targets(posts, train),
+    }
     if with_context:
         arrays["context"] = context_features(posts)
     texts = posts["text"].tolist()
@@ -435,20 +452,29 @@ def prepare(
         text_splits[name] = [t for t, keep in zip(texts, sel, strict=True) if keep]
         frames[name] = frame[sel].reset_index(drop=True)
         channels[name] = channel_ids[sel]
-    info.update({
-        "n_train": int(train.sum()), "n_val": int(val.sum()), "n_holdout": int(holdout.sum()),
-        "viral_rate_train": round(float(labels[train].mean()), 4),
-        "viral_rate_val": round(float(labels[val].mean()), 4),
-        "viral_rate_holdout": round(float(labels[holdout].mean()), 4),
-        "n_channels": int(posts["channel_id"].nunique()),
-        "n_channels_holdout": int(np.unique(channel_ids[holdout]).size),
-        "token_max_length": max_length,
-        "texts_encoded": encoded.n_encoded,
-        "texts_from_cache": encoded.n_cached,
-        "encode_seconds": round(encoded.encode_seconds, 2),
-        "encoder": ENCODER_NAME,
-    })
+    info.update(
+        {
+            "n_train": int(train.sum()),
+            "n_val": int(val.sum()),
+            "n_holdout": int(holdout.sum()),
+            "viral_rate_train": round(float(labels[train].mean()), 4),
+            "viral_rate_val": round(float(labels[val].mean()), 4),
+            "viral_rate_holdout": round(float(labels[holdout].mean()), 4),
+            "n_channels": int(posts["channel_id"].nunique()),
+            "n_channels_holdout": int(np.unique(channel_ids[holdout]).size),
+            "token_max_length": max_length,
+            "texts_encoded": encoded.n_encoded,
+            "texts_from_cache": encoded.n_cached,
+            "encode_seconds": round(encoded.encode_seconds, 2),
+            "encoder": ENCODER_NAME,
+        }
+    )
     return TextPreparedData(
-        train=splits["train"], val=splits["val"], holdout=splits["holdout"],
-        info=info, texts=text_splits, frames=frames, channels=channels,
+        train=splits["train"],
+        val=splits["val"],
+        holdout=splits["holdout"],
+        info=info,
+        texts=text_splits,
+        frames=frames,
+        channels=channels,
     )

@@ -107,16 +107,15 @@ def fit(
     except RuntimeError as exc:
         if initial is None or not is_out_of_memory(exc):
             raise
-        log.warning("out of memory on %s (%s); restarting on CPU from the initial weights",
-                    choice.device, exc)
+        log.warning(
+            "out of memory on %s (%s); restarting on CPU from the initial weights", choice.device, exc
+        )
         if choice.device == "cuda":
             torch.cuda.empty_cache()
         model = model.cpu()
         model.load_state_dict(initial)
-        result = _fit(model, train, val, loss_fn, cfg, choose_device("cpu", choice.threads),
-                      on_epoch)
-        result.note = (f"restarted on CPU from the initial weights after {choice.device} ran "
-                       "out of memory")
+        result = _fit(model, train, val, loss_fn, cfg, choose_device("cpu", choice.threads), on_epoch)
+        result.note = f"restarted on CPU from the initial weights after {choice.device} ran out of memory"
         return result
 
 
@@ -157,7 +156,10 @@ def _fit(model, train, val, loss_fn, cfg, choice, on_epoch) -> TrainResult:
         result.val_losses.append(val_loss)
         log.info(
             "epoch %d/%d train_loss=%.5f val_loss=%.5f",
-            epoch + 1, cfg.max_epochs, result.train_losses[-1], val_loss,
+            epoch + 1,
+            cfg.max_epochs,
+            result.train_losses[-1],
+            val_loss,
         )
         if val_loss < result.best_val_loss - 1e-6:
             result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0

@@ -10,9 +10,7 @@ from optuna.trial import TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def open_study(
-    study_name: str, storage_uri: str, seed: int, direction: str = "minimize"
-) -> optuna.Study:
+def open_study(study_name: str, storage_uri: str, seed: int, direction: str = "minimize") -> optuna.Study:
     """Create or resume a study; trials of a process that died are marked failed."""
     storage = optuna.storages.RDBStorage(storage_uri, heartbeat_interval=10, grace_period=30)
     study = optuna.create_study(

@@ -57,8 +57,10 @@ class ChannelDataSource(dg.ConfigurableResource):
         if self.source == "landing":
             return self._load_landing(conn)
         if self.source == "telegram":
-            raise ValueError("the telegram source is collected by the TelegramCollector resource "
-                             "(raw_tables asset), not loaded from here")
+            raise ValueError(
+                "the telegram source is collected by the TelegramCollector resource "
+                "(raw_tables asset), not loaded from here"
+            )
         raise ValueError(f"unknown source {self.source!r}: expected synthetic, landing or telegram")
 
     def _load_synthetic(self, conn: duckdb.DuckDBPyConnection) -> SourceLoad:
@@ -78,8 +80,10 @@ class ChannelDataSource(dg.ConfigurableResource):
     def _load_landing(self, conn: duckdb.DuckDBPyConnection) -> SourceLoad:
         # the clock bounds plausible times: more than a day after it is quarantined
         report = landing.load_landing(conn, self.landing_dir, clock=self.as_of())
-        exports = [desktop_export.load_desktop_export(conn, path)
-                   for path in desktop_export.find_exports(self.landing_dir)]
+        exports = [
+            desktop_export.load_desktop_export(conn, path)
+            for path in desktop_export.find_exports(self.landing_dir)
+        ]
         out = SourceLoad(source="landing", as_of=self.as_of(), details=report.as_metadata())
         for table in RAW_TABLES:
             name = f"raw.{table}"
@@ -96,8 +100,7 @@ class ChannelDataSource(dg.ConfigurableResource):
             for e in exports:
                 out.rows_loaded["raw.posts"] += e.posts_loaded
                 out.rows_loaded["raw.post_snapshots"] += e.snapshots_loaded
-                out.rows_quarantined["raw.posts"] += e.posts_quarantined + (
-                    e.file_rejected is not None)
+                out.rows_quarantined["raw.posts"] += e.posts_quarantined + (e.file_rejected is not None)
                 out.rows_quarantined["raw.post_snapshots"] += e.snapshots_quarantined
             out.notes["raw.post_snapshots"] = desktop_export.LIMITATIONS
         return out

@@ -74,8 +74,13 @@ def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
     if profile not in PROFILES:
         raise ValueError(f"PULSE_PROFILE={profile!r}: expected one of {PROFILES}")
     return PulseSettings(
-        data_dir=data_dir, source=source, landing_dir=landing, size=size, seed=seed,
-        device=device, profile=profile,
+        data_dir=data_dir,
+        source=source,
+        landing_dir=landing,
+        size=size,
+        seed=seed,
+        device=device,
+        profile=profile,
         mlflow_uri_override=env.get("PULSE_MLFLOW_URI", ""),
         mlflow_artifacts_override=env.get("PULSE_MLFLOW_ARTIFACTS", ""),
         optuna_uri_override=env.get("PULSE_OPTUNA_URI", ""),

@@ -30,9 +30,7 @@ class TelegramCollector(dg.ConfigurableResource):
     channels: list[str] = Field(
         default_factory=list, description="channel usernames (with or without @) or t.me links"
     )
-    max_messages: int = Field(
-        default=200, description="newest messages read per channel and run"
-    )
+    max_messages: int = Field(default=200, description="newest messages read per channel and run")
     flood_wait_cap_seconds: float = Field(
         default=300.0,
         description="longest rate-limit wait slept out before one retry; longer waits "

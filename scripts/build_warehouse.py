@@ -1,6 +1,6 @@
 """Build raw + feature tables without Dagster (for model development and benchmarks).
 
-    .venv/bin/python scripts/build_warehouse.py --data-dir /tmp/pulse_demo --size demo [--embeddings]
+.venv/bin/python scripts/build_warehouse.py --data-dir /tmp/pulse_demo --size demo [--embeddings]
 """
 
 from __future__ import annotations

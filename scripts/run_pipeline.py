@@ -37,10 +37,10 @@ class ModelOutcome:
     """What one model asset did in this run, and what serves its forecasts afterwards."""
 
     asset: str
-    status: str                    # registered | skipped | not run
+    status: str  # registered | skipped | not run
     version: str | None
     promoted: bool
-    reason: str                    # promotion reason or skip reason
+    reason: str  # promotion reason or skip reason
     champion: str | None
     failed_gates: list[str]
 
@@ -53,8 +53,10 @@ class ModelOutcome:
 
 def _gate_text(gate: dict) -> str:
     if gate.get("lo") is not None:
-        return (f"{gate['name']} {gate['value']:+.4f} "
-                f"[{gate['lo']:+.4f}, {gate['hi']:+.4f}] (needs lower bound >= 0)")
+        return (
+            f"{gate['name']} {gate['value']:+.4f} "
+            f"[{gate['lo']:+.4f}, {gate['hi']:+.4f}] (needs lower bound >= 0)"
+        )
     return f"{gate['name']} {gate['value']:.4f} (threshold {gate['threshold']:.4f})"
 
 
@@ -69,17 +71,27 @@ def model_outcomes(result: dg.ExecuteInProcessResult, model_assets: list[str]) -
         meta = {k: v.value for k, v in mats[-1].metadata.items()}
         status = str(meta.get("status", "?"))
         failed = [_gate_text(g) for g in meta.get("gates_json", []) if not g["passed"]]
-        out.append(ModelOutcome(
-            asset, status, meta.get("version"), bool(meta.get("promoted", False)),
-            str(meta.get("promotion_reason") or meta.get("skip_reason") or ""),
-            meta.get("champion_version"), failed))
+        out.append(
+            ModelOutcome(
+                asset,
+                status,
+                meta.get("version"),
+                bool(meta.get("promoted", False)),
+                str(meta.get("promotion_reason") or meta.get("skip_reason") or ""),
+                meta.get("champion_version"),
+                failed,
+            )
+        )
     return out
 
 
 def step_failures(result: dg.ExecuteInProcessResult) -> list[str]:
     """Steps that raised (not gate failures: model checks are non-blocking)."""
-    return [f"{e.step_key}: {e.event_specific_data.error.message.strip()[:300]}"
-            for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return [
+        f"{e.step_key}: {e.event_specific_data.error.message.strip()[:300]}"
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    ]
 
 
 def print_summary(outcomes: list[ModelOutcome]) -> None:
@@ -103,7 +115,8 @@ def summarize(warehouse: Path) -> None:
     tables = conn.execute(
         "SELECT schema_name, table_name FROM duckdb_tables() "
         "WHERE schema_name IN ('raw', 'truth', 'features', 'forecasts') "
-        "ORDER BY schema_name, table_name").fetchall()
+        "ORDER BY schema_name, table_name"
+    ).fetchall()
     print("\nTables in", warehouse)
     for schema, table in tables:
         name = f'"{schema}"."{table}"'
@@ -111,7 +124,8 @@ def summarize(warehouse: Path) -> None:
         served = ""
         if schema == "forecasts":
             by_source = conn.execute(
-                f"SELECT source, count(*) FROM {name} GROUP BY source ORDER BY source").fetchall()
+                f"SELECT source, count(*) FROM {name} GROUP BY source ORDER BY source"
+            ).fetchall()
             served = "  " + ", ".join(f"{s}: {c:,}" for s, c in by_source)
         print(f"  {schema}.{table:<34} {n:>10,} rows{served}")
     conn.close()
@@ -130,9 +144,7 @@ def execute(settings) -> dg.ExecuteInProcessResult:
 
     instance = prepare_instance()
     defs = build_definitions(settings)
-    return defs.get_job_def("everything_job").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
+    return defs.get_job_def("everything_job").execute_in_process(instance=instance, raise_on_error=False)
 
 
 def main() -> int:
@@ -140,14 +152,15 @@ def main() -> int:
     from resources.settings import load_settings
 
     settings = load_settings()
-    print(f"source={settings.source} size={settings.size} seed={settings.seed} "
-          f"data_dir={settings.data_dir}")
+    print(f"source={settings.source} size={settings.size} seed={settings.seed} data_dir={settings.data_dir}")
     started = time.perf_counter()
     result = execute(settings)
     elapsed = time.perf_counter() - started
     errors = step_failures(result)
-    print(f"\nrun {result.run_id} {'succeeded' if result.success and not errors else 'FAILED'} "
-          f"in {elapsed:.0f} s")
+    print(
+        f"\nrun {result.run_id} {'succeeded' if result.success and not errors else 'FAILED'} "
+        f"in {elapsed:.0f} s"
+    )
     print_summary(model_outcomes(result, [a.key.to_user_string() for a in model_assets]))
     if errors:
         print("\nErrors:")

@@ -15,8 +15,14 @@ from resources.settings import load_settings  # noqa: E402
 
 @pytest.fixture
 def tiny_settings(tmp_path):
-    return load_settings({"PULSE_DATA_DIR": str(tmp_path), "PULSE_SIZE": "tiny",
-                          "PULSE_PROFILE": "tiny", "PULSE_DEVICE": "cpu"})
+    return load_settings(
+        {
+            "PULSE_DATA_DIR": str(tmp_path),
+            "PULSE_SIZE": "tiny",
+            "PULSE_PROFILE": "tiny",
+            "PULSE_DEVICE": "cpu",
+        }
+    )
 
 
 @pytest.fixture

@@ -44,21 +44,33 @@ def env(tmp_path_factory):
         publish_table(conn, published, "raw", table)
     for table in features.FEATURE_TABLES:
         publish_table(conn, published, "features", table)
-    stores = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-              "artifact_root": str(root / "artifacts"),
-              "optuna_uri": f"sqlite:///{root / 'optuna.db'}"}
+    stores = {
+        "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "artifact_root": str(root / "artifacts"),
+        "optuna_uri": f"sqlite:///{root / 'optuna.db'}",
+    }
     torch.set_num_threads(1)
-    report = train_and_register(EngagementTask(), conn, choice=choose_device("cpu", 1),
-                                profile=PROFILES["tiny"], seed=1, **stores)
+    report = train_and_register(
+        EngagementTask(), conn, choice=choose_device("cpu", 1), profile=PROFILES["tiny"], seed=1, **stores
+    )
     assert report.status == "registered", report.reason
     client = MlflowClient(stores["tracking_uri"], registry_uri=stores["tracking_uri"])
     client.set_registered_model_alias(ENGAGEMENT, "champion", report.version)
-    post = conn.execute("SELECT channel_id, post_id FROM features.post_features "
-                        "WHERE views_3h IS NOT NULL ORDER BY post_id LIMIT 1").fetchall()[0]
+    post = conn.execute(
+        "SELECT channel_id, post_id FROM features.post_features "
+        "WHERE views_3h IS NOT NULL ORDER BY post_id LIMIT 1"
+    ).fetchall()[0]
     conn.close()
     service = DeepLearningService(stores["tracking_uri"], published, refresh_seconds=0.0)
-    return {"root": root, "stores": stores, "service": service, "client": client,
-            "channel": int(post[0]), "post": int(post[1]), "version": report.version}
+    return {
+        "root": root,
+        "stores": stores,
+        "service": service,
+        "client": client,
+        "channel": int(post[0]),
+        "post": int(post[1]),
+        "version": report.version,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +93,18 @@ def test_engagement_prediction_for_a_post_and_a_draft(api, env):
     assert by_post.status_code == 200, by_post.text
     body = by_post.json()
     assert 0.0 <= body["engagement_score"] <= 1.0
-    draft = api.post(f"/channels/{channel}/engagement", json={
-        "media_type": "photo", "text_length": 120,
-        "snapshots": [{"minutes": 15, "views": 100}, {"minutes": 60, "views": 260},
-                      {"minutes": 180, "views": 500, "forwards": 4}]})
+    draft = api.post(
+        f"/channels/{channel}/engagement",
+        json={
+            "media_type": "photo",
+            "text_length": 120,
+            "snapshots": [
+                {"minutes": 15, "views": 100},
+                {"minutes": 60, "views": 260},
+                {"minutes": 180, "views": 500, "forwards": 4},
+            ],
+        },
+    )
     assert draft.status_code == 200, draft.text
     assert 0.0 <= draft.json()["engagement_score"] <= 1.0
 
@@ -109,29 +129,35 @@ def test_missing_champion_is_answered_by_the_baseline(api, env, path):
     assert "champion" in body["fallback_reason"]
 
 
-@pytest.mark.parametrize("method,path,body", [
-    ("get", "/channels/999999/insights", None),
-    ("get", "/channels/999999/growth", None),
-    ("post", "/channels/999999/engagement", {"post_id": 1}),
-])
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("get", "/channels/999999/insights", None),
+        ("get", "/channels/999999/growth", None),
+        ("post", "/channels/999999/engagement", {"post_id": 1}),
+    ],
+)
 def test_unknown_channel_is_404(api, method, path, body):
     response = getattr(api, method)(path, **({"json": body} if body is not None else {}))
     assert response.status_code == 404, response.text
 
 
-@pytest.mark.parametrize("method,path,kwargs", [
-    ("get", "/channels/abc/insights", {}),
-    ("get", "/channels/-5/insights", {}),
-    ("get", "/channels/1/growth?prediction_days=0", {}),
-    ("get", "/channels/1/growth?prediction_days=31", {}),
-    ("post", "/channels/1/engagement", {"content": b"{not json"}),
-    ("post", "/channels/1/engagement", {"json": {"snapshots": "many"}}),
-    ("post", "/channels/1/engagement", {"json": {"unexpected": 1}}),
-    ("post", "/channels/1/engagement", {"json": {"snapshots": [{"minutes": -1, "views": 3}]}}),
-    ("post", "/viral-potential", {"json": {"text": "x" * 20_000}}),
-    ("post", "/channels/1/growth/what-if", {"json": {"posts_per_day": -1}}),
-    ("post", "/channels/1/content-patterns", {"json": {"texts": ["a"] * 1000}}),
-])
+@pytest.mark.parametrize(
+    "method,path,kwargs",
+    [
+        ("get", "/channels/abc/insights", {}),
+        ("get", "/channels/-5/insights", {}),
+        ("get", "/channels/1/growth?prediction_days=0", {}),
+        ("get", "/channels/1/growth?prediction_days=31", {}),
+        ("post", "/channels/1/engagement", {"content": b"{not json"}),
+        ("post", "/channels/1/engagement", {"json": {"snapshots": "many"}}),
+        ("post", "/channels/1/engagement", {"json": {"unexpected": 1}}),
+        ("post", "/channels/1/engagement", {"json": {"snapshots": [{"minutes": -1, "views": 3}]}}),
+        ("post", "/viral-potential", {"json": {"text": "x" * 20_000}}),
+        ("post", "/channels/1/growth/what-if", {"json": {"posts_per_day": -1}}),
+        ("post", "/channels/1/content-patterns", {"json": {"texts": ["a"] * 1000}}),
+    ],
+)
 def test_bad_input_is_422(api, method, path, kwargs):
     response = getattr(api, method)(path, **kwargs)
     assert response.status_code == 422, response.text
@@ -155,8 +181,7 @@ BAD_VALUES = {
     # a lone surrogate is valid JSON but cannot be encoded as text
     "surrogate in viral text": ("/viral-potential", b'{"text": "ab\\ud800cd"}'),
     "surrogate in texts": ("content-patterns", b'{"texts": ["ok", "\\udfff"]}'),
-    "surrogate as a field name": ("growth/what-if",
-                                  b'{"posts_per_day": 1, "\\ud800": 1}'),
+    "surrogate as a field name": ("growth/what-if", b'{"posts_per_day": 1, "\\ud800": 1}'),
     # numbers out of any plausible range
     "400-digit views": ("engagement", _snapshot(views=10**400)),
     "1e30 views": ("engagement", _snapshot(views=1e30)),
@@ -164,8 +189,7 @@ BAD_VALUES = {
     "huge post_id": ("engagement", {"post_id": 10**30}),
     "published 0001-01-01": ("engagement", _draft(published_at="0001-01-01T00:00:00")),
     "published 9999-12-31": ("engagement", _draft(published_at="9999-12-31T23:59:59")),
-    "published before Telegram": ("/viral-potential",
-                                  {"text": "x", "published_at": "2001-01-01T00:00:00Z"}),
+    "published before Telegram": ("/viral-potential", {"text": "x", "published_at": "2001-01-01T00:00:00Z"}),
     "not a time": ("/viral-potential", {"text": "x", "published_at": "yesterday"}),
     # strict types: no coercion of booleans or strings into numbers
     "true as views": ("engagement", _snapshot(views=True)),
@@ -186,8 +210,11 @@ def test_implausible_or_mistyped_values_are_422_with_a_reason(api, env, case):
     face value: 1e30 views gave 3.4e30 predicted views) before the schema was strict."""
     path, body = BAD_VALUES[case]
     url = path if path.startswith("/") else f"/channels/{env['channel']}/{path}"
-    kwargs = {"content": body, "headers": {"content-type": "application/json"}} \
-        if isinstance(body, bytes) else {"json": body}
+    kwargs = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
     response = api.post(url, **kwargs)
     assert response.status_code == 422, (case, response.status_code, response.text[:300])
     problem = response.json()
@@ -197,8 +224,10 @@ def test_implausible_or_mistyped_values_are_422_with_a_reason(api, env, case):
 def test_semantically_bad_engagement_request_is_422(api, env):
     response = api.post(f"/channels/{env['channel']}/engagement", json={})
     assert response.status_code == 422
-    decreasing = api.post(f"/channels/{env['channel']}/engagement", json={
-        "snapshots": [{"minutes": 15, "views": 100}, {"minutes": 30, "views": 50}]})
+    decreasing = api.post(
+        f"/channels/{env['channel']}/engagement",
+        json={"snapshots": [{"minutes": 15, "views": 100}, {"minutes": 30, "views": 50}]},
+    )
     assert decreasing.status_code == 422
 
 
@@ -212,8 +241,14 @@ def test_cache_hits_and_invalidation_on_a_new_champion(env):
     # a new version is promoted: the cached answer is not served for it
     torch.set_num_threads(1)
     conn = duckdb.connect(str(env["root"] / "warehouse.duckdb"), read_only=True)
-    report = train_and_register(EngagementTask(), conn, choice=choose_device("cpu", 1),
-                                profile=PROFILES["tiny"], seed=2, **env["stores"])
+    report = train_and_register(
+        EngagementTask(),
+        conn,
+        choice=choose_device("cpu", 1),
+        profile=PROFILES["tiny"],
+        seed=2,
+        **env["stores"],
+    )
     conn.close()
     client.set_registered_model_alias(ENGAGEMENT, "champion", report.version)
     misses = service.stats["misses"]
@@ -226,7 +261,7 @@ def test_cache_hits_and_invalidation_on_a_new_champion(env):
 def _random_json(rng, depth: int = 0):
     kind = rng.integers(0, 7 if depth < 2 else 5)
     if kind == 0:
-        return int(rng.integers(-2**63, 2**63 - 1))
+        return int(rng.integers(-(2**63), 2**63 - 1))
     if kind == 1:
         return float(rng.normal() * 10 ** rng.integers(0, 30))
     if kind == 2:
@@ -237,8 +272,19 @@ def _random_json(rng, depth: int = 0):
         return None
     if kind == 5:
         return [_random_json(rng, depth + 1) for _ in range(rng.integers(0, 5))]
-    keys = ["post_id", "snapshots", "text", "channel_id", "minutes", "views", "media_type",
-            "posts_per_day", "texts", "published_at", "x"]
+    keys = [
+        "post_id",
+        "snapshots",
+        "text",
+        "channel_id",
+        "minutes",
+        "views",
+        "media_type",
+        "posts_per_day",
+        "texts",
+        "published_at",
+        "x",
+    ]
     return {str(rng.choice(keys)): _random_json(rng, depth + 1) for _ in range(rng.integers(0, 5))}
 
 
@@ -248,10 +294,13 @@ def test_fuzzed_requests_never_get_a_500(api, env):
 
     rng = np.random.default_rng(7)
     channel = env["channel"]
-    posts = [f"/channels/{channel}/engagement", f"/channels/{channel}/growth/what-if",
-             f"/channels/{channel}/content-patterns", "/viral-potential"]
-    gets = ["insights", "growth", "user-segments", "posting-schedule",
-            "content-recommendations"]
+    posts = [
+        f"/channels/{channel}/engagement",
+        f"/channels/{channel}/growth/what-if",
+        f"/channels/{channel}/content-patterns",
+        "/viral-potential",
+    ]
+    gets = ["insights", "growth", "user-segments", "posting-schedule", "content-recommendations"]
     statuses = []
     for i in range(150):
         path = posts[i % len(posts)]
@@ -260,8 +309,9 @@ def test_fuzzed_requests_never_get_a_500(api, env):
         else:
             response = api.post(path, json=_random_json(rng))
         statuses.append(response.status_code)
-        ident = rng.choice([str(channel), str(int(rng.integers(-10**12, 10**12))), "nan", "1e9",
-                            "%00", "0x10", str(2**70)])
+        ident = rng.choice(
+            [str(channel), str(int(rng.integers(-(10**12), 10**12))), "nan", "1e9", "%00", "0x10", str(2**70)]
+        )
         statuses.append(api.get(f"/channels/{ident}/{gets[i % len(gets)]}").status_code)
     assert 500 not in statuses
     # tables are published: 503 ("nothing to answer from yet") would be a bug here too
@@ -275,13 +325,16 @@ def test_champion_sensor_requests_forecasts_when_an_alias_moves(env):
     from channel_assets.sensors import champion_sensor
     from resources.mlflow_tracking import MlflowTracking
 
-    tracking = MlflowTracking(tracking_uri=env["stores"]["tracking_uri"],
-                              artifact_root=env["stores"]["artifact_root"],
-                              optuna_uri=env["stores"]["optuna_uri"])
+    tracking = MlflowTracking(
+        tracking_uri=env["stores"]["tracking_uri"],
+        artifact_root=env["stores"]["artifact_root"],
+        optuna_uri=env["stores"]["optuna_uri"],
+    )
     first = champion_sensor(dg.build_sensor_context(resources={"mlflow_tracking": tracking}))
-    assert len(first.run_requests) == 1          # a champion exists and was never seen
-    again = champion_sensor(dg.build_sensor_context(cursor=first.cursor,
-                                                    resources={"mlflow_tracking": tracking}))
+    assert len(first.run_requests) == 1  # a champion exists and was never seen
+    again = champion_sensor(
+        dg.build_sensor_context(cursor=first.cursor, resources={"mlflow_tracking": tracking})
+    )
     assert isinstance(again, dg.SkipReason)
 
 
@@ -293,12 +346,11 @@ class _BuggyService(DeepLearningService):
 
     def forecast_growth_lstm(self, channel_id: int, prediction_days: int = 30) -> dict:
         self.require_channel(channel_id)
-        return {"ratio": 1 / (prediction_days - prediction_days)}   # ZeroDivisionError
+        return {"ratio": 1 / (prediction_days - prediction_days)}  # ZeroDivisionError
 
 
 def _buggy(env) -> DeepLearningService:
-    return _BuggyService(env["stores"]["tracking_uri"], env["service"].published_root,
-                         refresh_seconds=60.0)
+    return _BuggyService(env["stores"]["tracking_uri"], env["service"].published_root, refresh_seconds=60.0)
 
 
 def test_a_bug_is_500_with_an_error_id_and_its_traceback_in_the_log(env, caplog):
@@ -309,7 +361,7 @@ def test_a_bug_is_500_with_an_error_id_and_its_traceback_in_the_log(env, caplog)
     problem = response.json()
     assert problem["error_id"] and problem["error_id"] in problem["detail"]
     logged = [r for r in caplog.records if problem["error_id"] in r.getMessage()]
-    assert logged and logged[0].exc_info[0] is ZeroDivisionError   # the traceback is logged
+    assert logged and logged[0].exc_info[0] is ZeroDivisionError  # the traceback is logged
 
 
 def test_the_keep_alive_connection_survives_every_error(env):
@@ -322,8 +374,11 @@ def test_the_keep_alive_connection_survives_every_error(env):
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(_buggy(env)), host="127.0.0.1", port=0,
-                                           log_level="critical", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(_buggy(env)), host="127.0.0.1", port=0, log_level="critical", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -345,18 +400,19 @@ def test_the_keep_alive_connection_survives_every_error(env):
         sockets, got = set(), []
         for method, path, body, _ in sequence:
             try:
-                conn.request(method, path, body=body,
-                             headers={"content-type": "application/json"} if body else {})
+                conn.request(
+                    method, path, body=body, headers={"content-type": "application/json"} if body else {}
+                )
                 response = conn.getresponse()
                 response.read()
                 got.append(response.status)
                 assert (response.getheader("connection") or "").lower() != "close"
                 sockets.add(conn.sock.getsockname())
-            except (http.client.HTTPException, OSError) as exc:   # the server hung up
+            except (http.client.HTTPException, OSError) as exc:  # the server hung up
                 got.append(type(exc).__name__)
                 conn.close()
         assert got == [status for *_, status in sequence]
-        assert len(sockets) == 1, sockets           # one connection served all six
+        assert len(sockets) == 1, sockets  # one connection served all six
         conn.close()
     finally:
         server.should_exit = True
@@ -364,8 +420,9 @@ def test_the_keep_alive_connection_survives_every_error(env):
 
 
 def test_health_is_503_without_published_tables(env, tmp_path):
-    service = DeepLearningService(env["stores"]["tracking_uri"], str(tmp_path / "nothing"),
-                                  refresh_seconds=60.0)
+    service = DeepLearningService(
+        env["stores"]["tracking_uri"], str(tmp_path / "nothing"), refresh_seconds=60.0
+    )
     client = TestClient(create_app(service), raise_server_exceptions=False)
     response = client.get("/health")
     assert response.status_code == 503, response.text
@@ -383,20 +440,21 @@ def test_health_is_ok_with_tables(api):
 
 
 def test_the_cache_is_bounded_in_bytes_and_keys_do_not_hold_the_request(env):
-    service = DeepLearningService(env["stores"]["tracking_uri"], env["service"].published_root,
-                                  refresh_seconds=60.0, cache_bytes=50_000)
+    service = DeepLearningService(
+        env["stores"]["tracking_uri"], env["service"].published_root, refresh_seconds=60.0, cache_bytes=50_000
+    )
     answer = {"payload": "x" * 1_000}
     for i in range(200):
         assert service._cached("m", ("request", i), ("engagement",), lambda c: answer) == answer
     assert service._cache.currsize <= 50_000
-    assert 10 <= len(service._cache) < 200          # bounded by bytes, not by entry count
-    huge_request = ["y" * 10_000] * 50               # the largest texts request: 500 kB
+    assert 10 <= len(service._cache) < 200  # bounded by bytes, not by entry count
+    huge_request = ["y" * 10_000] * 50  # the largest texts request: 500 kB
     service._cached("patterns", (1, huge_request), ("content",), lambda c: answer)
-    assert all(len(key) == 32 for key in service._cache)   # a digest, not the request
+    assert all(len(key) == 32 for key in service._cache)  # a digest, not the request
     hits = service.stats["hits"]
     service._cached("patterns", (1, huge_request), ("content",), lambda c: {"other": 1})
     assert service.stats["hits"] == hits + 1
-    big = {"payload": "z" * 10_000}                  # more than a tenth of the budget
+    big = {"payload": "z" * 10_000}  # more than a tenth of the budget
     assert service._cached("m", "big", (), lambda c: big) == big
     assert service.stats["hits"] == hits + 1 and len(service._cache) <= 50
 
@@ -410,15 +468,16 @@ def test_openapi_documents_every_status_with_typed_models(api):
     for path, methods in doc["paths"].items():
         for method, operation in methods.items():
             responses = operation["responses"]
-            expected = {"200", "500", "503"} | ({"404", "422"} if "{channel_id}" in path
-                                                or method == "post" else set())
+            expected = {"200", "500", "503"} | (
+                {"404", "422"} if "{channel_id}" in path or method == "post" else set()
+            )
             assert expected <= set(responses), (method, path, sorted(responses))
             for status, response in responses.items():
                 schema = response["content"]["application/json"]["schema"]
                 typed = "$ref" in schema or isinstance(schema.get("additionalProperties"), dict)
-                assert typed, (method, path, status, schema)        # not a bare "object"
+                assert typed, (method, path, status, schema)  # not a bare "object"
     patterns = schemas["TextsRequest"]["properties"]["texts"]["anyOf"][0]
-    assert patterns["maxItems"] == MAX_REQUEST_TEXTS          # the service takes 50
+    assert patterns["maxItems"] == MAX_REQUEST_TEXTS  # the service takes 50
     assert patterns["items"]["maxLength"] == MAX_TEXT_CHARS
     assert schemas["ViralRequest"]["properties"]["text"]["maxLength"] == MAX_TEXT_CHARS
     assert schemas["Snapshot"]["properties"]["views"]["maximum"] == 10**9

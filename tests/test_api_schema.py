@@ -25,10 +25,15 @@ from schemathesis.checks import (
 from api.app import create_app
 from tests.test_api import env  # noqa: F401  (the module's fixture: tiny warehouse + champion)
 
-EXAMPLES = 15   # per operation and generation mode: 11 operations, 2-3 modes each
+EXAMPLES = 15  # per operation and generation mode: 11 operations, 2-3 modes each
 NO_INPUTS = {"/health", "/models"}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(env):  # noqa: F811
@@ -39,15 +44,19 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(env):  # noq
     for result in schema.get_all_operations():
         operation = result.ok()
         modes = [(GenerationMode.POSITIVE, None), (GenerationMode.NEGATIVE, None)]
-        if "{channel_id}" in operation.path:   # valid requests on a channel that exists
+        if "{channel_id}" in operation.path:  # valid requests on a channel that exists
             modes.append((GenerationMode.POSITIVE, {"channel_id": env["channel"]}))
         for mode, path_parameters in modes:
-            strategy = operation.as_strategy(generation_mode=mode,
-                                             path_parameters=path_parameters)
+            strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate],
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=strategy)
             def run(case) -> None:
                 nonlocal cases
@@ -62,11 +71,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(env):  # noq
 
             try:
                 run()
-            except Unsatisfiable:   # nothing to get wrong: an operation without inputs
-                assert mode == GenerationMode.NEGATIVE and operation.path in NO_INPUTS, \
-                    operation.path
-    print(f"\nschemathesis: {cases} cases, {len(server_errors)} server errors, "
-          f"{len(violations)} schema violations; statuses {dict(sorted(statuses.items()))}")
+            except Unsatisfiable:  # nothing to get wrong: an operation without inputs
+                assert mode == GenerationMode.NEGATIVE and operation.path in NO_INPUTS, operation.path
+    print(
+        f"\nschemathesis: {cases} cases, {len(server_errors)} server errors, "
+        f"{len(violations)} schema violations; statuses {dict(sorted(statuses.items()))}"
+    )
     assert cases >= 200, cases
     assert server_errors == [], server_errors[:5]
     assert violations == [], violations[:5]

@@ -100,7 +100,7 @@ def test_hour_smoothing_keeps_shares():
     one_hour[23] = 1.0
     smoothed = one_hour @ kernel
     assert smoothed.sum() == pytest.approx(1.0)
-    assert smoothed[0] == pytest.approx(smoothed[22])       # wraps around midnight
+    assert smoothed[0] == pytest.approx(smoothed[22])  # wraps around midnight
     assert np.array_equal(hour_smoothing_kernel(0.0), np.eye(24))
 
 
@@ -122,7 +122,7 @@ def test_profile_error_and_centroid_profiles_by_hand():
     labels = np.array([0, 0, 1])
     centres = bb.centroid_profiles(labels, profiles, 3)
     assert np.allclose(centres[0], [0.5, 0.5]) and np.allclose(centres[1], [0.5, 0.5])
-    assert np.allclose(centres[2], profiles.mean(axis=0))      # empty segment: everyone's mean
+    assert np.allclose(centres[2], profiles.mean(axis=0))  # empty segment: everyone's mean
     errors = bb.profile_error(centres[labels], np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
     assert errors == pytest.approx([0.5, 0.5, 0.5])
 
@@ -147,8 +147,8 @@ def test_load_splits_interactions_in_time(data):
     assert data.holdout["fit_features"].shape == data.holdout["features"].shape
     for split in (data.train["features"], data.holdout["features"], data.holdout["fit_features"]):
         assert split.shape[1] == len(FEATURES)
-        assert np.allclose(split[:, :24].sum(axis=1), 1.0, atol=1e-5)   # hour shares
-        assert np.allclose(split[:, -3:].sum(axis=1), 1.0, atol=1e-5)   # action shares
+        assert np.allclose(split[:, :24].sum(axis=1), 1.0, atol=1e-5)  # hour shares
+        assert np.allclose(split[:, -3:].sum(axis=1), 1.0, atol=1e-5)  # action shares
     assert info["strongest_baseline"] in ("pca_kmeans", "global_profile")
     assert info["baseline_pca_kmeans_k"] in range(3, 11)
     assert data.holdout["pred_pca_kmeans"].shape == data.holdout["features"].shape
@@ -164,9 +164,12 @@ def test_training_is_deterministic_for_a_seed(data):
 
 
 def test_too_few_users_are_skipped_with_the_minimum():
-    small = _warehouse(synthetic.config_for("tiny", seed=42))        # 60 users
-    with pytest.raises(InsufficientData, match=rf"needs at least {MIN_TRAIN_USERS} users with "
-                       rf">= {MIN_FIT_INTERACTIONS} interactions.*; has \d+, \d+ and \d+"):
+    small = _warehouse(synthetic.config_for("tiny", seed=42))  # 60 users
+    with pytest.raises(
+        InsufficientData,
+        match=rf"needs at least {MIN_TRAIN_USERS} users with "
+        rf">= {MIN_FIT_INTERACTIONS} interactions.*; has \d+, \d+ and \d+",
+    ):
         BehaviorTask().load(small)
     small.close()
 
@@ -187,10 +190,14 @@ def test_without_truth_the_model_trains_and_gates(warehouse):
     assert "ari_personas" not in metrics
     assert metrics["profile_error"] > 0 and 0 <= metrics["stability_ari"] <= 1
     assert metrics["margin_profile_error_vs_global_profile"] == pytest.approx(
-        baseline["baseline_global_profile_profile_error"] - metrics["profile_error"])
+        baseline["baseline_global_profile_profile_error"] - metrics["profile_error"]
+    )
     gates = task.gates(metrics, baseline)
-    assert [g.name for g in gates] == ["profile_error_vs_pca_kmeans",
-                                       "profile_error_vs_global_profile", "stability_ari"]
+    assert [g.name for g in gates] == [
+        "profile_error_vs_pca_kmeans",
+        "profile_error_vs_global_profile",
+        "stability_ari",
+    ]
     for gate in gates[:2]:
         assert gate.against_baseline and gate.passed == (gate.lo >= 0)
 
@@ -199,31 +206,36 @@ def test_one_segment_for_everyone_loses_to_pca_kmeans(data):
     task = BehaviorTask()
     params = {**task.default_params(), "hidden": [64, 32, 16]}
     model = task.train(params, data, choose_device("cpu"), 2, seed=0).model
-    model.set_centroids(np.zeros((1, model.latent_dim)))      # every user in one segment
+    model.set_centroids(np.zeros((1, model.latent_dim)))  # every user in one segment
     metrics = task.evaluate(model, data)
     gates = {g.name: g for g in task.gates(metrics, task.baseline(data))}
     # one segment predicts the global profile exactly
     assert metrics["margin_profile_error_vs_global_profile"] == pytest.approx(0.0, abs=1e-12)
     assert not gates["profile_error_vs_pca_kmeans"].passed
-    assert not gates["stability_ari"].passed       # k = 1: stability is undefined
+    assert not gates["stability_ari"].passed  # k = 1: stability is undefined
 
 
 def test_train_and_register_end_to_end(data, tmp_path):
     task = BehaviorTask()
-    stores = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-              "artifact_root": str(tmp_path / "artifacts"),
-              "optuna_uri": f"sqlite:///{tmp_path / 'optuna.db'}"}
-    report = train_and_register(task, data=data, choice=choose_device("cpu"),
-                                profile=PROFILES["tiny"], seed=3, **stores)
+    stores = {
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "artifact_root": str(tmp_path / "artifacts"),
+        "optuna_uri": f"sqlite:///{tmp_path / 'optuna.db'}",
+    }
+    report = train_and_register(
+        task, data=data, choice=choose_device("cpu"), profile=PROFILES["tiny"], seed=3, **stores
+    )
     assert report.status == "registered" and report.version == "1"
-    assert {g.name for g in report.gates} == {"profile_error_vs_pca_kmeans",
-                                              "profile_error_vs_global_profile", "stability_ari"}
+    assert {g.name for g in report.gates} == {
+        "profile_error_vs_pca_kmeans",
+        "profile_error_vs_global_profile",
+        "stability_ari",
+    }
     assert report.metrics["profile_error"] > 0 and report.metrics["k"] >= 3
-    assert -1.0 <= report.metrics["ari_personas"] <= 1.0          # truth exists: reported only
+    assert -1.0 <= report.metrics["ari_personas"] <= 1.0  # truth exists: reported only
     assert np.isfinite(report.baseline["baseline_pca_kmeans_profile_error"])
     client = MlflowClient(stores["tracking_uri"])
     assert str(version_by_alias(client, task.registered_model, "challenger").version) == "1"
     loaded = mlflow.pytorch.load_model(f"models:/{task.registered_model}/1", map_location="cpu")
-    assert task.evaluate(loaded, data)["profile_error"] == pytest.approx(
-        report.metrics["profile_error"])
+    assert task.evaluate(loaded, data)["profile_error"] == pytest.approx(report.metrics["profile_error"])
     assert loaded.n_segments == report.metrics["k"]

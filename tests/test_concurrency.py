@@ -71,8 +71,15 @@ def test_two_dagster_runs_writing_one_warehouse_at_once_both_succeed(tmp_path):
     children = []
     for name in ("run0", "run1"):
         result = tmp_path / f"{name}.json"
-        proc = spawn("tests.helpers.dagster_run", str(data_dir), name, str(shared), str(result),
-                     *FEATURES, log=tmp_path / f"{name}.log")
+        proc = spawn(
+            "tests.helpers.dagster_run",
+            str(data_dir),
+            name,
+            str(shared),
+            str(result),
+            *FEATURES,
+            log=tmp_path / f"{name}.log",
+        )
         children.append((proc, shared / f"ready_{name}", result))
 
     # meanwhile, what a single run produces, computed in-process without Dagster
@@ -93,14 +100,15 @@ def test_two_dagster_runs_writing_one_warehouse_at_once_both_succeed(tmp_path):
         results.append(json.loads(result.read_text()))
 
     failures = [f for r in results for f in r["failures"]]
-    assert failures == [], failures                 # failures under concurrency: 0
+    assert failures == [], failures  # failures under concurrency: 0
     assert all(r["success"] for r in results)
     assert sum(r["lock_conflicts"] for r in results) >= 1  # they did collide on the lock
-    assert max(r["start"] for r in results) < min(r["end"] for r in results), \
+    assert max(r["start"] for r in results) < min(r["end"] for r in results), (
         "the two runs did not overlap in time"
+    )
     with DuckDBWarehouse(path=str(data_dir / "warehouse.duckdb")).connect(read_only=True) as conn:
         got = _table_counts(conn)
-    assert got == expected                          # two concurrent runs = one run
+    assert got == expected  # two concurrent runs = one run
     assert got["raw.post_snapshots"] > 0 and got["features.post_features"] > 0
 
 
@@ -131,8 +139,15 @@ def test_published_reads_while_a_writer_holds_the_warehouse(tmp_path):
     """
     warehouse_path, root = tmp_path / "warehouse.duckdb", tmp_path / "published"
     ready, stop, result = tmp_path / "ready", tmp_path / "stop", tmp_path / "result.json"
-    writer = spawn("tests.helpers.publish_loop", str(warehouse_path), str(root), str(ready),
-                   str(stop), str(result), log=tmp_path / "writer.log")
+    writer = spawn(
+        "tests.helpers.publish_loop",
+        str(warehouse_path),
+        str(root),
+        str(ready),
+        str(stop),
+        str(result),
+        log=tmp_path / "writer.log",
+    )
     try:
         wait_for(ready, STARTUP_TIMEOUT, writer, "publishing writer")
 
@@ -142,21 +157,22 @@ def test_published_reads_while_a_writer_holds_the_warehouse(tmp_path):
         # ... and the resource waits (lock retry) for its budget, then gives up
         started = time.monotonic()
         with pytest.raises(duckdb.IOException, match="(?i)lock"):
-            with DuckDBWarehouse(path=str(warehouse_path),
-                                 lock_retry_seconds=1.0).connect(read_only=True):
+            with DuckDBWarehouse(path=str(warehouse_path), lock_retry_seconds=1.0).connect(read_only=True):
                 pass
         assert time.monotonic() - started >= 1.0
 
         expected = {
             v: (n, v, v, n * (n - 1) // 2, n) for v, n in VERSION_ROWS.items()
         }  # rows, min(value), max(value), sum(row_id), rows whose label matches the value
-        query = (f"SELECT count(*), min(value), max(value), sum(row_id), "
-                 f"count(*) FILTER (WHERE label = 'v' || value || '-' || row_id) "
-                 f"FROM forecasts.{TABLE}")
+        query = (
+            f"SELECT count(*), min(value), max(value), sum(row_id), "
+            f"count(*) FILTER (WHERE label = 'v' || value || '-' || row_id) "
+            f"FROM forecasts.{TABLE}"
+        )
         long_lived = open_reader(str(root))  # views re-read the file at each query
         seen: dict[int, int] = {1: 0, 2: 0}
-        failed: list[str] = []   # reads that raised
-        torn: list[tuple] = []   # reads that returned anything but one whole version
+        failed: list[str] = []  # reads that raised
+        torn: list[tuple] = []  # reads that returned anything but one whole version
         reads = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (reads < 200 or min(seen.values()) < 10):
@@ -182,21 +198,22 @@ def test_published_reads_while_a_writer_holds_the_warehouse(tmp_path):
 
     assert not any("lock" in f.lower() for f in failed), failed  # the writer never blocks
     assert reads >= 200 and min(seen.values()) >= 10, (reads, seen)  # both versions read
-    assert publishes >= 10, publishes             # the table really was rewritten meanwhile
+    assert publishes >= 10, publishes  # the table really was rewritten meanwhile
     # the writer is gone: the file opens again, and holds what was published last
     conn = duckdb.connect(str(warehouse_path), read_only=True)
     in_warehouse = conn.execute(f"SELECT count(*) FROM forecasts.{TABLE}").fetchall()[0][0]
     conn.close()
     published = open_reader(str(root))
-    assert published.execute(f"SELECT count(*) FROM forecasts.{TABLE}").fetchall()[0][0] \
-        == in_warehouse
+    assert published.execute(f"SELECT count(*) FROM forecasts.{TABLE}").fetchall()[0][0] == in_warehouse
     published.close()
 
-    summary = (f"{reads} reads during {publishes} publishes: {len(failed)} failed, "
-               f"{len(torn)} torn; e.g. {(failed + [repr(t) for t in torn])[:2]}")
+    summary = (
+        f"{reads} reads during {publishes} publishes: {len(failed)} failed, "
+        f"{len(torn)} torn; e.g. {(failed + [repr(t) for t in torn])[:2]}"
+    )
     if (failed or torn) and KNOWN_TORN_READ_BUG:
         pytest.xfail(f"known bug, in-place replace of published Parquet: {summary}")
-    assert not failed and not torn, summary      # failed or torn reads: 0
+    assert not failed and not torn, summary  # failed or torn reads: 0
 
 
 # --------------------------------------------------------------------------- (c) promotion
@@ -216,9 +233,14 @@ def test_champion_loads_never_fail_while_a_better_version_is_promoted(tmp_path):
     is exactly the old or the new champion."""
     stores = fresh_stores(tmp_path / "stores")
     cpu = choose_device("cpu")
-    weak = train_and_register(ToyTask(toy_data()), data=toy_data(), choice=cpu,
-                              profile=Profile("weak", n_trials=1, max_epochs=2, final_epochs=4),
-                              seed=1, **stores)
+    weak = train_and_register(
+        ToyTask(toy_data()),
+        data=toy_data(),
+        choice=cpu,
+        profile=Profile("weak", n_trials=1, max_epochs=2, final_epochs=4),
+        seed=1,
+        **stores,
+    )
     assert weak.promoted, weak.promotion_reason
     client = MlflowClient(stores["tracking_uri"])
 
@@ -231,8 +253,7 @@ def test_champion_loads_never_fail_while_a_better_version_is_promoted(tmp_path):
         while not stop.is_set():
             try:
                 before = client.get_model_version_by_alias("toy_model", "champion").version
-                model = mlflow.pytorch.load_model("models:/toy_model@champion",
-                                                  map_location="cpu")
+                model = mlflow.pytorch.load_model("models:/toy_model@champion", map_location="cpu")
                 after = client.get_model_version_by_alias("toy_model", "champion").version
                 with torch.no_grad():
                     out = model(x=torch.zeros(2, 1))
@@ -248,9 +269,13 @@ def test_champion_loads_never_fail_while_a_better_version_is_promoted(tmp_path):
     try:
         assert first_loads.wait(STARTUP_TIMEOUT), errors[:3]
         better = train_and_register(
-            ToyTask(toy_data()), data=toy_data(), choice=cpu,
+            ToyTask(toy_data()),
+            data=toy_data(),
+            choice=cpu,
             profile=Profile("better", n_trials=1, max_epochs=2, final_epochs=40),
-            seed=1, **stores)
+            seed=1,
+            **stores,
+        )
         assert better.promoted, better.promotion_reason
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while sum(1 for b, a, _ in loads if b == a == better.version) < 3 and not errors:
@@ -260,7 +285,7 @@ def test_champion_loads_never_fail_while_a_better_version_is_promoted(tmp_path):
         stop.set()
         server.join(STARTUP_TIMEOUT)
 
-    assert errors == [], errors[:5]               # failed loads: 0
+    assert errors == [], errors[:5]  # failed loads: 0
     weights = {
         v: _fingerprint(mlflow.pytorch.load_model(f"models:/toy_model/{v}", map_location="cpu"))
         for v in (weak.version, better.version)
@@ -304,13 +329,12 @@ def test_each_model_reads_the_same_data_from_its_copied_tables(tiny_warehouse):
                     data = get_task(name).load(source)
                     info = {k: v for k, v in data.info.items() if k not in volatile}
                     outcomes.append((data.fingerprint(), info))
-                except InsufficientData as exc:   # too little data on tiny: same reason
+                except InsufficientData as exc:  # too little data on tiny: same reason
                     outcomes.append(("insufficient", str(exc)))
             assert outcomes[0] == outcomes[1], name
 
 
-def test_a_writer_next_to_a_long_model_asset_read_never_fails(tmp_path, tiny_warehouse,
-                                                              monkeypatch):
+def test_a_writer_next_to_a_long_model_asset_read_never_fails(tmp_path, tiny_warehouse, monkeypatch):
     """The content model asset encodes every text with MiniLM (minutes on real data). A
     writer in another process writes the warehouse during that step, with a 10 s lock
     retry (the resource's is 60 s); the step lasts until the writer is done. Before, the
@@ -318,8 +342,15 @@ def test_a_writer_next_to_a_long_model_asset_read_never_fails(tmp_path, tiny_war
     path = tmp_path / "warehouse.duckdb"
     shutil.copyfile(tiny_warehouse, path)
     ready, go, result = tmp_path / "ready", tmp_path / "go", tmp_path / "result.json"
-    writer = spawn("tests.helpers.warehouse_writer", str(path), str(ready), str(go), str(result),
-                   "10", log=tmp_path / "writer.log")
+    writer = spawn(
+        "tests.helpers.warehouse_writer",
+        str(path),
+        str(ready),
+        str(go),
+        str(result),
+        "10",
+        log=tmp_path / "writer.log",
+    )
     outcomes: list[dict] = []
     real_encode = text_data.encode_texts
 
@@ -337,17 +368,20 @@ def test_a_writer_next_to_a_long_model_asset_read_never_fails(tmp_path, tiny_war
         asset = next(a for a in model_assets if a.key == dg.AssetKey("content_model"))
         run = dg.materialize(
             [asset],
-            resources={"warehouse": DuckDBWarehouse(path=str(path)),
-                       "compute": TorchCompute(device="cpu", cpu_threads=1),
-                       "mlflow_tracking": MlflowTracking(**stores)},
+            resources={
+                "warehouse": DuckDBWarehouse(path=str(path)),
+                "compute": TorchCompute(device="cpu", cpu_threads=1),
+                "mlflow_tracking": MlflowTracking(**stores),
+            },
             run_config={"ops": {"content_model": {"config": {"profile": "tiny", "seed": 1}}}},
-            raise_on_error=False)
+            raise_on_error=False,
+        )
     finally:
         finish(writer, STARTUP_TIMEOUT)
     assert len(outcomes) == 1, "the asset never reached its encoding step"
     failures = [o for o in outcomes if not o["ok"]]
-    assert failures == [], failures               # writer failures next to the read: 0
-    assert outcomes[0]["seconds"] < 5, outcomes   # not even a wait for the lock
+    assert failures == [], failures  # writer failures next to the read: 0
+    assert outcomes[0]["seconds"] < 5, outcomes  # not even a wait for the lock
     assert run.success
     with duckdb.connect(str(path), read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM monitoring.writer_probe").fetchall() == [(1,)]
@@ -364,7 +398,8 @@ def _probe_writer(path: Path, probes: list[str]):
 
 
 def test_channel_exports_and_drift_hold_no_connection_while_they_compute(
-        tmp_path, tiny_warehouse, monkeypatch):
+    tmp_path, tiny_warehouse, monkeypatch
+):
     """Rendering the exports' charts and Evidently's drift report run with the warehouse
     closed (the probe could open it for writing at that moment)."""
     import channel_assets.drift as drift_defs
@@ -390,11 +425,14 @@ def test_channel_exports_and_drift_hold_no_connection_while_they_compute(
     stores = fresh_stores(tmp_path / "stores")
     run = dg.materialize(
         [channel_exports, drift_defs.feature_drift],
-        resources={"warehouse": DuckDBWarehouse(path=str(path), lock_retry_seconds=1.0),
-                   "export_folder": ExportFolder(path=str(tmp_path / "exports")),
-                   "alert_outbox": AlertOutbox(path=str(tmp_path / "outbox.jsonl")),
-                   "mlflow_tracking": MlflowTracking(**stores)},
-        run_config={"ops": {"feature_drift": {"config": {"recent_days": 14}}}})
+        resources={
+            "warehouse": DuckDBWarehouse(path=str(path), lock_retry_seconds=1.0),
+            "export_folder": ExportFolder(path=str(tmp_path / "exports")),
+            "alert_outbox": AlertOutbox(path=str(tmp_path / "outbox.jsonl")),
+            "mlflow_tracking": MlflowTracking(**stores),
+        },
+        run_config={"ops": {"feature_drift": {"config": {"recent_days": 14}}}},
+    )
     assert run.success
     assert len(probes["exports"]) >= 3 and len(probes["drift"]) == 1, probes
     assert all(p == "free" for found in probes.values() for p in found), probes

@@ -39,9 +39,11 @@ def test_drift_report_and_retraining_request(tmp_path, shift):
     instance = dg.DagsterInstance.ephemeral()
     resources = {
         "warehouse": DuckDBWarehouse(path=str(tmp_path / "w.duckdb")),
-        "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                          artifact_root=str(tmp_path / "art"),
-                                          optuna_uri=f"sqlite:///{tmp_path / 'o.db'}"),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+            artifact_root=str(tmp_path / "art"),
+            optuna_uri=f"sqlite:///{tmp_path / 'o.db'}",
+        ),
     }
     result = dg.materialize([feature_drift], resources=resources, instance=instance)
     assert result.success
@@ -56,8 +58,7 @@ def test_drift_report_and_retraining_request(tmp_path, shift):
     assert isinstance(again, dg.SkipReason)
 
 
-def test_locked_registry_fails_the_drift_report_instead_of_guessing_the_window(
-        tmp_path, monkeypatch):
+def test_locked_registry_fails_the_drift_report_instead_of_guessing_the_window(tmp_path, monkeypatch):
     """Without the champion's cutoff the reference window would silently change."""
     _warehouse(tmp_path / "w.duckdb", shift=False)
 
@@ -67,9 +68,11 @@ def test_locked_registry_fails_the_drift_report_instead_of_guessing_the_window(
     monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", locked)
     resources = {
         "warehouse": DuckDBWarehouse(path=str(tmp_path / "w.duckdb")),
-        "mlflow_tracking": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                                          artifact_root=str(tmp_path / "art"),
-                                          optuna_uri=f"sqlite:///{tmp_path / 'o.db'}"),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+            artifact_root=str(tmp_path / "art"),
+            optuna_uri=f"sqlite:///{tmp_path / 'o.db'}",
+        ),
     }
     result = dg.materialize([feature_drift], resources=resources, raise_on_error=False)
     assert not result.success

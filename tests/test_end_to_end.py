@@ -36,8 +36,14 @@ def _entry_point():
 
 def _run(monkeypatch, data_dir: Path, **env: str) -> int:
     """`make run` with PULSE_* pointed at ``data_dir`` (tiny profile, CPU)."""
-    settings = {"PULSE_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(data_dir / "dagster_home"),
-                "PULSE_SIZE": "tiny", "PULSE_PROFILE": "tiny", "PULSE_DEVICE": "cpu", **env}
+    settings = {
+        "PULSE_DATA_DIR": str(data_dir),
+        "DAGSTER_HOME": str(data_dir / "dagster_home"),
+        "PULSE_SIZE": "tiny",
+        "PULSE_PROFILE": "tiny",
+        "PULSE_DEVICE": "cpu",
+        **env,
+    }
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     return _entry_point().main()
@@ -45,11 +51,23 @@ def _run(monkeypatch, data_dir: Path, **env: str) -> int:
 
 def _forced(passed: bool):
     """A test double for a task's gates: the card and the baseline rule, verdict fixed."""
+
     def gates(self, metrics, baseline):
         value = 1.0 if passed else -1.0
-        return [Gate("forced_card", passed, value, 0.0, "test double: verdict fixed"),
-                Gate("forced_by_test", passed, value, 0.0, "test double: verdict fixed",
-                     kind="baseline", lo=value, hi=value)]
+        return [
+            Gate("forced_card", passed, value, 0.0, "test double: verdict fixed"),
+            Gate(
+                "forced_by_test",
+                passed,
+                value,
+                0.0,
+                "test double: verdict fixed",
+                kind="baseline",
+                lo=value,
+                hi=value,
+            ),
+        ]
+
     return gates
 
 
@@ -88,10 +106,11 @@ def landing_run(tmp_path_factory):
 def test_landing_only_world_fills_every_forecast(landing_run):
     assert landing_run["rc"][0] == 0
     conn = duckdb.connect(str(landing_run["dir"] / "warehouse.duckdb"), read_only=True)
-    truth = conn.execute("SELECT table_name, estimated_size FROM duckdb_tables() "
-                         "WHERE schema_name = 'truth'").fetchall()
+    truth = conn.execute(
+        "SELECT table_name, estimated_size FROM duckdb_tables() WHERE schema_name = 'truth'"
+    ).fetchall()
     conn.close()
-    assert all(rows == 0 for _, rows in truth), truth   # a user's data has no ground truth
+    assert all(rows == 0 for _, rows in truth), truth  # a user's data has no ground truth
     for table, by_source in landing_run["sources"][0].items():
         assert sum(by_source.values()) > 0, f"forecasts.{table} is empty"
         assert set(by_source) <= {"model", "baseline"}, (table, by_source)
@@ -105,11 +124,12 @@ def test_a_failed_gate_keeps_the_champion_and_refreshes_forecasts(landing_run):
     champion = version_by_alias(client, name, CHAMPION)
     versions = client.search_model_versions(f"name = '{name}'")
     assert champion is not None and str(champion.version) == "1"
-    assert len(versions) == 2          # the losing version is registered, not promoted
+    assert len(versions) == 2  # the losing version is registered, not promoted
     # the engagement forecasts were rewritten in the second run, still from v1
     conn = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
-    rows = conn.execute("SELECT DISTINCT source, model_version FROM "
-                        "forecasts.post_engagement_forecasts").fetchall()
+    rows = conn.execute(
+        "SELECT DISTINCT source, model_version FROM forecasts.post_engagement_forecasts"
+    ).fetchall()
     conn.close()
     assert rows == [("model", "1")]
 
@@ -119,7 +139,8 @@ def test_failed_check_is_recorded_with_its_numbers(landing_run):
 
     instance = dg.DagsterInstance.from_config(str(landing_run["dir"] / "dagster_home"))
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(dg.AssetKey("engagement_model"), "not_worse_than_baseline")])
+        [dg.AssetCheckKey(dg.AssetKey("engagement_model"), "not_worse_than_baseline")]
+    )
     record = next(iter(records.values()))
     evaluation = record.event.dagster_event.event_specific_data
     assert evaluation.passed is False
@@ -144,8 +165,7 @@ def test_sixty_day_world_every_model_trains_or_says_why(tmp_path, monkeypatch):
     """Weeks, not half-years, of history: growth trains from 60 days, every model either
     registers a version with its gates or is skipped with the reason, and every forecast
     table is filled with its source on every row."""
-    cfg = synthetic.SyntheticConfig(n_channels=3, n_days=60, n_users=300, posts_per_day=3.0,
-                                    seed=23)
+    cfg = synthetic.SyntheticConfig(n_channels=3, n_days=60, n_users=300, posts_per_day=3.0, seed=23)
     write_landing(cfg, tmp_path / "landing")
     runner = _entry_point()
     captured = {}
@@ -160,7 +180,7 @@ def test_sixty_day_world_every_model_trains_or_says_why(tmp_path, monkeypatch):
     outcomes = runner.model_outcomes(captured["result"], [f"{m}_model" for m in MODELS])
     for outcome in outcomes:
         assert outcome.status in ("registered", "skipped"), outcome
-        assert outcome.reason, outcome                   # promoted-or-not, or skipped, says why
+        assert outcome.reason, outcome  # promoted-or-not, or skipped, says why
     assert next(o for o in outcomes if o.asset == "growth_model").status == "registered"
     for table, by_source in _sources(tmp_path / "warehouse.duckdb").items():
         assert sum(by_source.values()) > 0, f"forecasts.{table} is empty"

@@ -97,7 +97,7 @@ def _inputs(n: int = 5, seed: int = 0):
 def test_grid_matches_the_feature_table():
     assert tuple(GRID_MINUTES) == TRAJECTORY_GRID_MINUTES
     assert LENGTHS == {1: 4, 3: 12, 6: 15, 12: 21, 24: 33}
-    assert GRID_MINUTES[-1] == 42 * 60      # everything seen before the 48 h value
+    assert GRID_MINUTES[-1] == 42 * 60  # everything seen before the 48 h value
 
 
 def test_forward_shapes_and_ordered_quantiles_above_observed_views():
@@ -109,7 +109,7 @@ def test_forward_shapes_and_ordered_quantiles_above_observed_views():
     assert torch.all((score > 0) & (score < 1))
     assert torch.all(views[:, 0] <= views[:, 1]) and torch.all(views[:, 1] <= views[:, 2])
     observed = sequence[torch.arange(5), length - 1, VIEWS]
-    assert torch.all(views[:, 0] >= observed)   # cumulative counters never fall
+    assert torch.all(views[:, 0] >= observed)  # cumulative counters never fall
 
 
 def test_prediction_at_an_age_ignores_everything_after_it():
@@ -117,7 +117,7 @@ def test_prediction_at_an_age_ignores_everything_after_it():
     sequence, _, static = _inputs()
     length = torch.full((5,), LENGTHS[3])
     scrambled = sequence.clone()
-    scrambled[:, LENGTHS[3]:] = torch.randn_like(scrambled[:, LENGTHS[3]:]) * 100
+    scrambled[:, LENGTHS[3] :] = torch.randn_like(scrambled[:, LENGTHS[3] :]) * 100
     truncated = sequence[:, : LENGTHS[3]].contiguous()
     with torch.no_grad():
         a = model(sequence=sequence, length=length, static=static)
@@ -132,28 +132,37 @@ def test_prediction_at_an_age_ignores_everything_after_it():
 
 def test_trajectory_counters_forward_fill_gaps_and_count_reached_points():
     posts = pd.DataFrame({"channel_id": [1, 1], "post_id": [10, 11]})
-    trajectories = pd.DataFrame({
-        "channel_id": [1, 1, 1, 1, 2],
-        "post_id": [10, 10, 10, 11, 10],
-        "age_minutes": [15, 30, 45, 15, 15],
-        "views": [5.0, np.nan, 9.0, 3.0, 99.0],   # post 10 has no snapshot by 30 min
-        "forwards": [0.0, np.nan, 1.0, 0.0, 0.0],
-        "replies": [0.0, np.nan, 0.0, 0.0, 0.0],
-        "reactions": [1.0, np.nan, 2.0, 0.0, 0.0],
-    })
+    trajectories = pd.DataFrame(
+        {
+            "channel_id": [1, 1, 1, 1, 2],
+            "post_id": [10, 10, 10, 11, 10],
+            "age_minutes": [15, 30, 45, 15, 15],
+            "views": [5.0, np.nan, 9.0, 3.0, 99.0],  # post 10 has no snapshot by 30 min
+            "forwards": [0.0, np.nan, 1.0, 0.0, 0.0],
+            "replies": [0.0, np.nan, 0.0, 0.0, 0.0],
+            "reactions": [1.0, np.nan, 2.0, 0.0, 0.0],
+        }
+    )
     counters, reached = trajectory_counters(posts, trajectories)
     assert reached.tolist() == [3, 1]
-    assert counters[0, :3, 0].tolist() == [5.0, 5.0, 9.0]       # 30 min repeats 15 min
+    assert counters[0, :3, 0].tolist() == [5.0, 5.0, 9.0]  # 30 min repeats 15 min
     assert np.isnan(counters[0, 3:, 0]).all() and np.isnan(counters[1, 1:, 0]).all()
 
 
 def test_prior_percentile_ranks_against_posts_known_at_publication():
-    posts = pd.DataFrame({
-        "channel_id": [7, 7, 7, 7, 8],
-        "published_at": [T("2026-01-01"), T("2026-01-04"), T("2026-01-05"),
-                         T("2026-01-08"), T("2026-01-08")],
-        "views_48h": [100.0, 300.0, 200.0, 300.0, 5.0],
-    })
+    posts = pd.DataFrame(
+        {
+            "channel_id": [7, 7, 7, 7, 8],
+            "published_at": [
+                T("2026-01-01"),
+                T("2026-01-04"),
+                T("2026-01-05"),
+                T("2026-01-08"),
+                T("2026-01-08"),
+            ],
+            "views_48h": [100.0, 300.0, 200.0, 300.0, 5.0],
+        }
+    )
     percentile, count = prior_percentile(posts)
     # post 2 (01-04) knows post 1; post 3 (01-05) knows post 1 only (post 2 is < 48 h old);
     # post 4 (01-08) knows 100, 300, 200: below 2, equal 1 -> (2 + 0.5) / 3
@@ -161,29 +170,32 @@ def test_prior_percentile_ranks_against_posts_known_at_publication():
     assert percentile[1] == 1.0 and count[1] == 1
     assert percentile[2] == 1.0 and count[2] == 1
     assert percentile[3] == pytest.approx(2.5 / 3) and count[3] == 3
-    assert np.isnan(percentile[4])                     # another channel, nothing before
+    assert np.isnan(percentile[4])  # another channel, nothing before
 
 
 def test_channel_growth_priors_use_only_earlier_posts(warehouse):
     curves = warehouse.execute(
         "SELECT p.channel_id, p.post_id, p.published_at, p.hour, c.* EXCLUDE (channel_id, post_id)"
         f" FROM features.post_features p JOIN ({CHANNEL_CURVE_SQL}) c USING (channel_id, post_id)"
-        " ORDER BY p.channel_id, p.published_at").df()
+        " ORDER BY p.channel_id, p.published_at"
+    ).df()
     first = curves.groupby("channel_id").head(3)
-    assert first[list(CURVE_COLUMNS)].isna().all().all()      # nothing known yet
+    assert first[list(CURVE_COLUMNS)].isna().all().all()  # nothing known yet
     late = curves.groupby("channel_id").tail(1)
     assert late["channel_growth_1h_48h"].notna().all()
     # early views grow more by 48 h from 1 h than from 12 h
     assert (late["channel_growth_1h_48h"] > late["channel_growth_12h_48h"]).all()
-    for _, row in late.iterrows():   # the single-post query agrees with the window query
+    for _, row in late.iterrows():  # the single-post query agrees with the window query
         at = channel_curve_at(warehouse, row.channel_id, row.published_at, row.hour)
-        np.testing.assert_allclose([at[c] for c in CURVE_COLUMNS],
-                                   row[list(CURVE_COLUMNS)].astype(float), rtol=1e-9)
+        np.testing.assert_allclose(
+            [at[c] for c in CURVE_COLUMNS], row[list(CURVE_COLUMNS)].astype(float), rtol=1e-9
+        )
         # a value by hand: mean growth from 3 h of the channel's posts >= 48 h 5 min older
         by_hand = warehouse.execute(
             "SELECT avg(ln(1 + views_48h) - ln(1 + views_3h)) FROM features.post_features "
             "WHERE channel_id = ? AND published_at <= ? - INTERVAL '48 hours 5 minutes'",
-            [int(row.channel_id), row.published_at]).fetchall()[0][0]
+            [int(row.channel_id), row.published_at],
+        ).fetchall()[0][0]
         assert at["channel_growth_3h_48h"] == pytest.approx(by_hand)
     with pytest.raises(KeyError, match="CHANNEL_CURVE_SQL"):
         static_features(curves.drop(columns=list(CURVE_COLUMNS)))
@@ -192,23 +204,25 @@ def test_channel_growth_priors_use_only_earlier_posts(warehouse):
     draft = posts.iloc[:1].assign(post_id=-1, published_at=pd.Timestamp("2030-01-01"))
     added = with_channel_curves(warehouse, pd.concat([draft, posts], ignore_index=True))
     assert added["post_id"].tolist() == [-1, *posts["post_id"].tolist()]
-    np.testing.assert_allclose(added.iloc[1:][list(CURVE_COLUMNS)].to_numpy(float),
-                               late[list(CURVE_COLUMNS)].to_numpy(float))
-    expected = channel_curve_at(warehouse, draft.channel_id.iloc[0], "2030-01-01",
-                                draft.hour.iloc[0])
-    assert added.iloc[0]["channel_growth_3h_48h"] == pytest.approx(
-        expected["channel_growth_3h_48h"])
+    np.testing.assert_allclose(
+        added.iloc[1:][list(CURVE_COLUMNS)].to_numpy(float), late[list(CURVE_COLUMNS)].to_numpy(float)
+    )
+    expected = channel_curve_at(warehouse, draft.channel_id.iloc[0], "2030-01-01", draft.hour.iloc[0])
+    assert added.iloc[0]["channel_growth_3h_48h"] == pytest.approx(expected["channel_growth_3h_48h"])
 
 
 def _grid(channel, published_h, views, v48, median=np.nan) -> GridPosts:
     views = np.asarray(views, float)
     n = len(views)
-    return GridPosts(channel_id=np.asarray(channel, np.int64),
-                     published_s=(np.asarray(published_h, float) * 3600).astype(np.int64),
-                     log_views=np.log1p(views), log_interactions=np.log1p(views / 10),
-                     log_median=np.log1p(np.full(n, median, float)),
-                     log_views_48h=np.log1p(np.asarray(v48, float)),
-                     log_interactions_48h=np.log1p(np.asarray(v48, float) / 10))
+    return GridPosts(
+        channel_id=np.asarray(channel, np.int64),
+        published_s=(np.asarray(published_h, float) * 3600).astype(np.int64),
+        log_views=np.log1p(views),
+        log_interactions=np.log1p(views / 10),
+        log_median=np.log1p(np.full(n, median, float)),
+        log_views_48h=np.log1p(np.asarray(v48, float)),
+        log_interactions_48h=np.log1p(np.asarray(v48, float) / 10),
+    )
 
 
 def test_channel_growth_rule_by_hand():
@@ -224,18 +238,22 @@ def test_channel_growth_rule_by_hand():
     everyone = (g1 + g2 + np.log(80 / 10)) / 3
     np.testing.assert_allclose(shrunk_growth(sums, 0.0)[:, 0], [both, g1, everyone])
     np.testing.assert_allclose(shrunk_growth(sums, 3.0)[0, 0], (2 * both + 3 * everyone) / 5)
-    window = prior_growth(history, target, window=1)       # only the channel's last post
+    window = prior_growth(history, target, window=1)  # only the channel's last post
     assert shrunk_growth(window, 0.0)[0, 0] == pytest.approx(g2)
 
 
 def test_szabo_huberman_lines_by_hand():
     x = np.log1p(np.array([10.0, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120]))
     y48 = np.expm1(1 + 0.9 * x)
-    posts = _grid(np.r_[np.ones(10), [2, 2]], np.arange(12), np.r_[np.expm1(x), [100, 1000]][:, None],
-                  np.r_[y48, [300, 3000]])
+    posts = _grid(
+        np.r_[np.ones(10), [2, 2]],
+        np.arange(12),
+        np.r_[np.expm1(x), [100, 1000]][:, None],
+        np.r_[y48, [300, 3000]],
+    )
     sh = LogLinear().fit(posts)
     np.testing.assert_allclose(sh.channel_ab[1][0], [1.0, 0.9], atol=1e-9)
-    np.testing.assert_allclose(sh.channel_ab[2][0], sh.global_ab[0])   # too few posts
+    np.testing.assert_allclose(sh.channel_ab[2][0], sh.global_ab[0])  # too few posts
     pred = sh.predict(posts, "channel")
     np.testing.assert_allclose(pred[:10, 0], 1 + 0.9 * x, atol=1e-9)
 
@@ -246,10 +264,11 @@ def test_baselines_are_tuned_on_validation_only(data):
     assert set(baselines.strongest) == set(BUCKETS)
     assert data.info["strongest_baseline"].count(":") == len(BUCKETS)
     n = len(baselines.history)
-    train = np.flatnonzero(baselines.history.published_s < np.quantile(
-        baselines.history.published_s, 0.7))
-    val = np.setdiff1d(np.flatnonzero(baselines.history.published_s < np.quantile(
-        baselines.history.published_s, 0.85)), train)
+    train = np.flatnonzero(baselines.history.published_s < np.quantile(baselines.history.published_s, 0.7))
+    val = np.setdiff1d(
+        np.flatnonzero(baselines.history.published_s < np.quantile(baselines.history.published_s, 0.85)),
+        train,
+    )
     holdout = np.setdiff1d(np.arange(n), np.r_[train, val])
     above = baselines.history.above.copy()
     a = fit_baselines(baselines.history, above, GRID_MINUTES, train, val, np.r_[train, val])
@@ -269,11 +288,12 @@ def test_holdout_is_scored_at_every_observed_age(data):
     assert scored.shape == (len(h["length"]), len(GRID_MINUTES))
     for i, bucket in enumerate(BUCKETS):
         assert data.info[f"holdout_examples_{bucket}"] == int(scored[:, STEP_BUCKET == i].sum())
-        assert data.info[f"holdout_examples_{bucket}"] > len(h["length"])   # several ages/post
+        assert data.info[f"holdout_examples_{bucket}"] > len(h["length"])  # several ages/post
     # the baseline reads each age's own as-of views: later ages, later (larger) counts
     lv = h["baseline_log_views"]
-    assert np.nanmean(lv[:, LENGTHS[24] - 1] - h["grid_log_views"][:, LENGTHS[24] - 1]) < \
-        np.nanmean(lv[:, LENGTHS[1] - 1] - h["grid_log_views"][:, LENGTHS[1] - 1])
+    assert np.nanmean(lv[:, LENGTHS[24] - 1] - h["grid_log_views"][:, LENGTHS[24] - 1]) < np.nanmean(
+        lv[:, LENGTHS[1] - 1] - h["grid_log_views"][:, LENGTHS[1] - 1]
+    )
 
 
 def test_step_weights_give_every_age_bucket_the_same_weight():
@@ -312,30 +332,47 @@ def test_training_is_deterministic_for_a_seed(data):
         weights.append(torch.cat([p.detach().flatten() for p in result.model.parameters()]))
         assert torch.all(result.model.sequence_std > 0)
         # normalisation travels with the weights (a registry-loaded model needs no task)
-        assert {"sequence_mean", "sequence_std", "static_mean", "static_std"} \
-            <= set(result.model.state_dict())
+        assert {"sequence_mean", "sequence_std", "static_mean", "static_std"} <= set(
+            result.model.state_dict()
+        )
     assert torch.equal(weights[0], weights[1])
-    batch = {k: torch.as_tensor(v[:8]) for k, v in data.val.items()
-             if k in ("sequence", "length", "static", "score_target", "score_weight",
-                      "log_views_48h", "log_interactions_48h", "interactions_weight")}
+    batch = {
+        k: torch.as_tensor(v[:8])
+        for k, v in data.val.items()
+        if k
+        in (
+            "sequence",
+            "length",
+            "static",
+            "score_target",
+            "score_weight",
+            "log_views_48h",
+            "log_interactions_48h",
+            "interactions_weight",
+        )
+    }
     assert torch.isfinite(engagement_loss(result.model, batch))
 
 
 def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
     torch.set_num_threads(1)
     report = train_and_register(
-        EngagementTask(), warehouse,
+        EngagementTask(),
+        warehouse,
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         artifact_root=str(tmp_path / "artifacts"),
         optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
-        choice=choose_device("cpu", 1), profile=PROFILES["tiny"], seed=1,
+        choice=choose_device("cpu", 1),
+        profile=PROFILES["tiny"],
+        seed=1,
     )
     assert report.status == "registered", report.reason
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     challenger = version_by_alias(client, "channel_pulse_engagement", "challenger")
     assert str(challenger.version) == report.version
     assert {g.name for g in report.gates} == {
-        f"accuracy_{b}_{kind}" for b in BUCKETS for kind in ("min", "vs_baseline")}
+        f"accuracy_{b}_{kind}" for b in BUCKETS for kind in ("min", "vs_baseline")
+    }
     for bucket in BUCKETS:
         acc = report.metrics[f"accuracy_{bucket}"]
         card = next(g for g in report.gates if g.name == f"accuracy_{bucket}_min")
@@ -358,10 +395,15 @@ def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
 def test_too_little_history_is_insufficient_data():
     conn = _warehouse(synthetic.config_for("tiny", seed=42))
     # keep only the first five days of posts: no holdout worth scoring
-    conn.execute("DELETE FROM raw.posts WHERE published_at > "
-                 "(SELECT min(published_at) + INTERVAL 5 DAY FROM raw.posts)")
+    conn.execute(
+        "DELETE FROM raw.posts WHERE published_at > "
+        "(SELECT min(published_at) + INTERVAL 5 DAY FROM raw.posts)"
+    )
     features.build_feature_table(conn, "post_features")
-    with pytest.raises(InsufficientData, match=f"needs at least {MIN_POSTS['holdout']} holdout"
-                                                r"|needs at least \d+ posts with known 48 h views"):
+    with pytest.raises(
+        InsufficientData,
+        match=f"needs at least {MIN_POSTS['holdout']} holdout"
+        r"|needs at least \d+ posts with known 48 h views",
+    ):
         EngagementTask().load(conn)
     conn.close()

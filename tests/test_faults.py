@@ -67,17 +67,27 @@ def _insert_posts(conn: duckdb.DuckDBPyConnection, first: int, n: int) -> None:
     conn.execute(
         """INSERT INTO raw.posts
         SELECT 1, i, TIMESTAMP '2026-01-01' + to_minutes(i), 'post ' || i, 'none'
-        FROM range($first, $first + $n) t(i)""", {"first": first, "n": n})
+        FROM range($first, $first + $n) t(i)""",
+        {"first": first, "n": n},
+    )
     conn.execute(
         """INSERT INTO raw.post_snapshots
         SELECT 1, i, TIMESTAMP '2026-01-01' + to_minutes(i + 30 * k), 10 * k, k, 0, 2 * k
-        FROM range($first, $first + $n) t(i), range(1, 13) s(k)""", {"first": first, "n": n})
+        FROM range($first, $first + $n) t(i), range(1, 13) s(k)""",
+        {"first": first, "n": n},
+    )
 
 
 def _setup_forecast(conn, tmp_path) -> tuple[list[str], list[str]]:
-    frame = pd.DataFrame({"channel_id": np.arange(1000) % 7, "post_id": np.arange(1000),
-                          "engagement_score": 0.5, "model_name": "crash_test",
-                          "model_version": "old"})
+    frame = pd.DataFrame(
+        {
+            "channel_id": np.arange(1000) % 7,
+            "post_id": np.arange(1000),
+            "engagement_score": 0.5,
+            "model_name": "crash_test",
+            "model_version": "old",
+        }
+    )
     write_forecast(conn, "engagement_check", frame)
     return ["forecasts.engagement_check"], []
 
@@ -85,8 +95,8 @@ def _setup_forecast(conn, tmp_path) -> tuple[list[str], list[str]]:
 def _setup_feature(conn, tmp_path) -> tuple[list[str], list[str]]:
     ensure_schema(conn)
     _insert_posts(conn, 0, 200)
-    build_feature_table(conn, "post_trajectories")      # the old table: 200 posts
-    _insert_posts(conn, 200, 20_000)                   # committed raw data for the rebuild
+    build_feature_table(conn, "post_trajectories")  # the old table: 200 posts
+    _insert_posts(conn, 200, 20_000)  # committed raw data for the rebuild
     return ["features.post_trajectories", "raw.posts", "raw.post_snapshots"], []
 
 
@@ -96,20 +106,27 @@ def _setup_landing(conn, tmp_path) -> tuple[list[str], list[str]]:
     (old / "posts.csv").write_text(
         "channel_id,post_id,published_at,text,media_type\n"
         + "".join(f"1,{i},2026-01-01 00:00:00,old {i},photo\n" for i in range(100))
-        + "1,x,2026-01-01 00:00:00,bad id,photo\n")
+        + "1,x,2026-01-01 00:00:00,bad id,photo\n"
+    )
     load_landing(conn, old)
     new = tmp_path / "landing_new"
     new.mkdir()
     n = 300_000
-    pq.write_table(pa.table({
-        "channel_id": pa.array(np.full(n, 2), pa.int64()),
-        "post_id": pa.array(np.arange(n), pa.int64()),
-        "published_at": pa.array(np.full(n, np.datetime64("2026-02-01T00:00:00", "us"))),
-        "text": pa.array([f"new {i}" for i in range(n)]),
-        "media_type": pa.array(["video"] * n),
-    }), new / "posts_big.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "channel_id": pa.array(np.full(n, 2), pa.int64()),
+                "post_id": pa.array(np.arange(n), pa.int64()),
+                "published_at": pa.array(np.full(n, np.datetime64("2026-02-01T00:00:00", "us"))),
+                "text": pa.array([f"new {i}" for i in range(n)]),
+                "media_type": pa.array(["video"] * n),
+            }
+        ),
+        new / "posts_big.parquet",
+    )
     (new / "posts_bad.csv").write_text(
-        "channel_id,post_id,published_at,text,media_type\n2,-1,never,bad,gif\n")
+        "channel_id,post_id,published_at,text,media_type\n2,-1,never,bad,gif\n"
+    )
     return [f"raw.{t}" for t in (*RAW_TABLES, "quarantine")], [str(new)]
 
 
@@ -128,8 +145,14 @@ def test_kill_9_inside_a_write_transaction_leaves_the_old_table(tmp_path, mode):
     conn.close()
 
     ready = tmp_path / "ready.json"
-    child = spawn("tests.helpers.kill_mid_write", mode, str(warehouse_path), str(ready), *args,
-                  log=tmp_path / "child.log")
+    child = spawn(
+        "tests.helpers.kill_mid_write",
+        mode,
+        str(warehouse_path),
+        str(ready),
+        *args,
+        log=tmp_path / "child.log",
+    )
     try:
         wait_for(ready, TIMEOUT, child, f"{mode} writer")
     finally:
@@ -155,8 +178,9 @@ def _registry(client: MlflowClient, name: str) -> dict:
     versions = client.search_model_versions(f"name = '{name}'")
     model = client.get_registered_model(name)
     return {
-        "versions": sorted((str(v.version), v.run_id, v.status, tuple(sorted(v.tags.items())))
-                           for v in versions),
+        "versions": sorted(
+            (str(v.version), v.run_id, v.status, tuple(sorted(v.tags.items()))) for v in versions
+        ),
         "aliases": {alias: str(version) for alias, version in model.aliases.items()},
     }
 
@@ -170,18 +194,25 @@ def test_kill_9_during_training_leaves_the_registry_and_the_study_resumes(tmp_pa
     ready, go = tmp_path / "ready", tmp_path / "go"
     crash_profile = Profile("crash", n_trials=3, max_epochs=3, final_epochs=4)
     # the child imports (slow) while this process registers the champion
-    child = spawn("tests.helpers.train_until_killed", json.dumps(stores), str(ready), str(go),
-                  "2", str(crash_profile.n_trials), "2",  # seed 2, freeze in trial 1
-                  log=tmp_path / "child.log")
+    child = spawn(
+        "tests.helpers.train_until_killed",
+        json.dumps(stores),
+        str(ready),
+        str(go),
+        "2",
+        str(crash_profile.n_trials),
+        "2",  # seed 2, freeze in trial 1
+        log=tmp_path / "child.log",
+    )
     try:
         cpu = choose_device("cpu")
-        champion = train_and_register(ToyTask(toy_data()), data=toy_data(), choice=cpu,
-                                      profile=PROFILES["tiny"], seed=1, **stores)
+        champion = train_and_register(
+            ToyTask(toy_data()), data=toy_data(), choice=cpu, profile=PROFILES["tiny"], seed=1, **stores
+        )
         assert champion.promoted
         client = MlflowClient(stores["tracking_uri"])
         before = _registry(client, "toy_model")
-        assert before["aliases"] == {"champion": champion.version,
-                                     "challenger": champion.version}
+        assert before["aliases"] == {"champion": champion.version, "challenger": champion.version}
 
         wait_for(ready, TIMEOUT, child, "training child")
         signal(go)
@@ -204,8 +235,9 @@ def test_kill_9_during_training_leaves_the_registry_and_the_study_resumes(tmp_pa
         db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-120 seconds')")
     db.close()
 
-    resumed = train_and_register(ToyTask(toy_data()), data=toy_data(), choice=cpu,
-                                 profile=crash_profile, seed=2, **stores)
+    resumed = train_and_register(
+        ToyTask(toy_data()), data=toy_data(), choice=cpu, profile=crash_profile, seed=2, **stores
+    )
     study = optuna.load_study(study_name=study_name, storage=stores["optuna_uri"])
     states = [t.state for t in study.trials]
     assert states[:2] == [TrialState.COMPLETE, TrialState.FAIL]  # stale RUNNING → FAIL
@@ -213,14 +245,16 @@ def test_kill_9_during_training_leaves_the_registry_and_the_study_resumes(tmp_pa
     assert finished_trials(study) == crash_profile.n_trials
     first = study.trials[0]
     assert (first.params, first.value, first.datetime_complete) == (
-        kept.params, kept.value, kept.datetime_complete)   # the earlier trial is kept as is
+        kept.params,
+        kept.value,
+        kept.datetime_complete,
+    )  # the earlier trial is kept as is
     assert resumed.status == "registered" and resumed.n_trials == 4
     assert int(resumed.version) == int(champion.version) + 1
     after = _registry(client, "toy_model")
     assert len(after["versions"]) == 2
     assert after["aliases"]["challenger"] == resumed.version
-    assert after["aliases"]["champion"] == (resumed.version if resumed.promoted
-                                            else champion.version)
+    assert after["aliases"]["champion"] == (resumed.version if resumed.promoted else champion.version)
 
 
 # --------------------------------------------------------------------------- (c) retries
@@ -262,14 +296,14 @@ def test_out_of_memory_restarts_the_fit_on_cpu_from_the_initial_weights():
     def loss_on_fake_gpu(model, batch):
         if model.training and gpu_run["on"]:
             steps["gpu"] += 1
-            if steps["gpu"] > len(train["x"]) // cfg.batch_size + 2:   # into epoch 2
+            if steps["gpu"] > len(train["x"]) // cfg.batch_size + 2:  # into epoch 2
                 gpu_run["on"] = False
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return toy_loss(model, batch)
 
     gpu = _FakeGpu("cuda", "fake GPU", mixed_precision=False, threads=1)
     result = fit(initial, train, val, loss_on_fake_gpu, cfg, gpu)
-    assert steps["gpu"] > len(train["x"]) // cfg.batch_size   # the GPU run did train
+    assert steps["gpu"] > len(train["x"]) // cfg.batch_size  # the GPU run did train
 
     expected = fit(reference, train, val, toy_loss, cfg, choose_device("cpu", 1))
     assert result.val_losses == expected.val_losses

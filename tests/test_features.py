@@ -218,9 +218,7 @@ def test_no_look_ahead_in_channel_prior(wh):
     # must not: median(900, 300) = 600 (with look-ahead it would be 900)
     assert pf[104]["channel_prior_posts_48h"] == 2
     assert pf[104]["channel_prior_median_views_48h"] == 600
-    assert pf[104]["channel_prior_mean_log_views_48h"] == pytest.approx(
-        (math.log(901) + math.log(301)) / 2
-    )
+    assert pf[104]["channel_prior_mean_log_views_48h"] == pytest.approx((math.log(901) + math.log(301)) / 2)
 
 
 def _series(views: list[int], forwards: list[int]) -> duckdb.DuckDBPyConnection:
@@ -241,15 +239,17 @@ SERIES_FORWARDS = [1, 2, 3, 4, 5, 6, 30, 1]
 
 
 def test_targets_rank_against_earlier_posts_only():
-    pf = _rows(_series(SERIES_VIEWS, SERIES_FORWARDS),
-               "SELECT post_id, view_percentile_48h, above_channel_median, "
-               "forwards_percentile_48h, is_viral FROM features.post_features")
+    pf = _rows(
+        _series(SERIES_VIEWS, SERIES_FORWARDS),
+        "SELECT post_id, view_percentile_48h, above_channel_median, "
+        "forwards_percentile_48h, is_viral FROM features.post_features",
+    )
     # posts 1-5 have < 5 earlier posts: no label yet
     assert all(pf[p]["view_percentile_48h"] is None for p in range(1, 6))
     # post 6 (250) vs 100 300 200 500 400: 2 below -> 0.4; post 7 (600): 5 of 6 -> 1.0
     assert pf[6]["view_percentile_48h"] == pytest.approx(2 / 5)
     assert pf[7]["view_percentile_48h"] == pytest.approx(1.0)
-    assert pf[8]["view_percentile_48h"] == pytest.approx(0.5 / 7)   # ties with post 1
+    assert pf[8]["view_percentile_48h"] == pytest.approx(0.5 / 7)  # ties with post 1
     # forwards 30 tops six earlier posts -> viral; 6 vs 1..5 -> 1.0 too
     assert pf[7]["is_viral"] and pf[6]["is_viral"] and not pf[8]["is_viral"]
     # above_channel_median: median of posts published >= 48 h 5 min earlier
@@ -264,7 +264,7 @@ def test_changing_a_later_post_leaves_earlier_labels_unchanged():
     sql = f"SELECT post_id, {', '.join(cols)} FROM features.post_features"
     before = _rows(_series(SERIES_VIEWS, SERIES_FORWARDS), sql)
     views, forwards = list(SERIES_VIEWS), list(SERIES_FORWARDS)
-    views[-1], forwards[-1] = 10**7, 10**5    # the last post goes wildly viral
+    views[-1], forwards[-1] = 10**7, 10**5  # the last post goes wildly viral
     after = _rows(_series(views, forwards), sql)
     assert {p: before[p] for p in range(1, 8)} == {p: after[p] for p in range(1, 8)}
     assert after[8] != before[8]
@@ -275,23 +275,28 @@ def test_settled_views_for_posts_seen_once_days_later():
     start = T("2024-01-01 09:00")
     posts, snaps = [], []
     for i in range(12):
-        at = start + timedelta(days=i, hours=(i % 2) * 9)          # 09:00 or 18:00
+        at = start + timedelta(days=i, hours=(i % 2) * 9)  # 09:00 or 18:00
         posts.append((5, i + 1, at, f"post {i}", "none"))
-        views = 1000 + 100 * i + (500 if i % 2 else 0)              # 18:00 posts do better
+        views = 1000 + 100 * i + (500 if i % 2 else 0)  # 18:00 posts do better
         snaps.append((5, i + 1, T("2024-02-01 00:00"), views, 1, 1, 1))
     conn = _warehouse(posts=posts, post_snapshots=snaps)
     build_all_feature_tables(conn)
-    pf = _rows(conn, "SELECT post_id, views_48h, views_settled, views_settled_basis "
-                     "FROM features.post_features")
+    pf = _rows(
+        conn, "SELECT post_id, views_48h, views_settled, views_settled_basis FROM features.post_features"
+    )
     assert all(r["views_48h"] is None for r in pf.values())
     assert pf[1]["views_settled"] == 1000 and pf[1]["views_settled_basis"] == "latest_after_7d"
-    m = _rows(conn, "SELECT channel_id, views_per_post, best_hours, top_post_ids, views_basis "
-                    "FROM features.channel_metrics")[5]
+    m = _rows(
+        conn,
+        "SELECT channel_id, views_per_post, best_hours, top_post_ids, views_basis "
+        "FROM features.channel_metrics",
+    )[5]
     assert m["views_basis"] == "latest views of posts older than 7 days"
     assert m["best_hours"][0] == 18
     assert m["top_post_ids"][0] == 12
-    assert m["views_per_post"] == pytest.approx(statistics.mean(
-        1000 + 100 * i + (500 if i % 2 else 0) for i in range(12)))
+    assert m["views_per_post"] == pytest.approx(
+        statistics.mean(1000 + 100 * i + (500 if i % 2 else 0) for i in range(12))
+    )
     trend = _rows(conn, "SELECT post_id, basis, z_score FROM features.trending_posts")
     assert {r["basis"] for r in trend.values()} == {"settled"}
     assert trend[12]["z_score"] is not None
@@ -371,7 +376,7 @@ def test_posting_slot_features(wh):
     # 1/104 has no 48 h value, so (1, Fri, 8) has no slot row
     assert sorted(s) == [(1, 0, 9), (1, 1, 10), (1, 2, 9), (2, 0, 20), (2, 1, 20)]
     n, mean_log, pct, rel = s[1, 2, 9]  # 1/103: 2000 views vs channel median 900
-    assert (n, pct) == (1, None)   # percentiles need 5 earlier posts
+    assert (n, pct) == (1, None)  # percentiles need 5 earlier posts
     assert mean_log == pytest.approx(math.log(2001))
     assert rel == pytest.approx(2000 / 900)
     assert s[2, 0, 20][3] == pytest.approx(400 / 450)
@@ -446,9 +451,7 @@ def weekly() -> duckdb.DuckDBPyConnection:
 
 
 def test_trending_z_score(weekly):
-    t = _rows(
-        weekly, "SELECT post_id, baseline_posts, z_score, is_trending FROM features.trending_posts"
-    )
+    t = _rows(weekly, "SELECT post_id, baseline_posts, z_score, is_trending FROM features.trending_posts")
     # posts 1-5 have fewer than 5 previous posts: no score
     assert [t[p]["baseline_posts"] for p in range(1, 8)] == [0, 1, 2, 3, 4, 5, 6]
     assert all(t[p]["z_score"] is None and not t[p]["is_trending"] for p in range(1, 6))
@@ -527,10 +530,8 @@ def test_tables_build_with_only_posts_and_snapshots():
         None,
         None,
     )
-    assert pf[101]["view_percentile_48h"] is None   # first post of its channel: nothing earlier
-    m = _rows(
-        conn, "SELECT channel_id, username, subscribers, err, er FROM features.channel_metrics"
-    )
+    assert pf[101]["view_percentile_48h"] is None  # first post of its channel: nothing earlier
+    m = _rows(conn, "SELECT channel_id, username, subscribers, err, er FROM features.channel_metrics")
     assert (m[1]["username"], m[1]["subscribers"], m[1]["err"]) == (None, None, None)
     assert m[1]["er"] == pytest.approx(81 / 3200)
 

@@ -53,9 +53,14 @@ def conn():
 def _loaded(task, data, seed: int) -> LoadedModel:
     result = task.train(task.default_params(), data, choose_device("cpu"), max_epochs=2, seed=seed)
     model = result.model.cpu().eval()
-    metrics = task.evaluate(model, data)          # measured on the holdout, as at registration
-    return LoadedModel(task=task.name, registered_model=task.registered_model, version="1",
-                       module=model, tags={f"metric.{k}": str(v) for k, v in metrics.items()})
+    metrics = task.evaluate(model, data)  # measured on the holdout, as at registration
+    return LoadedModel(
+        task=task.name,
+        registered_model=task.registered_model,
+        version="1",
+        module=model,
+        tags={f"metric.{k}": str(v) for k, v in metrics.items()},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +74,14 @@ def champions(conn, viral_data):
     content = _loaded(content_task, content_task.load(conn), seed=1)
     vir = _loaded(ViralTask(), viral_data, seed=2)
     torch.manual_seed(0)
-    schedule = ScheduleOptimizer([CHANNEL, 1002]).eval()       # 1003 unknown to it
-    return {"content": content, "viral": vir,
-            "schedule": LoadedModel(task="schedule", registered_model="channel_pulse_schedule",
-                                    version="4", module=schedule)}
+    schedule = ScheduleOptimizer([CHANNEL, 1002]).eval()  # 1003 unknown to it
+    return {
+        "content": content,
+        "viral": vir,
+        "schedule": LoadedModel(
+            task="schedule", registered_model="channel_pulse_schedule", version="4", module=schedule
+        ),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +92,20 @@ def embeddings_table(conn):
     texts = conn.execute("SELECT DISTINCT coalesce(text, '') AS t FROM raw.posts").fetchdf()["t"]
     encoded = viral.encode(texts.tolist())
     vectors = patterns.mean_pooled(encoded.tokens, encoded.mask)
-    frame = pd.DataFrame({"text_hash": [text_data.text_hash(t) for t in texts],
-                          "encoder": "all-MiniLM-L6-v2", "n_chars": texts.str.len(),
-                          "embedding": [v.tolist() for v in vectors]})
+    frame = pd.DataFrame(
+        {
+            "text_hash": [text_data.text_hash(t) for t in texts],
+            "encoder": "all-MiniLM-L6-v2",
+            "n_chars": texts.str.len(),
+            "embedding": [v.tolist() for v in vectors],
+        }
+    )
     conn.register("emb", frame)
-    conn.execute("CREATE OR REPLACE TABLE features.post_text_embeddings AS "
-                 "SELECT text_hash, encoder, n_chars::INTEGER AS n_chars, "
-                 "embedding::FLOAT[384] AS embedding FROM emb")
+    conn.execute(
+        "CREATE OR REPLACE TABLE features.post_text_embeddings AS "
+        "SELECT text_hash, encoder, n_chars::INTEGER AS n_chars, "
+        "embedding::FLOAT[384] AS embedding FROM emb"
+    )
     conn.unregister("emb")
     return vectors
 
@@ -103,8 +119,11 @@ def analysis(conn, champions, embeddings_table):
 def scored(conn, champions, analysis):
     """The three tables scored and written to the warehouse, as the Dagster assets do."""
     out = {}
-    for table, module in (("post_viral_scores", viral), ("content_patterns", patterns),
-                          ("content_recommendations", recommendations)):
+    for table, module in (
+        ("post_viral_scores", viral),
+        ("content_patterns", patterns),
+        ("content_recommendations", recommendations),
+    ):
         out[table] = module.score(conn, champions, SCORED_AT)
         write_forecast(conn, table, out[table].frame)
     return out
@@ -114,10 +133,13 @@ def scored(conn, champions, analysis):
 def reader(conn, scored, tmp_path_factory):
     """The API's view: published Parquet copies read through ``open_reader``."""
     root = str(tmp_path_factory.mktemp("published"))
-    for schema, table in (("raw", "posts"), ("features", "post_features"),
-                          ("features", "channel_daily_features"),
-                          ("features", "post_text_embeddings"),
-                          *(("forecasts", t) for t in scored)):
+    for schema, table in (
+        ("raw", "posts"),
+        ("features", "post_features"),
+        ("features", "channel_daily_features"),
+        ("features", "post_text_embeddings"),
+        *(("forecasts", t) for t in scored),
+    ):
         publish_table(conn, root, schema, table)
     reader = open_reader(root)
     yield reader
@@ -125,7 +147,7 @@ def reader(conn, scored, tmp_path_factory):
 
 
 def _assert_lineage(frame: pd.DataFrame, name: str, version: str) -> None:
-    assert list(frame.columns[-len(LINEAGE_COLUMNS):]) == list(LINEAGE_COLUMNS)
+    assert list(frame.columns[-len(LINEAGE_COLUMNS) :]) == list(LINEAGE_COLUMNS)
     assert (frame["model_name"] == name).all() and (frame["model_version"] == version).all()
     assert (frame["scored_at"] == pd.Timestamp(SCORED_AT)).all()
     assert (frame["source"] == "model").all() and frame["fallback_reason"].isna().all()
@@ -144,15 +166,14 @@ def test_serving_context_equals_training_context(conn):
     posts = text_data.load_posts(conn)
     want = text_data.context_features(posts)
     stored = viral.stored_post_context(conn, posts[["channel_id", "post_id"]])
-    aligned = posts[["channel_id", "post_id"]].merge(stored, on=["channel_id", "post_id"],
-                                                     how="left")
+    aligned = posts[["channel_id", "post_id"]].merge(stored, on=["channel_id", "post_id"], how="left")
     np.testing.assert_array_equal(text_data.context_features(aligned), want)
     # a post described before publishing gets the context its stored twin was trained with
     for i in (0, len(posts) // 2, len(posts) - 1):
         row = posts.iloc[i]
-        got = viral.hypothetical_context(conn, int(row.channel_id),
-                                         row.published_at.to_pydatetime(), row.media_type,
-                                         row.text)
+        got = viral.hypothetical_context(
+            conn, int(row.channel_id), row.published_at.to_pydatetime(), row.media_type, row.text
+        )
         np.testing.assert_allclose(text_data.context_features(got)[0], want[i], rtol=1e-6)
 
 
@@ -161,13 +182,13 @@ def test_viral_scores_rows_ranges_and_training_parity(conn, champions, scored, v
     frame = result.frame
     assert list(frame.columns) == viral.COLUMNS + list(LINEAGE_COLUMNS)
     _assert_lineage(frame, "channel_pulse_viral", "1")
-    posts = conn.execute("SELECT channel_id, post_id, published_at FROM features.post_features"
-                         ).fetchdf()
+    posts = conn.execute("SELECT channel_id, post_id, published_at FROM features.post_features").fetchdf()
     last = posts.groupby("channel_id")["published_at"].transform("max")
     recent = posts[posts["published_at"] >= last - pd.Timedelta(days=viral.RECENT_DAYS)]
     assert len(frame) == len(recent) > 0
     assert set(zip(frame.channel_id, frame.post_id, strict=True)) == set(
-        zip(recent.channel_id, recent.post_id, strict=True))
+        zip(recent.channel_id, recent.post_id, strict=True)
+    )
     assert frame["viral_probability"].between(0, 1).all()
     assert frame["content_score"].between(0, 1).all()
     assert frame["observed_viral"].isna().any() and frame["observed_viral"].notna().any()
@@ -175,8 +196,7 @@ def test_viral_scores_rows_ranges_and_training_parity(conn, champions, scored, v
     labelled = text_data.load_posts(conn)
     holdout = text_data.time_split(labelled["published_at"])[2]
     keys = labelled.loc[holdout, ["channel_id", "post_id"]].reset_index(drop=True)
-    keys["task_probability"] = ViralTask().probabilities(champions["viral"].module,
-                                                         viral_data.holdout)
+    keys["task_probability"] = ViralTask().probabilities(champions["viral"].module, viral_data.holdout)
     both = keys.merge(frame, on=["channel_id", "post_id"])
     assert len(both) > 10
     np.testing.assert_allclose(both["viral_probability"], both["task_probability"], atol=1e-5)
@@ -193,9 +213,10 @@ def test_viral_scores_without_champions(conn, champions, scored):
     assert frame["fallback_reason"].str.contains("chosen on the latest 20%").all()
     model_rows = scored["post_viral_scores"].frame
     assert set(zip(frame.channel_id, frame.post_id, strict=True)) == set(
-        zip(model_rows.channel_id, model_rows.post_id, strict=True))
+        zip(model_rows.channel_id, model_rows.post_id, strict=True)
+    )
     assert frame["viral_probability"].between(0, 1).all()
-    assert frame["viral_probability"].nunique() > 10        # a model of the post, not a rate
+    assert frame["viral_probability"].nunique() > 10  # a model of the post, not a rate
     np.testing.assert_allclose(frame["content_score"], model_rows["content_score"], atol=1e-6)
     # the same numbers as the chosen baseline refitted on all labelled posts
     baselines = viral.scoring_baselines(conn)
@@ -216,48 +237,71 @@ def test_viral_scores_without_champions(conn, champions, scored):
 def test_detect_matches_the_batch_score_of_a_stored_post(conn, champions, scored):
     frame = scored["post_viral_scores"].frame
     row = frame.sort_values("viral_probability").iloc[-1]
-    text = conn.execute("SELECT coalesce(text, '') FROM raw.posts WHERE channel_id = ? AND "
-                        "post_id = ?", [int(row.channel_id), int(row.post_id)]).fetchall()[0][0]
-    out = viral.detect(conn, champions["viral"], champions["content"], {
-        "text": text, "media_type": row.media_type, "channel_id": int(row.channel_id),
-        "published_at": pd.Timestamp(row.published_at).isoformat() + "Z"})
+    text = conn.execute(
+        "SELECT coalesce(text, '') FROM raw.posts WHERE channel_id = ? AND post_id = ?",
+        [int(row.channel_id), int(row.post_id)],
+    ).fetchall()[0][0]
+    out = viral.detect(
+        conn,
+        champions["viral"],
+        champions["content"],
+        {
+            "text": text,
+            "media_type": row.media_type,
+            "channel_id": int(row.channel_id),
+            "published_at": pd.Timestamp(row.published_at).isoformat() + "Z",
+        },
+    )
     assert out["context"] == "channel" and out["published_at_assumed"] is False
     assert out["viral_probability"] == pytest.approx(row.viral_probability, abs=1e-5)
     assert out["content_score"] == pytest.approx(row.content_score, abs=1e-5)
-    rate, n = conn.execute("SELECT avg(is_viral::DOUBLE), count(is_viral) FROM "
-                           "features.post_features WHERE channel_id = ?",
-                           [int(row.channel_id)]).fetchall()[0]
+    rate, n = conn.execute(
+        "SELECT avg(is_viral::DOUBLE), count(is_viral) FROM features.post_features WHERE channel_id = ?",
+        [int(row.channel_id)],
+    ).fetchall()[0]
     assert out["base_rate"]["viral_rate"] == pytest.approx(rate) and out["base_rate"]["n_posts"] == n
     assert out["models"]["viral"]["holdout_metrics"]["roc_auc"] == pytest.approx(
-        champions["viral"].metrics["roc_auc"])
+        champions["viral"].metrics["roc_auc"]
+    )
     json.dumps(out)
 
 
 def test_detect_network_context_and_bad_input(conn, champions):
-    out = viral.detect(conn, champions["viral"], None, {"text": "BREAKING: huge news!!!",
-                                                        "media_type": "photo"})
+    out = viral.detect(
+        conn, champions["viral"], None, {"text": "BREAKING: huge news!!!", "media_type": "photo"}
+    )
     assert out["context"] == "network" and out["channel_id"] is None
     assert 0 <= out["viral_probability"] <= 1 and 0 <= out["content_score"] <= 1
     assert out["source"] == "model" and out["fallback_reason"] is None
-    assert any(n.startswith("no content champion: content_score from the baseline tfidf")
-               for n in out["notes"])
+    assert any(
+        n.startswith("no content champion: content_score from the baseline tfidf") for n in out["notes"]
+    )
     assert out["base_rate"]["scope"] == "network" and out["published_at_assumed"]
     assert any("training mean" in n for n in out["notes"])
-    bad = [None, {"media_type": "photo"}, {"text": 5, "media_type": "photo"},
-           {"text": "x", "media_type": "hologram"},
-           {"text": "x", "media_type": "none", "published_at": "not a time"},
-           {"text": "x", "media_type": "none", "channel_id": "abc"},
-           {"text": "x" * (viral.MAX_TEXT_CHARS + 1), "media_type": "none"}]
+    bad = [
+        None,
+        {"media_type": "photo"},
+        {"text": 5, "media_type": "photo"},
+        {"text": "x", "media_type": "hologram"},
+        {"text": "x", "media_type": "none", "published_at": "not a time"},
+        {"text": "x", "media_type": "none", "channel_id": "abc"},
+        {"text": "x" * (viral.MAX_TEXT_CHARS + 1), "media_type": "none"},
+    ]
     for post_content in bad:
         with pytest.raises(InvalidInput):
             viral.detect(conn, champions["viral"], champions["content"], post_content)
     with pytest.raises(UnknownChannel):
-        viral.detect(conn, champions["viral"], None, {"text": "x", "media_type": "none",
-                                                      "channel_id": 999_999})
-    for channel in (CHANNEL, None):       # nothing published yet: 503 with the reason
+        viral.detect(
+            conn, champions["viral"], None, {"text": "x", "media_type": "none", "channel_id": 999_999}
+        )
+    for channel in (CHANNEL, None):  # nothing published yet: 503 with the reason
         with pytest.raises(ModelUnavailable, match="not published"):
-            viral.detect(duckdb.connect(), champions["viral"], None,
-                         {"text": "x", "media_type": "none", "channel_id": channel})
+            viral.detect(
+                duckdb.connect(),
+                champions["viral"],
+                None,
+                {"text": "x", "media_type": "none", "channel_id": channel},
+            )
 
 
 # ------------------------------------------------------------------------- patterns
@@ -267,12 +311,13 @@ def test_patterns_effects_are_measured(conn, analysis, scored, champions):
     frame = scored["content_patterns"].frame
     assert list(frame.columns) == patterns.COLUMNS + list(LINEAGE_COLUMNS)
     _assert_lineage(frame, "channel_pulse_content", "1")
-    assert set(frame["kind"]) == {"cnn_phrase", "topic_cluster"}     # the champion serves
+    assert set(frame["kind"]) == {"cnn_phrase", "topic_cluster"}  # the champion serves
     assert (frame["n_posts"] >= patterns.MIN_PATTERN_POSTS).all()
     assert frame["effect"].between(-1, 1).all() and frame["viral_lift"].between(-1, 1).all()
     # the scored table is the analysis' rows (deterministic: seeded k-means, same inputs)
-    pd.testing.assert_frame_equal(frame[patterns.COLUMNS],
-                                  patterns._table_frame(analysis.patterns), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        frame[patterns.COLUMNS], patterns._table_frame(analysis.patterns), check_dtype=False
+    )
     assert "post_text_embeddings" in analysis.clustering["embedding_source"]
     posts = analysis.posts
     for row in analysis.patterns.to_dict("records"):
@@ -286,21 +331,20 @@ def test_patterns_effects_are_measured(conn, analysis, scored, champions):
             strong = patterns.strong_mask(analysis.activations[channel.index], analysis.filters)
             members = channel[strong[:, j]]
             phrase_ids = patterns.token_ids([row["pattern"]])[0][1:-1]
-            assert any(patterns._contains(ids, phrase_ids)
-                       for ids in patterns.token_ids(members["text"].tolist()))
+            assert any(
+                patterns._contains(ids, phrase_ids) for ids in patterns.token_ids(members["text"].tolist())
+            )
         assert len(members) == row["n_posts"]
         want = members["view_percentile_48h"].mean() - channel["view_percentile_48h"].mean()
         assert row["effect"] == pytest.approx(want)
-        assert row["viral_lift"] == pytest.approx(members["is_viral"].mean()
-                                                  - channel["is_viral"].mean())
+        assert row["viral_lift"] == pytest.approx(members["is_viral"].mean() - channel["is_viral"].mean())
     # filters are ranked by their measured association with the label
     assert analysis.filters["correlation"].is_monotonic_decreasing
     assert (analysis.filters["correlation"] > 0).all()
 
 
 def test_topic_clusters_same_with_stored_or_pooled_embeddings(conn, analysis, embeddings_table):
-    stored, source = patterns.sentence_embeddings(conn, analysis.posts, analysis.tokens,
-                                                  analysis.mask)
+    stored, source = patterns.sentence_embeddings(conn, analysis.posts, analysis.tokens, analysis.mask)
     assert source == "features.post_text_embeddings"
     pooled = patterns.mean_pooled(analysis.tokens, analysis.mask)
     np.testing.assert_allclose(stored, pooled, atol=1e-6)
@@ -320,11 +364,11 @@ def test_patterns_without_champion_or_data(conn, champions, embeddings_table):
         assert detail["weight"] > 0 and detail["content_model_version"] == "baseline:tfidf"
         assert baselines.term_weights[row["pattern"]] == pytest.approx(detail["weight"], abs=1e-6)
         channel = posts[posts["channel_id"] == row["channel_id"]]
-        members = channel[[row["pattern"] in set(baselines.term_analyzer(t))
-                           for t in channel["text"]]]
+        members = channel[[row["pattern"] in set(baselines.term_analyzer(t)) for t in channel["text"]]]
         assert len(members) == row["n_posts"] >= patterns.MIN_PATTERN_POSTS
-        assert row["effect"] == pytest.approx(members["view_percentile_48h"].mean()
-                                              - channel["view_percentile_48h"].mean())
+        assert row["effect"] == pytest.approx(
+            members["view_percentile_48h"].mean() - channel["view_percentile_48h"].mean()
+        )
     no_tables = patterns.score(duckdb.connect(), {"content": champions["content"]}, SCORED_AT)
     assert no_tables.frame.empty and "not built" in no_tables.notes["skipped"]
 
@@ -358,7 +402,8 @@ def test_analyze_through_published_parquet(reader, champions, scored):
     assert fresh["patterns"]["tfidf_term"] and not fresh["patterns"]["cnn_phrase"]
     baselines = viral.scoring_baselines(reader)
     assert [t["content_score"] for t in fresh["texts"]] == pytest.approx(
-        baselines.content_scores(texts).tolist())
+        baselines.content_scores(texts).tolist()
+    )
     term = fresh["patterns"]["tfidf_term"][0]["pattern"]
     hit = patterns.analyze(_without_forecasts(reader), None, CHANNEL, [f"so {term} today"])
     assert term in [m["pattern"] for m in hit["texts"][0]["matched_patterns"]]
@@ -388,14 +433,19 @@ def test_recommendations_ranked_with_measured_numbers(scored, champions):
         assert f"{row['n_posts']} of the channel's posts" in row["rationale"]
         assert f"{row['mean_view_percentile']:.2f}" in row["rationale"]
         assert f"x shrinkage {row['shrinkage']:.2f}" in row["rationale"]
-        match = patterns_frame[(patterns_frame["channel_id"] == row["channel_id"])
-                               & (patterns_frame["pattern"] == row["pattern"])]
+        match = patterns_frame[
+            (patterns_frame["channel_id"] == row["channel_id"])
+            & (patterns_frame["pattern"] == row["pattern"])
+        ]
         assert row["observed_lift"] == pytest.approx(match["effect"].iloc[0])
-        if row["channel_id"] == 1003:          # not in the schedule model, no schedule table
+        if row["channel_id"] == 1003:  # not in the schedule model, no schedule table
             assert math.isnan(row["best_hour"]) and "No posting slot ranked" in row["rationale"]
         else:
-            grid = champions["schedule"].module.slot_grids()[
-                [CHANNEL, 1002].index(row["channel_id"])].reshape(-1)
+            grid = (
+                champions["schedule"]
+                .module.slot_grids()[[CHANNEL, 1002].index(row["channel_id"])]
+                .reshape(-1)
+            )
             slot = int(torch.argmax(grid))
             assert (row["best_weekday"], row["best_hour"]) == (slot // 24, slot % 24)
             assert f"{int(row['best_hour']):02d}:00 UTC" in row["recommendation"]
@@ -405,11 +455,11 @@ def test_recommendations_degrade_without_viral_and_schedule(conn, analysis, cham
     frame, notes = recommendations.build(conn, {"content": champions["content"]}, analysis)
     assert len(frame) > 0 and frame["viral_probability"].between(0, 1).all()
     assert frame["best_hour"].isna().all()
-    assert all("No viral champion; the baseline" in r and "No posting slot ranked" in r
-               for r in frame.rationale)
+    assert all(
+        "No viral champion; the baseline" in r and "No posting slot ranked" in r for r in frame.rationale
+    )
     assert "viral" in notes and "schedule" in notes
-    result = recommendations.score(conn, {"content": None, "viral": champions["viral"]},
-                                   SCORED_AT)
+    result = recommendations.score(conn, {"content": None, "viral": champions["viral"]}, SCORED_AT)
     frame = result.frame
     assert list(frame.columns) == recommendations.COLUMNS + list(LINEAGE_COLUMNS)
     _assert_baseline_rows(frame, "no champion for content")
@@ -426,23 +476,32 @@ def test_recommend_with_a_local_tiny_gpt2(conn, reader, champions, scored, tmp_p
 
     tok = AutoTokenizer.from_pretrained(model_path(), local_files_only=True)
     torch.manual_seed(0)
-    gpt = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=128,
-                                     vocab_size=tok.vocab_size, bos_token_id=tok.cls_token_id,
-                                     eos_token_id=tok.sep_token_id))
+    gpt = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=1,
+            n_head=2,
+            n_embd=32,
+            n_positions=128,
+            vocab_size=tok.vocab_size,
+            bos_token_id=tok.cls_token_id,
+            eos_token_id=tok.sep_token_id,
+        )
+    )
     gpt.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
 
     out = recommendations.recommend(reader, champions, CHANNEL, str(tmp_path))
     stored = scored["content_recommendations"].frame
     assert [r["rank"] for r in out["recommendations"]] == stored.loc[
-        stored["channel_id"] == CHANNEL, "rank"].tolist()
+        stored["channel_id"] == CHANNEL, "rank"
+    ].tolist()
     assert out["served_from"]["table"] == "forecasts.content_recommendations"
     assert out["source"] == "model" and out["fallback_reason"] is None
     assert out["text_generator"]["status"] == "used"
     drafts = [r["draft"] for r in out["recommendations"]]
     assert drafts and all(isinstance(d, str) and d for d in drafts)
     again = recommendations.recommend(reader, champions, CHANNEL, str(tmp_path))
-    assert [r["draft"] for r in again["recommendations"]] == drafts       # seeded
+    assert [r["draft"] for r in again["recommendations"]] == drafts  # seeded
     json.dumps(out)
 
     plain = recommendations.recommend(reader, champions, CHANNEL, None)
@@ -459,8 +518,9 @@ def test_recommend_with_a_local_tiny_gpt2(conn, reader, champions, scored, tmp_p
     none = {"content": None, "viral": None, "schedule": None}
     base = recommendations.recommend(_without_forecasts(conn), none, CHANNEL, None)
     assert base["source"] == "baseline" and "no champion for content" in base["fallback_reason"]
-    assert base["recommendations"] and all(r["kind"] in ("tfidf_term", "topic_cluster")
-                                           for r in base["recommendations"])
+    assert base["recommendations"] and all(
+        r["kind"] in ("tfidf_term", "topic_cluster") for r in base["recommendations"]
+    )
     json.dumps(base)
     with pytest.raises(InvalidInput):
         recommendations.recommend(reader, champions, "abc", None)
@@ -473,35 +533,41 @@ def test_every_table_filled_from_baselines_without_any_champion(conn, embeddings
     """A world where no text model has passed its gates: all three tables have rows for
     every channel, each saying it was served by a baseline and why."""
     none = {"content": None, "viral": None, "schedule": None}
-    channels = set(conn.execute("SELECT DISTINCT channel_id FROM features.post_features"
-                                ).fetchdf()["channel_id"])
-    for module, reason in ((viral, "no champion for viral"),
-                           (patterns, "no champion for content"),
-                           (recommendations, "no champion for content")):
+    channels = set(
+        conn.execute("SELECT DISTINCT channel_id FROM features.post_features").fetchdf()["channel_id"]
+    )
+    for module, reason in (
+        (viral, "no champion for viral"),
+        (patterns, "no champion for content"),
+        (recommendations, "no champion for content"),
+    ):
         result = module.score(conn, none, SCORED_AT)
         frame = result.frame
         assert list(frame.columns) == module.COLUMNS + list(LINEAGE_COLUMNS)
         _assert_baseline_rows(frame, reason)
         assert frame["model_version"].notna().all()
-        if module is not recommendations:     # a channel may have no pattern with lift > 0
+        if module is not recommendations:  # a channel may have no pattern with lift > 0
             assert set(frame["channel_id"]) == channels
-        write_forecast(conn, f"_baseline_{module.TABLE}", frame)   # DuckDB takes the types
+        write_forecast(conn, f"_baseline_{module.TABLE}", frame)  # DuckDB takes the types
         conn.execute(f"DROP TABLE forecasts._baseline_{module.TABLE}")
 
 
 def test_detect_without_champions(conn):
-    post = {"text": "BREAKING: huge news!!!", "media_type": "photo", "channel_id": CHANNEL,
-            "published_at": "2026-10-30T12:00:00Z"}
+    post = {
+        "text": "BREAKING: huge news!!!",
+        "media_type": "photo",
+        "channel_id": CHANNEL,
+        "published_at": "2026-10-30T12:00:00Z",
+    }
     out = viral.detect(conn, None, None, post)
     assert out["source"] == "baseline" and "no champion for viral" in out["fallback_reason"]
     baselines = viral.scoring_baselines(conn)
-    frame = viral.hypothetical_context(conn, CHANNEL, datetime(2026, 10, 30, 12), "photo",
-                                       post["text"])
+    frame = viral.hypothetical_context(conn, CHANNEL, datetime(2026, 10, 30, 12), "photo", post["text"])
     frame["text"] = post["text"]
     assert out["viral_probability"] == pytest.approx(
-        float(baselines.viral.scores(text_data.baseline_frame(frame))[0]))
-    assert out["content_score"] == pytest.approx(
-        float(baselines.content_scores([post["text"]])[0]))
+        float(baselines.viral.scores(text_data.baseline_frame(frame))[0])
+    )
+    assert out["content_score"] == pytest.approx(float(baselines.content_scores([post["text"]])[0]))
     assert out["models"]["baselines"]["viral"]["baseline"] == baselines.viral.name
     network = viral.detect(conn, None, None, {"text": "quiet day", "media_type": "none"})
     assert network["context"] == "network" and 0 <= network["viral_probability"] <= 1
@@ -513,14 +579,16 @@ def test_scoring_baselines_fall_back_to_rates_below_the_minimum(conn):
     observed viral rate serves and the reason names the minimum."""
     few = duckdb.connect()
     few.execute("CREATE SCHEMA features")
-    frame = conn.execute("SELECT * FROM features.post_features ORDER BY published_at "
-                         "LIMIT 80").fetchdf()
+    frame = conn.execute("SELECT * FROM features.post_features ORDER BY published_at LIMIT 80").fetchdf()
     few.register("f", frame)
     few.execute("CREATE TABLE features.post_features AS SELECT * FROM f")
     baselines = viral.scoring_baselines(few)
     assert baselines.viral is None and "at least 100 labelled posts" in baselines.reason
-    rates = frame[frame["is_viral"].notna() & frame["forwards_48h"].notna()].groupby(
-        "channel_id")["is_viral"].mean()
+    rates = (
+        frame[frame["is_viral"].notna() & frame["forwards_48h"].notna()]
+        .groupby("channel_id")["is_viral"]
+        .mean()
+    )
     got = baselines.viral_scores(pd.DataFrame({"text": ["x"] * len(rates)}), rates.index.to_numpy())
     np.testing.assert_allclose(got, rates.to_numpy(float))
     assert "observed viral rate" in baselines.describe("viral")

@@ -52,11 +52,18 @@ COLS = {t: list(spec[0]) for t, spec in RAW_TABLES.items()}
 KEYS = {t: spec[1] for t, spec in RAW_TABLES.items()}
 TYPES = {t: spec[0] for t, spec in RAW_TABLES.items()}
 COUNTERS = ("views", "forwards", "replies", "reactions")
-TEXT_POOL = [*"abcdefxyz ,;|\t\"'", "\n", "é", "ß", "привет", "🚀", "中文", "\\", "NULL", "#",
-             "=1+1", "  "]
+TEXT_POOL = [*"abcdefxyz ,;|\t\"'", "\n", "é", "ß", "привет", "🚀", "中文", "\\", "NULL", "#", "=1+1", "  "]
 HUGE = 1_000_000  # a 1 MB text field must load intact
-WHOLE_FILE_KINDS = ("empty", "blank", "header_only", "latin1", "no_key", "truncated_pq",
-                    "garbage_pq", "empty_pq")
+WHOLE_FILE_KINDS = (
+    "empty",
+    "blank",
+    "header_only",
+    "latin1",
+    "no_key",
+    "truncated_pq",
+    "garbage_pq",
+    "empty_pq",
+)
 
 
 # --------------------------------------------------------------------------- model
@@ -70,8 +77,8 @@ class Rec:
     table: str
     values: dict
     valid: bool = True
-    reason: str = ""        # expected reason fragment for a record that fails row checks
-    native: bool = True     # representable in a typed Parquet file
+    reason: str = ""  # expected reason fragment for a record that fails row checks
+    native: bool = True  # representable in a typed Parquet file
 
     def typed(self, dropped: str | None) -> tuple:
         out = []
@@ -87,14 +94,14 @@ class Rec:
 class FileSpec:
     name: str
     table: str
-    fmt: str                      # csv | pq_native | pq_str
+    fmt: str  # csv | pq_native | pq_str
     recs: list[Rec] = field(default_factory=list)
-    drop: str | None = None       # non-key contract column left out of the file
-    extra: bool = False           # an extra column that must be ignored
+    drop: str | None = None  # non-key contract column left out of the file
+    extra: bool = False  # an extra column that must be ignored
     broken: list[str] = field(default_factory=list)  # unparseable CSV lines (exact text)
-    whole: str | None = None      # whole-file reject kind (WHOLE_FILE_KINDS)
+    whole: str | None = None  # whole-file reject kind (WHOLE_FILE_KINDS)
     invalid: dict[int, str] = field(default_factory=dict)  # id(rec) -> reason, this file only
-    mixed_eol: bool = False       # "\n" and "\r\n" line endings mixed line by line
+    mixed_eol: bool = False  # "\n" and "\r\n" line endings mixed line by line
 
     @property
     def rejected(self) -> bool:
@@ -109,7 +116,7 @@ class World:
         self.folder = folder
         self.uid = 0
         self.files: list[FileSpec] = []
-        self.exports: list[dict] = []        # expectations per result.json
+        self.exports: list[dict] = []  # expectations per result.json
         self.export_channels: set[tuple] = set()
         self.export_posts: set[tuple] = set()
         self.export_snapshots: set[tuple] = set()
@@ -135,8 +142,7 @@ class World:
         return "t" + "".join(parts) + f"#{self.next_uid()}"  # never empty, always unique
 
     def when(self, minutes_lo: int, minutes_hi: int) -> datetime:
-        return BASE + timedelta(minutes=self.randint(minutes_lo, minutes_hi),
-                                seconds=self.randint(0, 59))
+        return BASE + timedelta(minutes=self.randint(minutes_lo, minutes_hi), seconds=self.randint(0, 59))
 
 
 # --------------------------------------------------------------------------- good records
@@ -147,33 +153,68 @@ def make_good(w: World) -> dict[str, list[Rec]]:
     n_channels = w.randint(3, 5)
     channel_ids = [1000 + 7 * i + w.randint(0, 6) for i in range(n_channels)]
     for cid in channel_ids:
-        good["channels"].append(Rec("channels", {
-            "channel_id": cid, "username": f"user_{cid}", "title": w.text(),
-            "created_at": w.when(-90 * 1440, -1440)}))
+        good["channels"].append(
+            Rec(
+                "channels",
+                {
+                    "channel_id": cid,
+                    "username": f"user_{cid}",
+                    "title": w.text(),
+                    "created_at": w.when(-90 * 1440, -1440),
+                },
+            )
+        )
         for d in range(w.randint(3, 8)):
-            good["channel_daily"].append(Rec("channel_daily", {
-                "channel_id": cid, "day": BASE.date() + timedelta(days=d),
-                "subscribers": w.randint(0, 50_000)}))
+            good["channel_daily"].append(
+                Rec(
+                    "channel_daily",
+                    {
+                        "channel_id": cid,
+                        "day": BASE.date() + timedelta(days=d),
+                        "subscribers": w.randint(0, 50_000),
+                    },
+                )
+            )
         for post_id in range(1, w.randint(5, 9) + 1):
             published = w.when(0, 20 * 1440)
             text = w.text(30)
             if w.chance(0.04):
-                text = "H" * HUGE + text            # a 1 MB field
-            good["posts"].append(Rec("posts", {
-                "channel_id": cid, "post_id": post_id, "published_at": published,
-                "text": text, "media_type": w.pick(MEDIA_TYPES)}))
+                text = "H" * HUGE + text  # a 1 MB field
+            good["posts"].append(
+                Rec(
+                    "posts",
+                    {
+                        "channel_id": cid,
+                        "post_id": post_id,
+                        "published_at": published,
+                        "text": text,
+                        "media_type": w.pick(MEDIA_TYPES),
+                    },
+                )
+            )
             observed, counters = published, dict.fromkeys(COUNTERS, 0)
             for _ in range(w.randint(2, 6)):
                 observed = observed + timedelta(minutes=w.randint(5, 600))
-                counters = {c: v + w.randint(0 if c != "views" else 1, 40)
-                            for c, v in counters.items()}
-                good["post_snapshots"].append(Rec("post_snapshots", {
-                    "channel_id": cid, "post_id": post_id, "observed_at": observed, **counters}))
+                counters = {c: v + w.randint(0 if c != "views" else 1, 40) for c, v in counters.items()}
+                good["post_snapshots"].append(
+                    Rec(
+                        "post_snapshots",
+                        {"channel_id": cid, "post_id": post_id, "observed_at": observed, **counters},
+                    )
+                )
             for _ in range(w.randint(0, 4)):
-                good["interactions"].append(Rec("interactions", {
-                    "channel_id": cid, "post_id": post_id, "user_id": w.randint(1, 10**9),
-                    "action": w.pick(("reaction", "reply", "forward")),
-                    "occurred_at": published + timedelta(minutes=w.randint(1, 3000))}))
+                good["interactions"].append(
+                    Rec(
+                        "interactions",
+                        {
+                            "channel_id": cid,
+                            "post_id": post_id,
+                            "user_id": w.randint(1, 10**9),
+                            "action": w.pick(("reaction", "reply", "forward")),
+                            "occurred_at": published + timedelta(minutes=w.randint(1, 3000)),
+                        },
+                    )
+                )
     return good
 
 
@@ -188,21 +229,39 @@ def corrupt(w: World, table: str, option: int | None = None) -> Rec:
     """
     cid, uid = 9000 + w.randint(0, 99), w.next_uid()
     base = {
-        "channels": {"channel_id": 50_000 + uid, "username": f"bad{uid}", "title": w.text(),
-                     "created_at": w.when(-100, -10)},
-        "posts": {"channel_id": cid, "post_id": 50_000 + uid, "published_at": w.when(0, 100),
-                  "text": w.text(), "media_type": "photo"},
-        "post_snapshots": {"channel_id": cid, "post_id": 50_000 + uid,
-                           "observed_at": w.when(0, 100), "views": 5, "forwards": 1,
-                           "replies": 0, "reactions": 2},
-        "channel_daily": {"channel_id": 50_000 + uid, "day": date(2026, 1, 1),
-                          "subscribers": 10},
-        "interactions": {"channel_id": cid, "post_id": 50_000 + uid, "user_id": uid,
-                         "action": "reply", "occurred_at": w.when(0, 100)},
+        "channels": {
+            "channel_id": 50_000 + uid,
+            "username": f"bad{uid}",
+            "title": w.text(),
+            "created_at": w.when(-100, -10),
+        },
+        "posts": {
+            "channel_id": cid,
+            "post_id": 50_000 + uid,
+            "published_at": w.when(0, 100),
+            "text": w.text(),
+            "media_type": "photo",
+        },
+        "post_snapshots": {
+            "channel_id": cid,
+            "post_id": 50_000 + uid,
+            "observed_at": w.when(0, 100),
+            "views": 5,
+            "forwards": 1,
+            "replies": 0,
+            "reactions": 2,
+        },
+        "channel_daily": {"channel_id": 50_000 + uid, "day": date(2026, 1, 1), "subscribers": 10},
+        "interactions": {
+            "channel_id": cid,
+            "post_id": 50_000 + uid,
+            "user_id": uid,
+            "action": "reply",
+            "occurred_at": w.when(0, 100),
+        },
     }[table]
     options = corruption_options(w, table)
-    col, value, reason, native = (w.pick(options) if option is None
-                                  else options[option % len(options)])
+    col, value, reason, native = w.pick(options) if option is None else options[option % len(options)]
     return Rec(table, {**base, col: value}, valid=False, reason=reason, native=native)
 
 
@@ -214,27 +273,34 @@ def corruption_options(w: World, table: str) -> list[tuple[str, object, str, boo
         if col in KEYS[table]:
             options.append((col, None, f"missing key: {col}", True))
         if typ == "BIGINT":
-            options += [(col, "abc", "bad type", False), (col, "1.5", "bad type", False),
-                        (col, "99999999999999999999999", "bad type", False),
-                        (col, "12abc", "bad type", False)]
+            options += [
+                (col, "abc", "bad type", False),
+                (col, "1.5", "bad type", False),
+                (col, "99999999999999999999999", "bad type", False),
+                (col, "12abc", "bad type", False),
+            ]
         if typ == "TIMESTAMP":
-            options += [(col, "yesterday", "bad type", False),
-                        (col, "2026-02-30 10:00:00", "bad type", False),
-                        (col, "2026-01-01T25:61:00", "bad type", False),
-                        (col, "294247-01-01", "bad type", False),
-                        # a number among date strings is not read as a Unix time
-                        (col, "20261101", "bad type", False),
-                        (col, "2026-03-02T10:00:00 MSK", "bad time zone", False),
-                        (col, "2026-03-02T10:00:00 Mars/Olympus", "bad time zone", False),
-                        (col, "2026-03-02T10:00:00+25:00", "bad time zone", False),
-                        (col, "0001-01-01 00:00:00", "time out of range", False),
-                        (col, "2013-07-31T23:59:59Z", "time out of range", False),
-                        (col, "2099-01-01T00:00:00", "time out of range", False)]
+            options += [
+                (col, "yesterday", "bad type", False),
+                (col, "2026-02-30 10:00:00", "bad type", False),
+                (col, "2026-01-01T25:61:00", "bad type", False),
+                (col, "294247-01-01", "bad type", False),
+                # a number among date strings is not read as a Unix time
+                (col, "20261101", "bad type", False),
+                (col, "2026-03-02T10:00:00 MSK", "bad time zone", False),
+                (col, "2026-03-02T10:00:00 Mars/Olympus", "bad time zone", False),
+                (col, "2026-03-02T10:00:00+25:00", "bad time zone", False),
+                (col, "0001-01-01 00:00:00", "time out of range", False),
+                (col, "2013-07-31T23:59:59Z", "time out of range", False),
+                (col, "2099-01-01T00:00:00", "time out of range", False),
+            ]
         if typ == "DATE":
-            options += [(col, "tomorrow", "bad type", False),
-                        (col, "2026-13-01", "bad type", False),
-                        (col, "0001-01-01", "time out of range", False),
-                        (col, "2099-01-01", "time out of range", False)]
+            options += [
+                (col, "tomorrow", "bad type", False),
+                (col, "2026-13-01", "bad type", False),
+                (col, "0001-01-01", "time out of range", False),
+                (col, "2099-01-01", "time out of range", False),
+            ]
         if col in (*COUNTERS, "subscribers"):
             options.append((col, -w.randint(1, 500), "negative counter", True))
         if col == "media_type":
@@ -252,25 +318,41 @@ def rule_breakers(w: World, good: dict[str, list[Rec]]) -> list[Rec]:
     for r in good["post_snapshots"]:
         chains[(r.values["channel_id"], r.values["post_id"])].append(r)
     keys = sorted(chains)
-    for key in [keys[int(i)] for i in w.rng.choice(len(keys), size=min(4, len(keys)),
-                                                   replace=False)]:
+    for key in [keys[int(i)] for i in w.rng.choice(len(keys), size=min(4, len(keys)), replace=False)]:
         chain = chains[key]
         a, b = chain[0], chain[1]
         counter = w.pick(COUNTERS)
         if a.values[counter] == 0:
             counter = "views"  # views start at >= 1
         gap = (b.values["observed_at"] - a.values["observed_at"]) / 2
-        out.append(Rec("post_snapshots", {  # decreasing: lower than the snapshot before it
-            **a.values, "observed_at": a.values["observed_at"] + gap,
-            counter: a.values[counter] - 1}, reason="counter decreased"))
-    for key in [keys[int(i)] for i in w.rng.choice(len(keys), size=min(3, len(keys)),
-                                                   replace=False)]:
+        out.append(
+            Rec(
+                "post_snapshots",
+                {  # decreasing: lower than the snapshot before it
+                    **a.values,
+                    "observed_at": a.values["observed_at"] + gap,
+                    counter: a.values[counter] - 1,
+                },
+                reason="counter decreased",
+            )
+        )
+    for key in [keys[int(i)] for i in w.rng.choice(len(keys), size=min(3, len(keys)), replace=False)]:
         published = posts[key].values["published_at"]
-        out.append(Rec("post_snapshots", {  # observed an hour before the post existed
-            "channel_id": key[0], "post_id": key[1],
-            "observed_at": published - timedelta(hours=1, seconds=w.randint(0, 59)),
-            "views": 0, "forwards": 0, "replies": 0, "reactions": 0},
-            reason="snapshot before post published"))
+        out.append(
+            Rec(
+                "post_snapshots",
+                {  # observed an hour before the post existed
+                    "channel_id": key[0],
+                    "post_id": key[1],
+                    "observed_at": published - timedelta(hours=1, seconds=w.randint(0, 59)),
+                    "views": 0,
+                    "forwards": 0,
+                    "replies": 0,
+                    "reactions": 0,
+                },
+                reason="snapshot before post published",
+            )
+        )
     return out
 
 
@@ -340,9 +422,9 @@ def render(w: World, value, typ: str, epoch: bool | None = None) -> str | None:
         w.cover["DATE given as an offset timestamp"] += 1
         hours = w.pick([-5, 3, 9])
         at = datetime.combine(value, datetime.min.time()) + timedelta(
-            hours=w.randint(0, 23), minutes=w.randint(0, 59))
-        return (at + timedelta(hours=hours)).isoformat() + f"{'+' if hours >= 0 else '-'}" \
-            f"{abs(hours):02d}:00"
+            hours=w.randint(0, 23), minutes=w.randint(0, 59)
+        )
+        return (at + timedelta(hours=hours)).isoformat() + f"{'+' if hours >= 0 else '-'}{abs(hours):02d}:00"
     if isinstance(value, int):
         if value < 0:
             return str(value)
@@ -372,8 +454,7 @@ def time_modes(w: World, spec: FileSpec) -> dict[str, bool | None]:
     return modes
 
 
-def render_row(w: World, spec: FileSpec, rec: Rec, order: list[str],
-               modes: dict[str, bool | None]) -> list:
+def render_row(w: World, spec: FileSpec, rec: Rec, order: list[str], modes: dict[str, bool | None]) -> list:
     row = []
     for c in order:
         value, typ = rec.values.get(c), TYPES[spec.table][c]
@@ -401,8 +482,12 @@ def write_csv(w: World, spec: FileSpec) -> None:
     main_eol = w.pick(["\n", "\r\n"])
     spec.mixed_eol = w.chance(0.4)
     w.cover["CSV with mixed line endings"] += spec.mixed_eol and spec.whole is None
-    writers = {eol: csv.writer(buf, delimiter=delim, quotechar='"', doublequote=True,
-                               quoting=quoting, lineterminator=eol) for eol in ("\n", "\r\n")}
+    writers = {
+        eol: csv.writer(
+            buf, delimiter=delim, quotechar='"', doublequote=True, quoting=quoting, lineterminator=eol
+        )
+        for eol in ("\n", "\r\n")
+    }
 
     def eol() -> str:  # one line in another ending (or several) when mixed
         return w.pick(["\n", "\r\n"]) if spec.mixed_eol else main_eol
@@ -439,8 +524,12 @@ def write_csv(w: World, spec: FileSpec) -> None:
 
 
 def arrow_type(typ: str, tz: str | None):
-    return {"BIGINT": pa.int64(), "TIMESTAMP": pa.timestamp("us", tz=tz), "DATE": pa.date32(),
-            "TEXT": pa.string()}[typ]
+    return {
+        "BIGINT": pa.int64(),
+        "TIMESTAMP": pa.timestamp("us", tz=tz),
+        "DATE": pa.date32(),
+        "TEXT": pa.string(),
+    }[typ]
 
 
 def write_parquet(w: World, spec: FileSpec) -> None:
@@ -449,16 +538,16 @@ def write_parquet(w: World, spec: FileSpec) -> None:
         cols = [c for c in cols if c != KEYS[spec.table][0]]
     tz = w.pick([None, "UTC", "Europe/Moscow"])
     modes = time_modes(w, spec) if spec.fmt == "pq_str" and spec.whole is None else {}
-    rows = [render_row(w, spec, rec, cols, modes) for rec in spec.recs] \
-        if spec.fmt == "pq_str" else []
+    rows = [render_row(w, spec, rec, cols, modes) for rec in spec.recs] if spec.fmt == "pq_str" else []
     data, fields = {}, []
     for i, col in enumerate(cols):
         typ = TYPES[spec.table][col]
         if spec.fmt == "pq_native" and typ == "TIMESTAMP" and w.chance(0.3):
             millis = w.chance(0.5)  # a numeric column: Unix seconds or milliseconds
             w.cover["Parquet integer column of Unix times"] += 1
-            values = [int(unix(rec.values[col], millis, w)) if rec.values.get(col) else None
-                      for rec in spec.recs]
+            values = [
+                int(unix(rec.values[col], millis, w)) if rec.values.get(col) else None for rec in spec.recs
+            ]
             atype = pa.int64()
         elif spec.fmt == "pq_native":
             values = [rec.values.get(col) for rec in spec.recs]
@@ -504,9 +593,20 @@ def add_orphans(w: World, good: dict[str, list[Rec]]) -> None:
         for _ in range(3):
             observed += timedelta(minutes=w.randint(5, 300))
             views += w.randint(1, 40)
-            chain.append(Rec("post_snapshots", {
-                "channel_id": key[0], "post_id": key[1], "observed_at": observed,
-                "views": views, "forwards": 0, "replies": 0, "reactions": 0}))
+            chain.append(
+                Rec(
+                    "post_snapshots",
+                    {
+                        "channel_id": key[0],
+                        "post_id": key[1],
+                        "observed_at": observed,
+                        "views": views,
+                        "forwards": 0,
+                        "replies": 0,
+                        "reactions": 0,
+                    },
+                )
+            )
         good["post_snapshots"] += chain
         w.orphans[key] = chain
 
@@ -527,8 +627,13 @@ def build_landing(w: World) -> None:
         non_key = [c for c in COLS[table] if c not in KEYS[table]]
         partial = None
         if non_key:
-            partial = FileSpec(f"{table}_partial.{w.pick(['csv', 'parquet'])}", table, "csv",
-                               drop=w.pick(non_key), extra=w.chance(0.5))
+            partial = FileSpec(
+                f"{table}_partial.{w.pick(['csv', 'parquet'])}",
+                table,
+                "csv",
+                drop=w.pick(non_key),
+                extra=w.chance(0.5),
+            )
             if partial.name.endswith(".parquet"):
                 partial.fmt = w.pick(["pq_native", "pq_str"])
 
@@ -551,8 +656,7 @@ def build_landing(w: World) -> None:
             rec = good[table][int(i)]
             place(w, mains, rec, exclude=home[id(rec)])
         if non_key:
-            for i in w.rng.choice(len(good[table]), size=min(2, len(good[table])),
-                                  replace=False):
+            for i in w.rng.choice(len(good[table]), size=min(2, len(good[table])), replace=False):
                 place(w, mains, conflicting(w, good[table][int(i)]))
         # unparseable lines in the CSV files: too many fields, too few, an unterminated quote
         n_cols = len(COLS[table])
@@ -567,24 +671,26 @@ def build_landing(w: World) -> None:
             if w.chance(0.5):  # a stray opening quote mid-file: only its line is lost
                 uid = w.next_uid()
                 width = n_cols + (1 if spec.extra else 0)
-                spec.broken.append(",".join([f'"stray{uid}'] + [f"s{uid}_{j}"
-                                                                for j in range(width - 1)]))
+                spec.broken.append(",".join([f'"stray{uid}'] + [f"s{uid}_{j}" for j in range(width - 1)]))
                 w.cover["stray quote mid-file"] += 1
         if mains[0].fmt == "csv" and w.chance(0.5):
             uid = w.next_uid()  # a line over DuckDB's 2 MB line limit
             mains[0].broken.append(f'"{"L" * 2_100_000}{uid}"')
         # whole-file rejects carry copies of good records: they are lost to quarantine
-        kinds = [WHOLE_FILE_KINDS[int(i)] for i in w.rng.choice(len(WHOLE_FILE_KINDS), 3,
-                                                                 replace=False)]
+        kinds = [WHOLE_FILE_KINDS[int(i)] for i in w.rng.choice(len(WHOLE_FILE_KINDS), 3, replace=False)]
         for kind in kinds:
-            suffix = "parquet" if kind.endswith("_pq") or (kind == "empty" and w.chance(0.5)) \
-                else "csv"
-            spec = FileSpec(f"{table}_bad_{kind}.{suffix}", table,
-                            "pq_native" if suffix == "parquet" else "csv", whole=kind)
+            suffix = "parquet" if kind.endswith("_pq") or (kind == "empty" and w.chance(0.5)) else "csv"
+            spec = FileSpec(
+                f"{table}_bad_{kind}.{suffix}",
+                table,
+                "pq_native" if suffix == "parquet" else "csv",
+                whole=kind,
+            )
             if kind in ("latin1", "no_key", "truncated_pq", "garbage_pq"):
-                spec.recs = [good[table][int(i)] for i in
-                             w.rng.choice(len(good[table]), size=min(3, len(good[table])),
-                                          replace=False)]
+                spec.recs = [
+                    good[table][int(i)]
+                    for i in w.rng.choice(len(good[table]), size=min(3, len(good[table])), replace=False)
+                ]
             w.files.append(spec)
         w.files += mains + ([partial] if partial is not None and partial.recs else [])
 
@@ -618,8 +724,15 @@ def add_unterminated_quote(w: World) -> None:
 
 def _msg(w: World, post_id, when: datetime, **extra) -> dict:
     unix = int(when.replace(tzinfo=UTC).timestamp())
-    return {"id": post_id, "type": "message", "date": when.isoformat(),
-            "date_unixtime": str(unix), "from": "Chan", "text": w.text(), **extra}
+    return {
+        "id": post_id,
+        "type": "message",
+        "date": when.isoformat(),
+        "date_unixtime": str(unix),
+        "from": "Chan",
+        "text": w.text(),
+        **extra,
+    }
 
 
 def build_exports(w: World) -> None:
@@ -630,8 +743,22 @@ def build_exports(w: World) -> None:
         bad = service = dups = conflicts = snaps_bad = 0
         for post_id in range(1, w.randint(6, 14) + 1):
             when = BASE + timedelta(days=w.randint(0, 40), seconds=w.randint(0, 86_399))
-            kind = w.pick(["plain", "plain", "parts", "photo", "poll", "reactions", "huge",
-                           "service", "bad", "dup", "conflict", "future"])
+            kind = w.pick(
+                [
+                    "plain",
+                    "plain",
+                    "parts",
+                    "photo",
+                    "poll",
+                    "reactions",
+                    "huge",
+                    "service",
+                    "bad",
+                    "dup",
+                    "conflict",
+                    "future",
+                ]
+            )
             m = _msg(w, post_id, when)
             media, reactions = "none", 0
             if kind == "parts":
@@ -643,26 +770,34 @@ def build_exports(w: World) -> None:
                 m["poll"] = {"question": "q?", "answers": []}
                 media = "poll"
             elif kind == "reactions":
-                m["reactions"] = [{"type": "emoji", "count": w.randint(0, 50), "emoji": "👍"}
-                                  for _ in range(w.randint(1, 3))]
+                m["reactions"] = [
+                    {"type": "emoji", "count": w.randint(0, 50), "emoji": "👍"}
+                    for _ in range(w.randint(1, 3))
+                ]
                 reactions = sum(r["count"] for r in m["reactions"])
             elif kind == "huge":
                 m["text"] = "J" * HUGE
             elif kind == "service":
-                m = {"id": post_id, "type": "service", "action": "pin_message",
-                     "date_unixtime": m["date_unixtime"]}
+                m = {
+                    "id": post_id,
+                    "type": "service",
+                    "action": "pin_message",
+                    "date_unixtime": m["date_unixtime"],
+                }
                 service += 1
                 messages.append(m)
                 continue
             elif kind == "bad":
-                m = w.pick([
-                    {**m, "date_unixtime": "soon"},
-                    {k: v for k, v in m.items() if k != "date_unixtime"},
-                    {**m, "id": str(post_id)},
-                    {**m, "text": 12345},
-                    {**m, "reactions": [{"type": "emoji", "count": -3}]},
-                    {**m, "text": ["ok", 7]},
-                ])
+                m = w.pick(
+                    [
+                        {**m, "date_unixtime": "soon"},
+                        {k: v for k, v in m.items() if k != "date_unixtime"},
+                        {**m, "id": str(post_id)},
+                        {**m, "text": 12345},
+                        {**m, "reactions": [{"type": "emoji", "count": -3}]},
+                        {**m, "text": ["ok", 7]},
+                    ]
+                )
                 bad += 1
                 messages.append(m)
                 continue
@@ -670,8 +805,11 @@ def build_exports(w: World) -> None:
                 messages += [m, {**m, "text": m["text"] + " (edited)"}]
                 conflicts += 2
                 continue
-            text = m["text"] if isinstance(m["text"], str) else "".join(
-                p if isinstance(p, str) else p["text"] for p in m["text"])
+            text = (
+                m["text"]
+                if isinstance(m["text"], str)
+                else "".join(p if isinstance(p, str) else p["text"] for p in m["text"])
+            )
             messages.append(m)
             if kind == "dup":
                 messages.append(dict(m))
@@ -685,11 +823,16 @@ def build_exports(w: World) -> None:
             if kind != "future":
                 exp_snaps[post_id] = (cid, post_id, EXPORT_TIME, None, None, None, reactions)
         for j in range(w.randint(1, 3)):  # messages that are not objects at all
-            messages.insert(w.randint(0, len(messages)), w.pick([f"oops{w.next_uid()}",
-                                                                  w.next_uid(), [j, "x"]]))
+            messages.insert(
+                w.randint(0, len(messages)), w.pick([f"oops{w.next_uid()}", w.next_uid(), [j, "x"]])
+            )
             bad += 1
-        doc = {"name": f"Channel {cid}", "type": w.pick(["public_channel", "private_channel"]),
-               "id": cid, "messages": messages}
+        doc = {
+            "name": f"Channel {cid}",
+            "type": w.pick(["public_channel", "private_channel"]),
+            "id": cid,
+            "messages": messages,
+        }
         folder = w.folder if n == 0 else w.folder / f"ChatExport_{n}"
         folder.mkdir(exist_ok=True)
         path = folder / "result.json"
@@ -698,11 +841,19 @@ def build_exports(w: World) -> None:
         w.export_channels.add((cid, None, doc["name"], None))
         w.export_posts |= set(exp_posts.values())
         w.export_snapshots |= set(exp_snaps.values())
-        w.exports.append({"file": str(path.resolve()), "messages_read": len(messages),
-                          "service_skipped": service, "duplicates_collapsed": dups,
-                          "posts_loaded": len(exp_posts), "snapshots_loaded": len(exp_snaps),
-                          "quarantined": bad + conflicts + snaps_bad,
-                          "posts_quarantined": bad + conflicts, "file_rejected": None})
+        w.exports.append(
+            {
+                "file": str(path.resolve()),
+                "messages_read": len(messages),
+                "service_skipped": service,
+                "duplicates_collapsed": dups,
+                "posts_loaded": len(exp_posts),
+                "snapshots_loaded": len(exp_snaps),
+                "quarantined": bad + conflicts + snaps_bad,
+                "posts_quarantined": bad + conflicts,
+                "file_rejected": None,
+            }
+        )
     # malformed exports: each is exactly one quarantine record
     good_bytes = (w.folder / "result.json").read_bytes()
     malformed = {
@@ -715,8 +866,7 @@ def build_exports(w: World) -> None:
         "empty": b"",
         "garbage": w.rng.bytes(300),
     }
-    for name in [sorted(malformed)[int(i)] for i in w.rng.choice(len(malformed), 5,
-                                                                 replace=False)]:
+    for name in [sorted(malformed)[int(i)] for i in w.rng.choice(len(malformed), 5, replace=False)]:
         path = w.folder / f"broken_{name}" / "result.json"
         path.parent.mkdir()
         path.write_bytes(malformed[name])
@@ -798,9 +948,13 @@ def oracle(w: World) -> Expected:
         if table == "post_snapshots":
             unknown = {k for k in survivors if k[:2] not in posts_published}
             exp.waiting = {k: survivors[k] for k in unknown}
-            early = {k for k, row in survivors.items()
-                     if k not in unknown and posts_published.get(k[:2]) is not None
-                     and row[2] < posts_published[k[:2]]}
+            early = {
+                k
+                for k, row in survivors.items()
+                if k not in unknown
+                and posts_published.get(k[:2]) is not None
+                and row[2] < posts_published[k[:2]]
+            }
             for k in early | unknown:
                 del survivors[k]
             late = _monotonic_rejects(survivors)
@@ -816,8 +970,7 @@ def oracle(w: World) -> Expected:
         exp.loaded[table] = len(survivors)
         exp.quarantined[table] = quarantined
         exp.duplicate[table] = read - quarantined - len(survivors)
-        assert exp.duplicate[table] == sum(len(v) - 1 for k, v in counts.items()
-                                           if k in survivors)
+        assert exp.duplicate[table] == sum(len(v) - 1 for k, v in counts.items() if k in survivors)
     exp.rows["channels"] |= w.export_channels
     exp.rows["posts"] |= w.export_posts
     exp.rows["post_snapshots"] |= w.export_snapshots
@@ -858,18 +1011,20 @@ def test_fuzzed_landing_folder_loses_nothing_and_quarantines_every_bad_record(tm
         assert not missing and not extra, (
             f"{table}: {len(missing)} rows lost, {len(extra)} unexpected; "
             f"lost e.g. {sorted(missing, key=repr)[:2]!r:.600}; extra e.g. "
-            f"{sorted(extra, key=repr)[:2]!r:.600}")
+            f"{sorted(extra, key=repr)[:2]!r:.600}"
+        )
 
     # ---- accounting per table: in = loaded + quarantined + duplicates collapsed
     details = load.details
-    assert {str(Path(p)) for p in details["rejected_files"]} == {
-        Path(p).name for p in exp.rejected_files}
+    assert {str(Path(p)) for p in details["rejected_files"]} == {Path(p).name for p in exp.rejected_files}
     for table in RAW_TABLES:
         read, loaded = details[f"{table}_rows_read"], details[f"{table}_rows_loaded"]
-        quarantined, dups = (details[f"{table}_rows_quarantined"],
-                             details[f"{table}_rows_duplicate"])
+        quarantined, dups = (details[f"{table}_rows_quarantined"], details[f"{table}_rows_duplicate"])
         assert (read, loaded, quarantined, dups) == (
-            exp.read[table], exp.loaded[table], exp.quarantined[table], exp.duplicate[table]
+            exp.read[table],
+            exp.loaded[table],
+            exp.quarantined[table],
+            exp.duplicate[table],
         ), table
         assert read + details[f"{table}_rows_retried"] == loaded + quarantined + dups
         assert details[f"{table}_rows_retried"] == 0  # a fresh warehouse: nothing waited
@@ -888,19 +1043,36 @@ def test_fuzzed_landing_folder_loses_nothing_and_quarantines_every_bad_record(tm
     landing_q = sum(exp.quarantined.values()) + len(exp.rejected_files)
     export_q = sum(e["quarantined"] for e in world.exports)
     assert len(q) == landing_q + export_q
-    assert sum(details[f"{t}_rows_quarantined"] for t in RAW_TABLES) + len(
-        details["rejected_files"]) == landing_q
+    assert (
+        sum(details[f"{t}_rows_quarantined"] for t in RAW_TABLES) + len(details["rejected_files"])
+        == landing_q
+    )
     # the reasons of row-level rejects name the right problem
     reasons = " | ".join(r for *_, r in q)
-    for fragment in ("bad type", "missing key", "negative counter", "counter decreased",
-                     "snapshot before post published", "duplicate key with conflicting values",
-                     "unparseable CSV line", "empty file", "not UTF-8 encoded", "bad time zone",
-                     "time out of range", "post not yet known", "a number in a column of date "
-                     "strings", "ambiguous", "not an IANA time zone name", "Telegram's launch",
-                     "after the source's clock", "not a UTC offset in use"):
+    for fragment in (
+        "bad type",
+        "missing key",
+        "negative counter",
+        "counter decreased",
+        "snapshot before post published",
+        "duplicate key with conflicting values",
+        "unparseable CSV line",
+        "empty file",
+        "not UTF-8 encoded",
+        "bad time zone",
+        "time out of range",
+        "post not yet known",
+        "a number in a column of date strings",
+        "ambiguous",
+        "not an IANA time zone name",
+        "Telegram's launch",
+        "after the source's clock",
+        "not a UTC offset in use",
+    ):
         assert fragment in reasons, fragment
     assert sum(r.startswith("post not yet known") for *_, r in q) == sum(
-        len(f) for f in _waiting_copies(world, exp).values())
+        len(f) for f in _waiting_copies(world, exp).values()
+    )
     landing_reasons = [r for s, _, _, r in q if not s.endswith("result.json")]
     for fragment, n in exp.row_reasons.items():
         assert sum(fragment in r for r in landing_reasons) == n, fragment
@@ -914,13 +1086,21 @@ def test_fuzzed_landing_folder_loses_nothing_and_quarantines_every_bad_record(tm
         if e["file_rejected"]:
             assert got["file_rejected"], e["file"]
         else:
-            for key in ("messages_read", "service_skipped", "duplicates_collapsed",
-                        "posts_loaded", "snapshots_loaded"):
+            for key in (
+                "messages_read",
+                "service_skipped",
+                "duplicates_collapsed",
+                "posts_loaded",
+                "snapshots_loaded",
+            ):
                 assert got[key] == e[key], (e["file"], key)
             # messages in = posts loaded + service + collapsed + messages quarantined
-            assert got["messages_read"] == (got["posts_loaded"] + got["service_skipped"]
-                                            + got["duplicates_collapsed"]
-                                            + e["posts_quarantined"])
+            assert got["messages_read"] == (
+                got["posts_loaded"]
+                + got["service_skipped"]
+                + got["duplicates_collapsed"]
+                + e["posts_quarantined"]
+            )
     export_sources = Counter(s for s, *_ in q if s.endswith("result.json"))
     for e in world.exports:
         assert export_sources[e["file"]] == e["quarantined"], e["file"]
@@ -934,7 +1114,8 @@ def test_fuzzed_landing_folder_loses_nothing_and_quarantines_every_bad_record(tm
         assert not gone and not new, (table, sorted(gone, key=repr)[:3], sorted(new, key=repr)[:3])
     assert again.rows_loaded == load.rows_loaded
     assert again.details["post_snapshots_rows_retried"] == sum(
-        1 for *_, r in q if r.startswith("post not yet known"))
+        1 for *_, r in q if r.startswith("post not yet known")
+    )
 
     # ---- the posts arrive: waiting snapshots load, or are rejected if before the post
     arrived = arrive_posts(world, exp, tmp_path / "later")
@@ -942,21 +1123,30 @@ def test_fuzzed_landing_folder_loses_nothing_and_quarantines_every_bad_record(tm
     third = ChannelDataSource(source="landing", landing_dir=str(tmp_path / "later")).load(conn)
     assert third.details["post_snapshots_rows_retried"] == waiting_rows
     got = set(conn.execute("SELECT * FROM raw.post_snapshots").fetchall())
-    lost, extra = (exp.rows["post_snapshots"] | arrived["loaded"]) - got, \
-        got - (exp.rows["post_snapshots"] | arrived["loaded"])
+    lost, extra = (
+        (exp.rows["post_snapshots"] | arrived["loaded"]) - got,
+        got - (exp.rows["post_snapshots"] | arrived["loaded"]),
+    )
     assert not lost and not extra, (len(lost), len(extra))
-    still = {(c, p) for c, p in conn.execute(
-        "SELECT DISTINCT json_extract_string(record, '$.channel_id')::BIGINT, "
-        "json_extract_string(record, '$.post_id')::BIGINT FROM raw.quarantine "
-        "WHERE reason LIKE 'post not yet known%'").fetchall()}
+    still = {
+        (c, p)
+        for c, p in conn.execute(
+            "SELECT DISTINCT json_extract_string(record, '$.channel_id')::BIGINT, "
+            "json_extract_string(record, '$.post_id')::BIGINT FROM raw.quarantine "
+            "WHERE reason LIKE 'post not yet known%'"
+        ).fetchall()
+    }
     assert still == {k[:2] for k in exp.waiting} - set(arrived["posts"])
-    early = set(conn.execute(
-        "SELECT DISTINCT channel_id, post_id, observed_at FROM (SELECT "
-        "json_extract_string(record, '$.channel_id')::BIGINT AS channel_id, "
-        "json_extract_string(record, '$.post_id')::BIGINT AS post_id, "
-        "json_extract_string(record, '$.observed_at')::TIMESTAMP AS observed_at, reason "
-        "FROM raw.quarantine) WHERE reason LIKE 'snapshot before post published%' "
-        "AND post_id >= 90000").fetchall())
+    early = set(
+        conn.execute(
+            "SELECT DISTINCT channel_id, post_id, observed_at FROM (SELECT "
+            "json_extract_string(record, '$.channel_id')::BIGINT AS channel_id, "
+            "json_extract_string(record, '$.post_id')::BIGINT AS post_id, "
+            "json_extract_string(record, '$.observed_at')::TIMESTAMP AS observed_at, reason "
+            "FROM raw.quarantine) WHERE reason LIKE 'snapshot before post published%' "
+            "AND post_id >= 90000"
+        ).fetchall()
+    )
     assert early == arrived["early"]
     settled = _dump(conn)
     ChannelDataSource(source="landing", landing_dir=str(tmp_path / "later")).load(conn)
@@ -970,19 +1160,28 @@ def test_fuzzed_landing_folder_loses_nothing_and_quarantines_every_bad_record(tm
     world.cover["waiting snapshots before the late post, rejected"] = len(arrived["early"])
     for fragment, n in exp.row_reasons.items():
         world.cover[f"rejected: {fragment}"] += n
-    for case in ("unix seconds", "unix milliseconds", "IANA zone name",
-                 "DATE given as an offset timestamp", "number among date strings",
-                 "CSV with mixed line endings", "stray quote mid-file",
-                 "rejected: bad time zone", "rejected: time out of range",
-                 "snapshots waiting for their post",
-                 "waiting snapshots loaded when the post arrived",
-                 "waiting snapshots before the late post, rejected"):
+    for case in (
+        "unix seconds",
+        "unix milliseconds",
+        "IANA zone name",
+        "DATE given as an offset timestamp",
+        "number among date strings",
+        "CSV with mixed line endings",
+        "stray quote mid-file",
+        "rejected: bad time zone",
+        "rejected: time out of range",
+        "snapshots waiting for their post",
+        "waiting snapshots loaded when the post arrived",
+        "waiting snapshots before the late post, rejected",
+    ):
         assert world.cover[case] > 0, case
     total_rows = sum(len(r) for r in exp.rows.values())
-    print(f"\nlanding fuzz seed {seed}: {n_files} files (+1 later posts file), "
-          f"{sum(exp.read.values())} CSV/Parquet records read, {len(q)} quarantine rows, "
-          f"{total_rows} raw rows expected and found: 0 lost, 0 invented; "
-          f"covered: {dict(sorted(world.cover.items()))}")
+    print(
+        f"\nlanding fuzz seed {seed}: {n_files} files (+1 later posts file), "
+        f"{sum(exp.read.values())} CSV/Parquet records read, {len(q)} quarantine rows, "
+        f"{total_rows} raw rows expected and found: 0 lost, 0 invented; "
+        f"covered: {dict(sorted(world.cover.items()))}"
+    )
 
 
 def _waiting_copies(world: World, exp: Expected) -> dict[tuple, list]:
@@ -1014,5 +1213,6 @@ def arrive_posts(world: World, exp: Expected, folder: Path) -> dict:
         for k, row in waiting:
             (early if k[2] < published else loaded).add(k if k[2] < published else row)
     (folder / "posts_late.csv").write_text(
-        "channel_id,post_id,published_at,text,media_type\n" + "".join(lines))
+        "channel_id,post_id,published_at,text,media_type\n" + "".join(lines)
+    )
     return {"early": early, "loaded": loaded, "posts": posts}

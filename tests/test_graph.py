@@ -39,13 +39,20 @@ def test_ingestion_and_features_materialize_and_rerun_changes_nothing(tiny_setti
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert len(checks) == len(ingestion_checks)
-    assert all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks
-                                           if not c.passed]
+    assert all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
     first = _counts(tiny_settings.warehouse_path)
-    for table in ("raw.channels", "raw.posts", "raw.post_snapshots", "raw.channel_daily",
-                  "raw.interactions", "truth.channels", "truth.users",
-                  "features.post_features", "features.channel_metrics",
-                  "features.post_text_embeddings"):
+    for table in (
+        "raw.channels",
+        "raw.posts",
+        "raw.post_snapshots",
+        "raw.channel_daily",
+        "raw.interactions",
+        "truth.channels",
+        "truth.users",
+        "features.post_features",
+        "features.channel_metrics",
+        "features.post_text_embeddings",
+    ):
         assert first[table] > 0, table
     raw_meta = result.asset_materializations_for_node("raw_tables")
     assert any("dagster/row_count" in m.metadata for m in raw_meta)

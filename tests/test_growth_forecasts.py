@@ -24,9 +24,9 @@ from warehouse.schema import ensure_schema
 from warehouse.upsert import upsert_frame
 
 SCORED_AT = datetime(2026, 11, 1, 6, 0)
-DAYS = 36          # a 28-40 day world
-SHORT = 1002       # this channel keeps only its last 30 days
-TOO_SHORT = 1003   # ... and this one its last 20
+DAYS = 36  # a 28-40 day world
+SHORT = 1002  # this channel keeps only its last 30 days
+TOO_SHORT = 1003  # ... and this one its last 20
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,13 @@ def conn():
         upsert_frame(conn, name, world.tables()[name])
     features.build_feature_table(conn, "channel_daily_features")
     for channel, keep in ((SHORT, 30), (TOO_SHORT, 20)):
-        conn.execute("""
+        conn.execute(
+            """
             DELETE FROM features.channel_daily_features WHERE channel_id = ? AND day <= (
                 SELECT max(day) FROM features.channel_daily_features WHERE channel_id = ?) - ?
-            """, [channel, channel, keep])
+            """,
+            [channel, channel, keep],
+        )
     yield conn
     conn.close()
 
@@ -53,8 +56,13 @@ def _champion(conn, history_days: int) -> LoadedModel:
     series = channel_series(conn.execute(DAILY_SQL).fetchdf())
     windows = [f.to_numpy()[-history_days:] for f in series.values() if len(f) >= history_days]
     module.set_normalisation(torch.as_tensor(np.stack(windows), dtype=torch.float32))
-    return LoadedModel(task="growth", registered_model="channel_pulse_growth", version="7",
-                       module=module.eval(), tags={"metric.mase": "0.9"})
+    return LoadedModel(
+        task="growth",
+        registered_model="channel_pulse_growth",
+        version="7",
+        module=module.eval(),
+        tags={"metric.mase": "0.9"},
+    )
 
 
 def _lengths(conn) -> dict[int, int]:
@@ -71,8 +79,9 @@ def test_without_a_champion_every_channel_with_28_days_is_filled_by_the_baseline
     assert len(frame) == len(served) * 30
     assert set(frame["source"]) == {"baseline"} and set(frame["model_version"]) == {"none"}
     assert frame["fallback_reason"].str.contains("no champion for growth").all()
-    choice = gro.fit_baseline({c: f for c, f in channel_series(
-        conn.execute(DAILY_SQL).fetchdf()).items() if c in served})
+    choice = gro.fit_baseline(
+        {c: f for c, f in channel_series(conn.execute(DAILY_SQL).fetchdf()).items() if c in served}
+    )
     assert set(frame["model_name"]) == {f"baseline:{choice.name}"}
     assert frame["fallback_reason"].str.contains(f"strongest baseline {choice.name}").all()
     assert str(TOO_SHORT) in result.notes["too_short"] and "28 days" in result.notes["too_short"]
@@ -84,14 +93,16 @@ def test_without_a_champion_every_channel_with_28_days_is_filled_by_the_baseline
     scale = B.channel_scale(history)
     z10, z90 = choice.z[choice.name]
     h = np.arange(1, 31) ** choice.band_power
-    np.testing.assert_allclose(np.log(part.subscribers_p90 / part.subscribers_p50),
-                               z90 * scale * h, rtol=1e-9)
-    np.testing.assert_allclose(np.log(part.subscribers_p10 / part.subscribers_p50),
-                               z10 * scale * h, rtol=1e-9)
+    np.testing.assert_allclose(
+        np.log(part.subscribers_p90 / part.subscribers_p50), z90 * scale * h, rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        np.log(part.subscribers_p10 / part.subscribers_p50), z10 * scale * h, rtol=1e-9
+    )
 
 
 def test_a_champion_serves_what_it_can_read_and_the_baseline_the_rest(conn):
-    champion = _champion(conn, 32)            # reads 32 days: the 30-day channel can't be
+    champion = _champion(conn, 32)  # reads 32 days: the 30-day channel can't be
     frame = gro.score(conn, {"growth": champion}, SCORED_AT).frame
     by_source = frame.groupby("channel_id")["source"].agg(set)
     lengths = _lengths(conn)
@@ -134,7 +145,7 @@ def test_per_request_functions_answer_without_a_model(conn):
 
 def test_a_champion_that_cannot_score_leaves_the_table_to_the_baseline(conn):
     champion = _champion(conn, MIN_HISTORY_DAYS)
-    champion.module.head[0] = torch.nn.Linear(3, 16)     # inputs it was not built for
+    champion.module.head[0] = torch.nn.Linear(3, 16)  # inputs it was not built for
     result = gro.score(conn, {"growth": champion}, SCORED_AT)
     assert set(result.frame["source"]) == {"baseline"} and len(result.frame) == 2 * 30
     assert result.frame["fallback_reason"].str.contains("v7 could not score").all()

@@ -32,8 +32,8 @@ from warehouse import features, synthetic
 from warehouse.schema import ensure_schema
 from warehouse.upsert import upsert_frame
 
-HISTORY = 28          # a short lookback keeps the test warehouse small
-DAYS = 150            # long enough for the full 30-day holdout: (150 - 28) // 4 >= 30
+HISTORY = 28  # a short lookback keeps the test warehouse small
+DAYS = 150  # long enough for the full 30-day holdout: (150 - 28) // 4 >= 30
 
 
 def _warehouse(config) -> duckdb.DuckDBPyConnection:
@@ -68,8 +68,7 @@ def _history(n: int = 4, days: int = HISTORY, seed: int = 0, growth: float = 0.0
         out[..., i] = rng.uniform(0, 5, (n, days))
     out[..., RAW_FEATURES.index("weekday")] = np.arange(days) % 7
     log_s = np.log(out[..., 0].astype(np.float64))
-    out[..., RAW_FEATURES.index("history_drift")] = (log_s - log_s[:, :1]) / np.maximum(
-        np.arange(days), 1)
+    out[..., RAW_FEATURES.index("history_drift")] = (log_s - log_s[:, :1]) / np.maximum(np.arange(days), 1)
     return out
 
 
@@ -96,7 +95,7 @@ def test_same_shape_at_any_size_gives_the_same_relative_forecast():
     model = _model()
     history = _history(1)
     bigger = history.copy()
-    bigger[..., 0] *= 1000.0                          # same channel, 1000x the audience
+    bigger[..., 0] *= 1000.0  # same channel, 1000x the audience
     for name in ("views_48h_sum", "forwards_48h_sum", "interactions_48h_sum"):
         bigger[..., RAW_FEATURES.index(name)] *= 1000.0
     with torch.no_grad():
@@ -127,10 +126,10 @@ def test_the_last_two_days_48h_statistics_are_not_read():
 def test_scale_and_drift_by_hand():
     days = np.arange(HISTORY)
     history = np.zeros((1, HISTORY, len(RAW_FEATURES)), np.float32)
-    history[0, :, 0] = 1000.0 * np.exp(0.01 * days)   # exactly 1 % a day
+    history[0, :, 0] = 1000.0 * np.exp(0.01 * days)  # exactly 1 % a day
     log0, sigma = GrowthForecaster.scale(torch.as_tensor(history))
     assert float(log0) == pytest.approx(np.log(1000.0) + 0.01 * (HISTORY - 1), abs=1e-4)
-    assert float(sigma) == pytest.approx(0.07, rel=1e-3)          # |7-day change| = 0.07
+    assert float(sigma) == pytest.approx(0.07, rel=1e-3)  # |7-day change| = 0.07
     drift, noise = GrowthForecaster.drift_and_noise(torch.as_tensor(history), sigma)
     assert float(drift) == pytest.approx(1 / 7, rel=1e-3) and float(noise) < 1e-3
 
@@ -141,9 +140,10 @@ def test_baselines_by_hand():
     assert seasonal_naive(series, 10).tolist() == expected
     np.testing.assert_allclose(B.point_forecasts("seasonal_naive", [series], 10)[0], expected)
     growing = 100.0 * np.exp(0.02 * np.arange(40))
-    growing[:30] *= np.exp(0.01 * np.arange(30) - 0.3)   # slower growth before the last 10 days
-    np.testing.assert_allclose(log_drift(growing, 3, lookback=7),
-                               growing[-1] * np.exp(0.02 * np.arange(1, 4)), rtol=1e-9)
+    growing[:30] *= np.exp(0.01 * np.arange(30) - 0.3)  # slower growth before the last 10 days
+    np.testing.assert_allclose(
+        log_drift(growing, 3, lookback=7), growing[-1] * np.exp(0.02 * np.arange(1, 4)), rtol=1e-9
+    )
     whole = (np.log(growing[-1]) - np.log(growing[0])) / 39
     np.testing.assert_allclose(log_drift(growing, 2), growing[-1] * np.exp(whole * np.arange(1, 3)))
     flat = np.full(40, 500.0)
@@ -165,7 +165,7 @@ def test_baseline_choice_and_band_come_from_validation_windows():
     assert all(len(s) == 50 - k for s in insamples[:4] for k in [50 - len(s)])
     np.testing.assert_array_equal(actuals[0], series[0][-10:])
     choice = B.choose(insamples, actuals)
-    assert choice.name == "log_drift"            # steady growth: drift beats the others
+    assert choice.name == "log_drift"  # steady growth: drift beats the others
     assert choice.val_mase["log_drift"] < choice.val_mase["seasonal_naive"]
     assert set(choice.val_mase) == set(B.BASELINES)
     # the band is measured: about 80 % of the validation points fall inside it
@@ -188,17 +188,19 @@ def test_split_plan_shrinks_with_the_history():
 
 
 def test_channel_series_fills_gaps_without_inventing_posts():
-    daily = pd.DataFrame({
-        "channel_id": [1, 1, 1],
-        "day": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-04"]),
-        **{c: [0.0, 0.0, 0.0] for c in RAW_FEATURES},
-    })
+    daily = pd.DataFrame(
+        {
+            "channel_id": [1, 1, 1],
+            "day": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-04"]),
+            **{c: [0.0, 0.0, 0.0] for c in RAW_FEATURES},
+        }
+    )
     daily["subscribers"] = [100.0, 110.0, 130.0]
     daily["posts"] = [1.0, 2.0, 3.0]
     frame = channel_series(daily)[1]
     assert frame["subscribers"].tolist() == [100.0, 110.0, 110.0, 130.0]
     assert frame["posts"].tolist() == [1.0, 2.0, 0.0, 3.0]
-    assert frame["weekday"].tolist() == [3.0, 4.0, 5.0, 6.0]     # 2026-01-01 is a Thursday
+    assert frame["weekday"].tolist() == [3.0, 4.0, 5.0, 6.0]  # 2026-01-01 is a Thursday
 
 
 def test_split_purges_and_keeps_the_holdout_out_of_training(data):
@@ -217,8 +219,7 @@ def test_split_purges_and_keeps_the_holdout_out_of_training(data):
 def test_training_is_deterministic_and_calibrates_the_band(data):
     task = GrowthTask(history_days=HISTORY)
     params = {**task.default_params(), "hidden": 16, "dense": 16}
-    results = [task.train(params, data, choose_device("cpu", 1), max_epochs=2, seed=5)
-               for _ in range(2)]
+    results = [task.train(params, data, choose_device("cpu", 1), max_epochs=2, seed=5) for _ in range(2)]
     weights = [torch.cat([p.detach().flatten() for p in r.model.parameters()]) for r in results]
     assert torch.equal(weights[0], weights[1])
     model = results[0].model
@@ -236,18 +237,24 @@ def test_training_is_deterministic_and_calibrates_the_band(data):
 def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
     torch.set_num_threads(1)
     report = train_and_register(
-        GrowthTask(history_days=HISTORY), warehouse,
+        GrowthTask(history_days=HISTORY),
+        warehouse,
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         artifact_root=str(tmp_path / "artifacts"),
         optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
-        choice=choose_device("cpu", 1), profile=PROFILES["tiny"], seed=1,
+        choice=choose_device("cpu", 1),
+        profile=PROFILES["tiny"],
+        seed=1,
     )
     assert report.status == "registered", report.reason
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     challenger = version_by_alias(client, "channel_pulse_growth", "challenger")
     assert str(challenger.version) == report.version
-    assert {g.name for g in report.gates} == {"mase_vs_strongest_baseline",
-                                             "coverage_80_min", "coverage_80_max"}
+    assert {g.name for g in report.gates} == {
+        "mase_vs_strongest_baseline",
+        "coverage_80_min",
+        "coverage_80_max",
+    }
     assert np.isfinite(report.metrics["mase"]) and 0 <= report.metrics["coverage_80"] <= 1
     for name in B.BASELINES:
         assert np.isfinite(report.baseline[f"baseline_{name}_mase"])
@@ -262,7 +269,7 @@ def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
 
 
 def test_a_30_day_warehouse_is_insufficient_data_with_the_minimum():
-    conn = _warehouse(synthetic.config_for("tiny", seed=42))       # 30 days
+    conn = _warehouse(synthetic.config_for("tiny", seed=42))  # 30 days
     with pytest.raises(InsufficientData, match=f"needs at least {MIN_TRAIN_DAYS} days.*has 30"):
         GrowthTask().load(conn)
     conn.close()
@@ -290,8 +297,9 @@ def test_a_60_day_world_trains_on_a_shrunk_holdout_and_gates_with_the_bootstrap(
     model = task.train(params, data, choose_device("cpu", 1), max_epochs=1, seed=0).model
     metrics = task.evaluate(model, data)
     name = data.info["strongest_baseline"]
-    assert {f"margin_mase_vs_{name}", f"margin_mase_vs_{name}_lo",
-            f"margin_mase_vs_{name}_hi"} <= set(metrics)
+    assert {f"margin_mase_vs_{name}", f"margin_mase_vs_{name}_lo", f"margin_mase_vs_{name}_hi"} <= set(
+        metrics
+    )
     gates = {g.name: g for g in task.gates(metrics, task.baseline(data))}
     gate = gates["mase_vs_strongest_baseline"]
     assert gate.lo < gate.hi and gate.passed == (gate.lo >= 0) and name in gate.description

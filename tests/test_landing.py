@@ -201,9 +201,7 @@ def test_good_folder_loads_fully(conn, good_folder: Path) -> None:
         "quarantine": 0,
     }
     assert report.missing_tables == [] and report.rejected_files == []
-    assert {
-        t: (x.rows_read, x.rows_loaded, x.rows_quarantined) for t, x in report.tables.items()
-    } == {
+    assert {t: (x.rows_read, x.rows_loaded, x.rows_quarantined) for t, x in report.tables.items()} == {
         "channels": (2, 2, 0),
         "posts": (3, 3, 0),
         "post_snapshots": (3, 3, 0),
@@ -252,8 +250,7 @@ def test_bad_records_are_quarantined_with_reasons(conn, bad_folder: Path) -> Non
         "negative counter: views=-3",
         "post not yet known: post (9, 99) is not in raw.posts; the snapshot waits here and"
         " is retried on every load",
-        "snapshot before post published: observed_at 2026-01-01 09:00:00"
-        " < published_at 2026-01-01 10:00:00",
+        "snapshot before post published: observed_at 2026-01-01 09:00:00 < published_at 2026-01-01 10:00:00",
     ]
     assert reasons(conn, "channel_daily") == [
         "bad type: day='2026-13-01' is not a date",
@@ -337,9 +334,9 @@ def test_mixed_csv_keeps_good_rows_and_quarantines_broken_lines(conn, tmp_path: 
         "unparseable CSV line 13",
         "unparseable CSV line 18",
     ]
-    assert conn.execute(
-        "SELECT record FROM raw.quarantine WHERE reason LIKE '%line 13%'"
-    ).fetchone() == ('{"line":13,"csv_line":"1,51"}',)
+    assert conn.execute("SELECT record FROM raw.quarantine WHERE reason LIKE '%line 13%'").fetchone() == (
+        '{"line":13,"csv_line":"1,51"}',
+    )
 
 
 def test_unreadable_files_are_rejected_whole_and_others_load(conn, tmp_path: Path) -> None:
@@ -355,9 +352,7 @@ def test_unreadable_files_are_rejected_whole_and_others_load(conn, tmp_path: Pat
     )
     data = good_parquet.read_bytes()
     (tmp_path / "post_snapshots_b.parquet").write_bytes(data[: len(data) // 2])
-    (tmp_path / "posts_cp1251.csv").write_bytes(
-        "channel_id,post_id,text\n1,11,Привет\n".encode("cp1251")
-    )
+    (tmp_path / "posts_cp1251.csv").write_bytes("channel_id,post_id,text\n1,11,Привет\n".encode("cp1251"))
     (tmp_path / "posts_garbage.csv").write_bytes(bytes(range(256)) * 4)
     write(tmp_path / "posts_text.csv", "just some\nnotes here\n")
     (tmp_path / "posts_empty.csv").write_bytes(b"")
@@ -431,8 +426,7 @@ def test_snapshot_checks_see_earlier_loads(conn, tmp_path: Path) -> None:
     assert reasons(conn) == [
         "counter decreased: views 100 < 150 at an earlier snapshot",
         "counter increased past a stored later snapshot: views 200 > 150",
-        "snapshot before post published: observed_at 2026-01-01 09:00:00"
-        " < published_at 2026-01-01 10:00:00",
+        "snapshot before post published: observed_at 2026-01-01 09:00:00 < published_at 2026-01-01 10:00:00",
     ]
 
 

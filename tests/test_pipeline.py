@@ -71,7 +71,8 @@ def test_better_model_is_promoted_and_worse_one_is_not(stores, monkeypatch):
     better = ToyTask(toy_data())
     evaluate = ToyTask.evaluate
     better.evaluate = lambda model, data: (
-        {"r2": 0.55} if getattr(model, "_is_champion", True) else evaluate(better, model, data))
+        {"r2": 0.55} if getattr(model, "_is_champion", True) else evaluate(better, model, data)
+    )
     orig_train = ToyTask.train
 
     def train_marked(params, data, choice, max_epochs, seed, on_epoch=None):

@@ -27,8 +27,13 @@ LOCKED = "(sqlite3.OperationalError) database is locked"
 _REAL_LOOKUP = MlflowClient.get_model_version_by_alias
 
 
-def _lock_registry(monkeypatch, calls: list | None = None, message: str = LOCKED,
-                   code: str = "INTERNAL_ERROR", after: int = 0) -> None:
+def _lock_registry(
+    monkeypatch,
+    calls: list | None = None,
+    message: str = LOCKED,
+    code: str = "INTERNAL_ERROR",
+    after: int = 0,
+) -> None:
     """Alias lookups (after the first ``after``) fail the way a busy SQLite registry fails."""
     seen = []
 
@@ -56,11 +61,14 @@ def test_missing_model_or_alias_is_no_champion(stores):
     assert version_by_alias(client, "registered_without_alias", "champion") is None
 
 
-@pytest.mark.parametrize("message, code", [
-    (LOCKED, "INTERNAL_ERROR"),
-    (LOCKED, "TEMPORARILY_UNAVAILABLE"),          # what MLflow's SQL store raises
-    ("Invalid alias name 'champion'", "INVALID_PARAMETER_VALUE"),
-])
+@pytest.mark.parametrize(
+    "message, code",
+    [
+        (LOCKED, "INTERNAL_ERROR"),
+        (LOCKED, "TEMPORARILY_UNAVAILABLE"),  # what MLflow's SQL store raises
+        ("Invalid alias name 'champion'", "INVALID_PARAMETER_VALUE"),
+    ],
+)
 def test_any_other_registry_error_is_an_outage(stores, monkeypatch, message, code):
     _lock_registry(monkeypatch, message=message, code=code)
     client = MlflowClient(stores["tracking_uri"], registry_uri=stores["tracking_uri"])
@@ -81,7 +89,7 @@ def test_locked_registry_fails_training_and_never_promotes(stores, monkeypatch, 
     assert first.promoted
     _lock_registry(monkeypatch, after=locked_after)
     with pytest.raises(RegistryUnavailable):
-        run_toy(ToyTask(toy_data(seed=1)), stores, seed=3)   # would pass every gate
+        run_toy(ToyTask(toy_data(seed=1)), stores, seed=3)  # would pass every gate
     monkeypatch.undo()
     assert _champion(stores) == first.version
     client = MlflowClient(stores["tracking_uri"], registry_uri=stores["tracking_uri"])
@@ -138,29 +146,35 @@ def warehouse_path(tmp_path):
     for name in ("post_trajectories", "post_features", "posting_slot_features"):
         features.build_feature_table(conn, name)
     conn.execute("CREATE SCHEMA IF NOT EXISTS forecasts")
-    conn.execute("CREATE TABLE forecasts.posting_schedule_recommendations AS "
-                 "SELECT 7::BIGINT AS channel_id, 'scored yesterday' AS marker")
+    conn.execute(
+        "CREATE TABLE forecasts.posting_schedule_recommendations AS "
+        "SELECT 7::BIGINT AS channel_id, 'scored yesterday' AS marker"
+    )
     conn.close()
     return path
 
 
 def test_forecast_table_unchanged_and_asset_retries_when_registry_locked(
-        warehouse_path, tmp_path, stores, monkeypatch):
+    warehouse_path, tmp_path, stores, monkeypatch
+):
     calls: list = []
     _lock_registry(monkeypatch, calls)
     monkeypatch.setattr(forecast_defs, "REGISTRY_RETRY_SECONDS", 0)
-    asset = next(a for a in forecast_defs.forecast_assets
-                 if a.key.path[-1] == "posting_schedule_recommendations")
-    resources = {"warehouse": DuckDBWarehouse(path=str(warehouse_path)),
-                 "published": PublishedTables(root=str(tmp_path / "parquet")),
-                 "mlflow_tracking": MlflowTracking(**stores)}
+    asset = next(
+        a for a in forecast_defs.forecast_assets if a.key.path[-1] == "posting_schedule_recommendations"
+    )
+    resources = {
+        "warehouse": DuckDBWarehouse(path=str(warehouse_path)),
+        "published": PublishedTables(root=str(tmp_path / "parquet")),
+        "mlflow_tracking": MlflowTracking(**stores),
+    }
     result = dg.materialize([asset], resources=resources, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "could not be read" in str(failure.event_specific_data.error)
-    assert len(calls) == 1 + forecast_defs.REGISTRY_RETRIES   # the step retried
+    assert len(calls) == 1 + forecast_defs.REGISTRY_RETRIES  # the step retried
     conn = duckdb.connect(str(warehouse_path), read_only=True)
     rows = conn.execute("SELECT * FROM forecasts.posting_schedule_recommendations").fetchall()
     conn.close()
     assert rows == [(7, "scored yesterday")]
-    assert not (tmp_path / "parquet").exists()      # nothing published either
+    assert not (tmp_path / "parquet").exists()  # nothing published either

@@ -15,8 +15,14 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 def test_instance_config_is_valid_dagster_config(monkeypatch, tmp_path):
     from dagster._core.instance.config import dagster_instance_config
 
-    for var in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB",
-                "DAGSTER_K8S_NAMESPACE", "PULSE_BUCKET"):
+    for var in (
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_USER",
+        "DAGSTER_PG_PASSWORD",
+        "DAGSTER_PG_DB",
+        "DAGSTER_K8S_NAMESPACE",
+        "PULSE_BUCKET",
+    ):
         monkeypatch.setenv(var, "x")
     (tmp_path / "dagster.yaml").write_text((DEPLOY / "instance" / "dagster.yaml").read_text())
     config, _ = dagster_instance_config(str(tmp_path))
@@ -49,16 +55,20 @@ def test_local_defaults_stay_on_one_machine(tmp_path):
 def test_parquet_layout_round_trips_on_a_local_path(tmp_path):
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA forecasts")
-    conn.execute("CREATE TABLE forecasts.channel_insights AS "
-                 "SELECT range AS channel_id, range * 0.5 AS confidence FROM range(10)")
+    conn.execute(
+        "CREATE TABLE forecasts.channel_insights AS "
+        "SELECT range AS channel_id, range * 0.5 AS confidence FROM range(10)"
+    )
     path = publish_table(conn, str(tmp_path), "forecasts", "channel_insights")
     assert path == str(tmp_path / "forecasts" / "channel_insights.parquet")
     reader = open_reader(str(tmp_path))
-    assert reader.execute("SELECT sum(confidence) FROM forecasts.channel_insights"
-                          ).fetchall()[0][0] == pytest.approx(22.5)
+    assert reader.execute("SELECT sum(confidence) FROM forecasts.channel_insights").fetchall()[0][
+        0
+    ] == pytest.approx(22.5)
     conn.execute("UPDATE forecasts.channel_insights SET confidence = 1")
     publish_table(conn, str(tmp_path), "forecasts", "channel_insights")
     # the same reader sees the new version: views read the file at query time
-    assert reader.execute("SELECT sum(confidence) FROM forecasts.channel_insights"
-                          ).fetchall()[0][0] == pytest.approx(10.0)
+    assert reader.execute("SELECT sum(confidence) FROM forecasts.channel_insights").fetchall()[0][
+        0
+    ] == pytest.approx(10.0)
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.link"))

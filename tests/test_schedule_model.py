@@ -54,8 +54,12 @@ def no_truth(warehouse):
 def test_forward_shapes_and_slot_grid():
     model = ScheduleOptimizer([11, 22, 33], embedding_dim=4, hidden=(16, 8)).eval()
     n = 5
-    out = model(channel=torch.tensor([0, 1, 2, 0, 1]), weekday=torch.arange(n),
-                hour=torch.tensor([0, 6, 12, 18, 23]), media=torch.tensor([0, 1, 2, 3, 5]))
+    out = model(
+        channel=torch.tensor([0, 1, 2, 0, 1]),
+        weekday=torch.arange(n),
+        hour=torch.tensor([0, 6, 12, 18, 23]),
+        media=torch.tensor([0, 1, 2, 3, 5]),
+    )
     assert out.shape == (n,)
     assert model.slot_grid(1).shape == (7, 24)
     assert model.slot_grids().shape == (3, 7, 24)
@@ -65,7 +69,7 @@ def test_forward_shapes_and_slot_grid():
 def test_hour_harmonics_are_circular():
     h = harmonics(torch.tensor([0.0, 24.0, 12.0]), 24.0, 3)
     assert h.shape == (3, 6)
-    assert torch.allclose(h[0], h[1], atol=1e-5)        # 24 h wraps to 0 h
+    assert torch.allclose(h[0], h[1], atol=1e-5)  # 24 h wraps to 0 h
     assert not torch.allclose(h[0], h[2], atol=1e-3)
 
 
@@ -75,10 +79,10 @@ def test_baseline_grids_by_hand():
     y = np.array([1.0, 3.0, 5.0, 4.0])
     raw = bs.shrunk_grid(slot, y, alpha=0.0, beta=0.0)
     assert raw[9] == pytest.approx(2.0) and raw[24 + 9] == pytest.approx(5.0)
-    assert raw[2 * 24 + 9] == pytest.approx(3.0)       # unseen slot -> its hour's mean
-    assert raw[3] == pytest.approx(3.25)               # unseen hour -> the channel's mean
+    assert raw[2 * 24 + 9] == pytest.approx(3.0)  # unseen slot -> its hour's mean
+    assert raw[3] == pytest.approx(3.25)  # unseen hour -> the channel's mean
     shrunk = bs.shrunk_grid(slot, y, alpha=2.0, beta=0.0)
-    assert shrunk[9] == pytest.approx((4.0 + 2 * 3.0) / 4)     # 2 posts + 2 pseudo-posts
+    assert shrunk[9] == pytest.approx((4.0 + 2 * 3.0) / 4)  # 2 posts + 2 pseudo-posts
     assert shrunk[24 + 9] == pytest.approx((5.0 + 2 * 3.0) / 3)
     beta = bs.shrunk_grid(slot, y, alpha=0.0, beta=1.0)
     assert beta[24 + 10] == pytest.approx(4.0)
@@ -94,12 +98,12 @@ def test_channel_scores_by_hand():
     pred = np.concatenate([np.arange(8.0), -np.arange(8.0), np.zeros(8)])
     scores = bs.channel_scores(channel, pred, pct)
     assert list(scores.channel_ids) == [1, 2, 3]
-    assert scores.spearman == pytest.approx([1.0, -1.0, 0.0])   # ties everywhere rank nothing
+    assert scores.spearman == pytest.approx([1.0, -1.0, 0.0])  # ties everywhere rank nothing
     # top quartile (2 highest) mean 0.75 vs bottom (2 lowest) mean 0.15
     assert scores.lift[0] == pytest.approx(0.6) and scores.lift[1] == pytest.approx(-0.6)
     assert scores.lift[2] == 0.0 and scores.mean("spearman") == pytest.approx(0.0)
     few = bs.channel_scores(np.array([1, 1, 1]), np.arange(3.0), np.arange(3.0))
-    assert len(few.channel_ids) == 0          # fewer than MIN_CHANNEL_HOLDOUT_POSTS posts
+    assert len(few.channel_ids) == 0  # fewer than MIN_CHANNEL_HOLDOUT_POSTS posts
 
 
 def test_choose_tunes_on_validation_and_finds_the_rule_that_generalises():
@@ -108,9 +112,14 @@ def test_choose_tunes_on_validation_and_finds_the_rule_that_generalises():
     def posts(n):
         channel = rng.integers(1, 4, n)
         weekday, hour = rng.integers(0, 7, n), rng.integers(0, 24, n)
-        effect = np.sin(2 * np.pi * hour / 24)            # only the hour matters
-        return {"channel_id": channel, "weekday": weekday, "hour": hour,
-                "target": effect + rng.normal(0, 1.0, n), "percentile": effect + rng.normal(0, 1, n)}
+        effect = np.sin(2 * np.pi * hour / 24)  # only the hour matters
+        return {
+            "channel_id": channel,
+            "weekday": weekday,
+            "hour": hour,
+            "target": effect + rng.normal(0, 1.0, n),
+            "percentile": effect + rng.normal(0, 1, n),
+        }
 
     choice = bs.choose(posts(1500), posts(600))
     assert set(choice.val_spearman) == set(bs.BASELINES)
@@ -150,16 +159,19 @@ def test_without_truth_the_model_trains_and_gates_on_observed_outcomes(no_truth)
     baseline = task.baseline(no_truth)
     assert "top_slot_ratio" not in metrics
     assert -1 <= metrics["spearman"] <= 1 and metrics["channels_scored"] >= 2
-    assert metrics["margin_spearman_lo"] <= metrics["margin_spearman"] <= \
-        metrics["margin_spearman_hi"]
+    assert metrics["margin_spearman_lo"] <= metrics["margin_spearman"] <= metrics["margin_spearman_hi"]
     strongest = no_truth.info["strongest_baseline"]
-    assert metrics["strongest_baseline_spearman"] == pytest.approx(
-        baseline[f"baseline_{strongest}_spearman"])
+    assert metrics["strongest_baseline_spearman"] == pytest.approx(baseline[f"baseline_{strongest}_spearman"])
     assert metrics["margin_spearman"] == pytest.approx(
-        metrics["spearman"] - metrics["strongest_baseline_spearman"])
+        metrics["spearman"] - metrics["strongest_baseline_spearman"]
+    )
     gates = task.gates(metrics, baseline)
-    assert [g.name for g in gates] == ["spearman_positive", "lift_positive",
-                                       f"spearman_vs_{strongest}", "channels_scored"]
+    assert [g.name for g in gates] == [
+        "spearman_positive",
+        "lift_positive",
+        f"spearman_vs_{strongest}",
+        "channels_scored",
+    ]
     # the tiny world has 3 channels: too few for the interval, so the gates fail
     assert not gates[-1].passed and gates[-1].value == 3
     vs = gates[2]
@@ -169,7 +181,7 @@ def test_without_truth_the_model_trains_and_gates_on_observed_outcomes(no_truth)
 def test_a_model_that_ranks_backwards_fails(data):
     task = ScheduleTask()
     model = task.train(task.default_params(), data, choose_device("cpu"), 3, seed=1).model
-    with torch.no_grad():     # negate the output layer: the ranking is reversed
+    with torch.no_grad():  # negate the output layer: the ranking is reversed
         last = model.mlp[-1]
         last.weight.mul_(-1)
         last.bias.mul_(-1)
@@ -183,8 +195,9 @@ def test_too_little_history_is_skipped_with_the_minimum(warehouse):
     warehouse.execute("BEGIN TRANSACTION")
     try:
         first = warehouse.execute("SELECT min(published_at) FROM features.post_features").fetchall()
-        warehouse.execute("DELETE FROM features.post_features WHERE published_at > ? + INTERVAL 7 DAY",
-                          [first[0][0]])
+        warehouse.execute(
+            "DELETE FROM features.post_features WHERE published_at > ? + INTERVAL 7 DAY", [first[0][0]]
+        )
         expected = rf"needs at least \d+ posts .*\({MIN_TRAIN_POSTS} to train on.*has 46"
         with pytest.raises(InsufficientData, match=expected):
             ScheduleTask().load(warehouse)
@@ -194,20 +207,27 @@ def test_too_little_history_is_skipped_with_the_minimum(warehouse):
 
 def test_train_and_register_end_to_end(warehouse, data, tmp_path):
     task = ScheduleTask()
-    stores = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-              "artifact_root": str(tmp_path / "artifacts"),
-              "optuna_uri": f"sqlite:///{tmp_path / 'optuna.db'}"}
-    report = train_and_register(task, data=data, choice=choose_device("cpu"),
-                                profile=PROFILES["tiny"], seed=3, **stores)
+    stores = {
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "artifact_root": str(tmp_path / "artifacts"),
+        "optuna_uri": f"sqlite:///{tmp_path / 'optuna.db'}",
+    }
+    report = train_and_register(
+        task, data=data, choice=choose_device("cpu"), profile=PROFILES["tiny"], seed=3, **stores
+    )
     assert report.status == "registered" and report.version == "1"
     strongest = data.info["strongest_baseline"]
-    assert {g.name for g in report.gates} == {"spearman_positive", "lift_positive",
-                                              f"spearman_vs_{strongest}", "channels_scored"}
+    assert {g.name for g in report.gates} == {
+        "spearman_positive",
+        "lift_positive",
+        f"spearman_vs_{strongest}",
+        "channels_scored",
+    }
     assert not report.promoted and "channels_scored" in report.promotion_reason
     for rule in bs.BASELINES:
         assert np.isfinite(report.baseline[f"baseline_{rule}_spearman"])
         assert f"baseline_{rule}_lift" in report.baseline
-    assert 0.0 < report.metrics["top_slot_ratio"] <= 1.0      # truth exists: reported only
+    assert 0.0 < report.metrics["top_slot_ratio"] <= 1.0  # truth exists: reported only
     client = MlflowClient(stores["tracking_uri"])
     assert str(version_by_alias(client, task.registered_model, "challenger").version) == "1"
     # a registered model scores itself on the holdout without the task's training state

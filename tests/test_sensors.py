@@ -16,8 +16,7 @@ from resources.mlflow_tracking import MlflowTracking
 
 def _tick(folder, cursor=None):
     context = dg.build_sensor_context(
-        cursor=cursor, resources={"data_source": ChannelDataSource(source="landing",
-                                                                   landing_dir=str(folder))}
+        cursor=cursor, resources={"data_source": ChannelDataSource(source="landing", landing_dir=str(folder))}
     )
     return landing_sensor(context)
 
@@ -67,19 +66,20 @@ def test_file_changed_back_to_earlier_content_is_loaded_again(tmp_path):
         assert _tick(tmp_path, cursor).run_requests[0].run_key == result.run_requests[0].run_key
         keys.append(result.run_requests[0].run_key)
         cursor = result.cursor
-    assert len(set(keys)) == 3, keys       # A → B → A: the third is a new event
+    assert len(set(keys)) == 3, keys  # A → B → A: the third is a new event
     assert isinstance(_tick(tmp_path, cursor), dg.SkipReason)
 
 
 def _tracking(tmp_path) -> MlflowTracking:
-    return MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                          artifact_root=str(tmp_path / "art"),
-                          optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}")
+    return MlflowTracking(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_root=str(tmp_path / "art"),
+        optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
+    )
 
 
 def _champion_tick(tracking: MlflowTracking, cursor=None):
-    return champion_sensor(dg.build_sensor_context(cursor=cursor,
-                                                   resources={"mlflow_tracking": tracking}))
+    return champion_sensor(dg.build_sensor_context(cursor=cursor, resources={"mlflow_tracking": tracking}))
 
 
 def test_rollback_to_an_earlier_champion_set_rescores(tmp_path):
@@ -90,7 +90,7 @@ def test_rollback_to_an_earlier_champion_set_rescores(tmp_path):
     for _ in range(2):
         client.create_model_version(name, source=str(tmp_path / "model"))
     keys, cursor = [], None
-    for version in ("1", "2", "1"):                    # promote v1, v2, then roll back to v1
+    for version in ("1", "2", "1"):  # promote v1, v2, then roll back to v1
         client.set_registered_model_alias(name, "champion", version)
         result = _champion_tick(tracking, cursor)
         assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1, result
@@ -115,7 +115,7 @@ def test_champion_sensor_keeps_its_cursor_when_the_registry_is_locked(tmp_path, 
     during = _champion_tick(tracking, first.cursor)
     assert isinstance(during, dg.SkipReason) and "registry" in during.skip_message
     monkeypatch.undo()
-    after = _champion_tick(tracking, first.cursor)     # outage over: nothing changed, no rescore
+    after = _champion_tick(tracking, first.cursor)  # outage over: nothing changed, no rescore
     assert isinstance(after, dg.SkipReason)
 
 
@@ -130,13 +130,12 @@ def test_what_the_readme_calls_automatic_runs_by_default(tiny_settings):
     for name in ("weekly_retrain_schedule", "daily_forecasts_schedule"):
         assert schedules[name].default_status == dg.DefaultScheduleStatus.RUNNING, name
     # every asset with an automation condition is evaluated by a sensor that is running
-    automation = [s for s in repo.sensor_defs
-                  if isinstance(s, dg.AutomationConditionSensorDefinition)]
-    assert automation and all(s.default_status == running for s in automation), \
-        [(s.name, s.default_status) for s in automation]
+    automation = [s for s in repo.sensor_defs if isinstance(s, dg.AutomationConditionSensorDefinition)]
+    assert automation and all(s.default_status == running for s in automation), [
+        (s.name, s.default_status) for s in automation
+    ]
     graph = repo.asset_graph
-    automated = {k for k in graph.get_all_asset_keys()
-                 if graph.get(k).automation_condition is not None}
+    automated = {k for k in graph.get_all_asset_keys() if graph.get(k).automation_condition is not None}
     assert dg.AssetKey("feature_drift") in automated
     covered = set().union(*(s.asset_selection.resolve(graph) for s in automation))
     assert automated <= covered, automated - covered
@@ -149,16 +148,24 @@ def test_feature_drift_runs_by_itself_after_new_features(tiny_settings):
     drift = dg.AssetSelection.assets("feature_drift")
     now = datetime.now(UTC)
     before_last_tick = now - timedelta(days=1, hours=1)
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                              asset_selection=drift,
-                                              evaluation_time=before_last_tick)
+    first = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=drift, evaluation_time=before_last_tick
+    )
     assert first.total_requested == 0
     instance.report_runless_asset_event(dg.AssetMaterialization("post_features"))
-    second = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                               asset_selection=drift, cursor=first.cursor,
-                                               evaluation_time=now + timedelta(seconds=1))
+    second = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=drift,
+        cursor=first.cursor,
+        evaluation_time=now + timedelta(seconds=1),
+    )
     assert second.get_requested_partitions(dg.AssetKey("feature_drift")) == {None}
-    third = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                              asset_selection=drift, cursor=second.cursor,
-                                              evaluation_time=now + timedelta(seconds=2))
-    assert third.total_requested == 0                 # once per tick, not every evaluation
+    third = dg.evaluate_automation_conditions(
+        defs=defs,
+        instance=instance,
+        asset_selection=drift,
+        cursor=second.cursor,
+        evaluation_time=now + timedelta(seconds=2),
+    )
+    assert third.total_requested == 0  # once per tick, not every evaluation

@@ -33,8 +33,14 @@ LOCKED = "(sqlite3.OperationalError) database is locked"
 @pytest.fixture
 def registry(tmp_path):
     stores = fresh_stores(tmp_path / "stores")
-    toy = train_and_register(ToyTask(toy_data()), data=toy_data(), choice=choose_device("cpu"),
-                             profile=PROFILES["tiny"], seed=1, **stores)
+    toy = train_and_register(
+        ToyTask(toy_data()),
+        data=toy_data(),
+        choice=choose_device("cpu"),
+        profile=PROFILES["tiny"],
+        seed=1,
+        **stores,
+    )
     client = MlflowClient(stores["tracking_uri"], registry_uri=stores["tracking_uri"])
     source = f"models:/toy_model/{toy.version}"
     for name in (ENGAGEMENT, GROWTH):
@@ -44,8 +50,11 @@ def registry(tmp_path):
 
 
 def _versions(champions) -> dict[str, str | None]:
-    return {name: (model.version if model else None) for name, model in champions.items()
-            if name in ("engagement", "growth")}
+    return {
+        name: (model.version if model else None)
+        for name, model in champions.items()
+        if name in ("engagement", "growth")
+    }
 
 
 def _promote(client: MlflowClient, name: str, source: str) -> str:
@@ -56,8 +65,9 @@ def _promote(client: MlflowClient, name: str, source: str) -> str:
 
 def test_a_failed_load_keeps_the_whole_old_set_never_a_mix(registry):
     client, source = registry["client"], registry["source"]
-    service = DeepLearningService(registry["stores"]["tracking_uri"], str(registry["tmp"]),
-                                  refresh_seconds=0.0)
+    service = DeepLearningService(
+        registry["stores"]["tracking_uri"], str(registry["tmp"]), refresh_seconds=0.0
+    )
     first = service.champions()
     assert _versions(first) == {"engagement": "1", "growth": "1"}
 
@@ -66,7 +76,7 @@ def test_a_failed_load_keeps_the_whole_old_set_never_a_mix(registry):
     broken = client.create_model_version(GROWTH, source=str(registry["tmp"] / "gone"))
     client.set_registered_model_alias(GROWTH, "champion", broken.version)
     second = service.champions()
-    assert _versions(second) == {"engagement": "1", "growth": "1"}   # old set, not 2 + 1
+    assert _versions(second) == {"engagement": "1", "growth": "1"}  # old set, not 2 + 1
     assert second is first
     assert "growth v2" in service.last_refresh_error
 
@@ -78,8 +88,9 @@ def test_a_failed_load_keeps_the_whole_old_set_never_a_mix(registry):
 
 
 def test_an_unreadable_registry_keeps_the_current_set(registry, monkeypatch):
-    service = DeepLearningService(registry["stores"]["tracking_uri"], str(registry["tmp"]),
-                                  refresh_seconds=0.0)
+    service = DeepLearningService(
+        registry["stores"]["tracking_uri"], str(registry["tmp"]), refresh_seconds=0.0
+    )
     loaded = service.champions()
     assert _versions(loaded) == {"engagement": "1", "growth": "1"}
 
@@ -93,8 +104,7 @@ def test_an_unreadable_registry_keeps_the_current_set(registry, monkeypatch):
     assert "locked" in service.last_refresh_error
 
     # a service that never read the registry has no set to keep: 503 with the reason
-    fresh = DeepLearningService(registry["stores"]["tracking_uri"], str(registry["tmp"]),
-                                refresh_seconds=0.0)
+    fresh = DeepLearningService(registry["stores"]["tracking_uri"], str(registry["tmp"]), refresh_seconds=0.0)
     with pytest.raises(ModelUnavailable, match="locked"):
         fresh.champions()
     response = TestClient(create_app(fresh), raise_server_exceptions=False).get("/models")
@@ -112,12 +122,20 @@ def test_insight_confidence_comes_from_the_version_that_scored_the_rows(registry
 
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA forecasts")
-    rows = pd.DataFrame({  # scored by version 1, before version 2 became champion
-        "channel_id": [7, 7], "post_id": [1, 2], "hours_observed": [3.0, 3.0],
-        "engagement_score": [0.7, 0.4], "predicted_views_48h": [120.0, 80.0],
-        "views_48h_lo": [90.0, 60.0], "views_48h_hi": [150.0, 100.0],
-        "source": ["model", "model"], "fallback_reason": [None, None],
-        "model_version": ["1", "1"]})
+    rows = pd.DataFrame(
+        {  # scored by version 1, before version 2 became champion
+            "channel_id": [7, 7],
+            "post_id": [1, 2],
+            "hours_observed": [3.0, 3.0],
+            "engagement_score": [0.7, 0.4],
+            "predicted_views_48h": [120.0, 80.0],
+            "views_48h_lo": [90.0, 60.0],
+            "views_48h_hi": [150.0, 100.0],
+            "source": ["model", "model"],
+            "fallback_reason": [None, None],
+            "model_version": ["1", "1"],
+        }
+    )
     conn.register("scored", rows)
     conn.execute("CREATE TABLE forecasts.post_engagement_forecasts AS SELECT * FROM scored")
     doc = insights(conn, {"engagement": champion}, 7)

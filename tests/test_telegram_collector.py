@@ -80,8 +80,7 @@ class FloodWaitError(Exception):
         self.seconds = seconds
 
 
-def message(post_id, published, views=100, forwards=2, replies=1, reactions=(3, 4),
-            text="hello", media=None):
+def message(post_id, published, views=100, forwards=2, replies=1, reactions=(3, 4), text="hello", media=None):
     """A Telethon Message look-alike."""
     return SimpleNamespace(
         id=post_id,
@@ -90,8 +89,9 @@ def message(post_id, published, views=100, forwards=2, replies=1, reactions=(3, 
         views=views,
         forwards=forwards,
         replies=None if replies is None else SimpleNamespace(replies=replies),
-        reactions=None if reactions is None else SimpleNamespace(
-            results=[SimpleNamespace(count=c) for c in reactions]),
+        reactions=None
+        if reactions is None
+        else SimpleNamespace(results=[SimpleNamespace(count=c) for c in reactions]),
         media=media,
         action=None,
     )
@@ -117,8 +117,9 @@ class FakeClient:
         if username not in self.channels:
             raise ValueError(f'No user has "{username}" as username')
         index = sorted(self.channels).index(username)
-        return SimpleNamespace(id=CHANNEL_ID + index, username=username.lstrip("@"),
-                               title=f"Title of {username}")
+        return SimpleNamespace(
+            id=CHANNEL_ID + index, username=username.lstrip("@"), title=f"Title of {username}"
+        )
 
     def get_full_channel(self, entity):
         self.calls.append(("get_full_channel", entity.username))
@@ -147,29 +148,44 @@ def snapshots(conn, post_id=None) -> list[tuple]:
 
 
 def run(conn, client, now, channels=("news",), **policy):
-    return collect(conn, client, list(channels), now, CollectPolicy(**policy),
-                   sleep=lambda s: None)
+    return collect(conn, client, list(channels), now, CollectPolicy(**policy), sleep=lambda s: None)
 
 
 # --------------------------------------------------------------------------- what gets written
 
 
 def test_first_collection_writes_channel_posts_subscribers_and_counters(conn):
-    client = FakeClient({"news": [
-        message(1, NOW - timedelta(hours=1), views=120, forwards=3, replies=2, reactions=(5, 1)),
-        message(2, NOW - timedelta(days=2), views=900, forwards=None, replies=None,
-                reactions=None, text="", media=MessageMediaPhoto()),
-    ]}, subscribers=4321)
+    client = FakeClient(
+        {
+            "news": [
+                message(1, NOW - timedelta(hours=1), views=120, forwards=3, replies=2, reactions=(5, 1)),
+                message(
+                    2,
+                    NOW - timedelta(days=2),
+                    views=900,
+                    forwards=None,
+                    replies=None,
+                    reactions=None,
+                    text="",
+                    media=MessageMediaPhoto(),
+                ),
+            ]
+        },
+        subscribers=4321,
+    )
     report = run(conn, client, NOW)
 
     news = report.channels["news"]
     assert (news.posts_seen, news.snapshots_written, news.error) == (2, 2, None)
     assert conn.execute("SELECT * FROM raw.channels").fetchall() == [
-        (CHANNEL_ID, "news", "Title of news", None)]
+        (CHANNEL_ID, "news", "Title of news", None)
+    ]
     assert conn.execute("SELECT * FROM raw.channel_daily").fetchall() == [
-        (CHANNEL_ID, date(2026, 11, 1), 4321)]
-    assert conn.execute("SELECT post_id, published_at, text, media_type FROM raw.posts "
-                        "ORDER BY post_id").fetchall() == [
+        (CHANNEL_ID, date(2026, 11, 1), 4321)
+    ]
+    assert conn.execute(
+        "SELECT post_id, published_at, text, media_type FROM raw.posts ORDER BY post_id"
+    ).fetchall() == [
         (1, NOW - timedelta(hours=1), "hello", "none"),
         (2, NOW - timedelta(days=2), "", "photo"),
     ]
@@ -273,8 +289,7 @@ def test_unchanged_post_is_still_stored_once_past_each_feature_age(conn):
     before_1h = run(conn, client, NOW + timedelta(minutes=9)).channels["news"]
     past_1h = run(conn, client, NOW + timedelta(minutes=11)).channels["news"]
     again = run(conn, client, NOW + timedelta(minutes=20)).channels["news"]
-    assert (before_1h.unchanged_skipped, past_1h.snapshots_written, again.unchanged_skipped) \
-        == (1, 1, 1)
+    assert (before_1h.unchanged_skipped, past_1h.snapshots_written, again.unchanged_skipped) == (1, 1, 1)
     policy = CollectPolicy()
     assert policy.keeps_unchanged(timedelta(hours=47), timedelta(hours=71))
     assert not policy.keeps_unchanged(timedelta(hours=49), timedelta(hours=73))
@@ -315,12 +330,14 @@ def test_flood_wait_is_slept_out_then_retried(conn):
 
 
 def test_flood_wait_above_cap_or_twice_fails_only_that_channel(conn):
-    client = FakeClient({"news": [message(1, NOW - timedelta(hours=1))],
-                         "tech": [message(7, NOW - timedelta(hours=2))]})
+    client = FakeClient(
+        {"news": [message(1, NOW - timedelta(hours=1))], "tech": [message(7, NOW - timedelta(hours=2))]}
+    )
     client.failures[("iter_messages", "news")] = [FloodWaitError(3600)]
     slept: list[float] = []
-    report = collect(conn, client, ["news", "tech"], NOW,
-                     CollectPolicy(flood_wait_cap_seconds=60), sleep=slept.append)
+    report = collect(
+        conn, client, ["news", "tech"], NOW, CollectPolicy(flood_wait_cap_seconds=60), sleep=slept.append
+    )
     assert slept == []
     assert report.errors["news"].startswith("FloodWaitTooLong: flood wait of 3600 s")
     assert report.channels["tech"].snapshots_written == 1
@@ -331,8 +348,9 @@ def test_flood_wait_above_cap_or_twice_fails_only_that_channel(conn):
 
 
 def test_one_failing_channel_does_not_stop_the_others(conn):
-    client = FakeClient({"news": [message(1, NOW - timedelta(hours=1))],
-                         "tech": [message(7, NOW - timedelta(hours=2))]})
+    client = FakeClient(
+        {"news": [message(1, NOW - timedelta(hours=1))], "tech": [message(7, NOW - timedelta(hours=2))]}
+    )
     report = run(conn, client, NOW, channels=("news", "@gone", "tech"))
     assert set(report.errors) == {"@gone"}
     assert report.errors["@gone"].startswith("ValueError: No user has")
@@ -371,8 +389,7 @@ def test_real_telethon_flood_wait_is_retried(conn):
 # --------------------------------------------------------------------------- credentials and adapter
 
 
-FULL_ENV = {"TELEGRAM_API_ID": "12345", "TELEGRAM_API_HASH": "abcdef",
-            "TELEGRAM_SESSION": "1Aabc"}
+FULL_ENV = {"TELEGRAM_API_ID": "12345", "TELEGRAM_API_HASH": "abcdef", "TELEGRAM_SESSION": "1Aabc"}
 
 
 @pytest.mark.parametrize("missing", ["TELEGRAM_API_ID", "TELEGRAM_API_HASH", "TELEGRAM_SESSION"])
@@ -405,8 +422,7 @@ def test_resource_rejects_a_malformed_session_before_connecting(tmp_path, monkey
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("TELEGRAM_SESSION", "not a session")
     with pytest.raises(TelegramCredentialsError, match="not a valid Telethon StringSession"):
-        TelegramCollector(channels=["news"]).collect(
-            DuckDBWarehouse(path=str(tmp_path / "w.duckdb")))
+        TelegramCollector(channels=["news"]).collect(DuckDBWarehouse(path=str(tmp_path / "w.duckdb")))
 
 
 def test_resource_reads_then_writes_the_warehouse(tmp_path, monkeypatch):
@@ -456,7 +472,6 @@ def test_sync_adapter_drives_an_async_telethon_shaped_client(conn):
     assert (news.error, news.subscribers, news.snapshots_written) == (None, 77, 3)
 
 
-
 def test_real_telethon_message_objects(conn):
     """The collector reads Telethon's own TL objects, not only look-alikes."""
     pytest.importorskip("telethon")
@@ -465,16 +480,22 @@ def test_real_telethon_message_objects(conn):
     peer = types.PeerChannel(CHANNEL_ID)
     published = (NOW - timedelta(hours=1)).replace(tzinfo=UTC)
     post = types.Message(
-        id=1, peer_id=peer, date=published, message="real", views=10, forwards=1,
+        id=1,
+        peer_id=peer,
+        date=published,
+        message="real",
+        views=10,
+        forwards=1,
         replies=types.MessageReplies(replies=4, replies_pts=0),
-        reactions=types.MessageReactions(results=[
-            types.ReactionCount(reaction=types.ReactionEmoji("👍"), count=3),
-            types.ReactionCount(reaction=types.ReactionCustomEmoji(document_id=1), count=2),
-        ]),
+        reactions=types.MessageReactions(
+            results=[
+                types.ReactionCount(reaction=types.ReactionEmoji("👍"), count=3),
+                types.ReactionCount(reaction=types.ReactionCustomEmoji(document_id=1), count=2),
+            ]
+        ),
         media=types.MessageMediaPhoto(),
     )
-    pin = types.MessageService(id=2, peer_id=peer, date=published,
-                               action=types.MessageActionPinMessage())
+    pin = types.MessageService(id=2, peer_id=peer, date=published, action=types.MessageActionPinMessage())
     client = FakeClient({"news": []})
     client.iter_messages = lambda entity, limit, offset_date: [post, pin]
     report = run(conn, client, NOW)

@@ -114,8 +114,7 @@ def test_content_ignores_padding_states_and_length():
 
 
 def test_viral_shapes_padding_and_context_stats():
-    model = ViralDetector(context_dim=N_CONTEXT, d_model=32, n_layers=2, max_length=16,
-                          n_aux=N_AUX).eval()
+    model = ViralDetector(context_dim=N_CONTEXT, d_model=32, n_layers=2, max_length=16, n_aux=N_AUX).eval()
     tokens, mask = _tokens(3, 16, [16, 4, 2])
     context = torch.randn(3, N_CONTEXT)
     prob = model(tokens=tokens, mask=mask, context=context)
@@ -171,14 +170,14 @@ def test_baselines_chosen_on_validation_only(viral_data, monkeypatch):
         assert info[f"baseline_{name}_params"] == b.label
         assert b.val_roc_auc == max(c["val_roc_auc"] for c in b.grid)
         assert len(b.grid) == len(baselines_text.C_GRID) * (
-            len(baselines_text.NGRAM_GRID) if "tfidf" in name else 1)
+            len(baselines_text.NGRAM_GRID) if "tfidf" in name else 1
+        )
     # the recorded validation AUC of the chosen text settings, recomputed by hand
     tf = tuned["tfidf"]
     train, y_train, val, y_val = _baseline_frames(viral_data)
     model = baselines_text.make_pipeline("tfidf", ngrams=tf.params["ngrams"], c=tf.params["C"])
     model.fit(train, y_train.astype(int))
-    assert binary_metrics(y_val, model.predict_proba(val)[:, 1])["roc_auc"] == pytest.approx(
-        tf.val_roc_auc)
+    assert binary_metrics(y_val, model.predict_proba(val)[:, 1])["roc_auc"] == pytest.approx(tf.val_roc_auc)
     # the task hands the selection the train and validation rows, never the holdout
     seen = []
     real = content_task.tune_baselines
@@ -189,13 +188,16 @@ def test_baselines_chosen_on_validation_only(viral_data, monkeypatch):
 
     monkeypatch.setattr(content_task, "tune_baselines", spy)
     flipped = text_data.TextPreparedData(
-        train=viral_data.train, val=viral_data.val,
+        train=viral_data.train,
+        val=viral_data.val,
         holdout={**viral_data.holdout, "is_viral": 1 - viral_data.holdout["is_viral"]},
-        info={}, frames=viral_data.frames, channels=viral_data.channels)
+        info={},
+        frames=viral_data.frames,
+        channels=viral_data.channels,
+    )
     ViralTask().fit_baselines(flipped)
     assert seen == [(info["n_train"], info["n_val"])]
-    assert {n: b.params for n, b in flipped.baselines.items()} == {
-        n: b.params for n, b in tuned.items()}
+    assert {n: b.params for n, b in flipped.baselines.items()} == {n: b.params for n, b in tuned.items()}
 
 
 def test_gate_is_the_bootstrap_margin_over_the_strongest(viral_data):
@@ -208,12 +210,17 @@ def test_gate_is_the_bootstrap_margin_over_the_strongest(viral_data):
     task.probabilities = lambda model, arrays: arrays["is_viral"].astype(np.float64)
     metrics = task.evaluate(torch.nn.Identity(), viral_data)
     assert metrics["roc_auc"] == 1.0
-    want = bootstrap_margin(lambda i: content_task.roc_auc(y[i], y[i]),
-                            lambda i: content_task.roc_auc(y[i], scores[best][i]), len(y),
-                            n_boot=content_task.N_BOOT, seed=content_task.BOOTSTRAP_SEED)
+    want = bootstrap_margin(
+        lambda i: content_task.roc_auc(y[i], y[i]),
+        lambda i: content_task.roc_auc(y[i], scores[best][i]),
+        len(y),
+        n_boot=content_task.N_BOOT,
+        seed=content_task.BOOTSTRAP_SEED,
+    )
     assert metrics["margin_strongest"] == pytest.approx(want.diff)
     assert (metrics["margin_strongest_lo"], metrics["margin_strongest_hi"]) == pytest.approx(
-        (want.lo, want.hi))
+        (want.lo, want.hi)
+    )
     base = task.baseline(viral_data)
     gates = task.gates(metrics, base)
     assert gates[1].passed == (want.lo >= 0) and gates[1].kind == "baseline"
@@ -227,17 +234,26 @@ def test_labels_are_the_warehouse_trailing_labels(warehouse, content_data):
     posts = text_data.load_posts(warehouse)
     stored = warehouse.execute(
         "SELECT channel_id, post_id, is_viral FROM features.post_features "
-        "WHERE is_viral IS NOT NULL AND forwards_48h IS NOT NULL").fetchdf()
+        "WHERE is_viral IS NOT NULL AND forwards_48h IS NOT NULL"
+    ).fetchdf()
     both = posts.merge(stored, on=["channel_id", "post_id"], suffixes=("", "_stored"))
     assert len(both) == len(posts) and (both["is_viral"] == both["is_viral_stored"]).all()
-    labels = np.concatenate([content_data.train["is_viral"], content_data.val["is_viral"],
-                             content_data.holdout["is_viral"]])
+    labels = np.concatenate(
+        [content_data.train["is_viral"], content_data.val["is_viral"], content_data.holdout["is_viral"]]
+    )
     np.testing.assert_array_equal(labels, posts["is_viral"].astype(float).to_numpy())
 
 
 def test_tfidf_baseline_learns_a_word_and_its_bigram():
-    train = ["boom big news", "boom today", "quiet day", "nothing new", "quiet evening",
-             "plain update", "boom again"]
+    train = [
+        "boom big news",
+        "boom today",
+        "quiet day",
+        "nothing new",
+        "quiet evening",
+        "plain update",
+        "boom again",
+    ]
     labels = np.array([1, 1, 0, 0, 0, 0, 1])
     scores = tfidf_logreg_scores(train, labels, ["boom now", "quiet now"])
     assert scores[0] > 0.5 > scores[1]
@@ -259,8 +275,7 @@ class _FakeEncoder:
 
     class _Tok:
         def __call__(self, texts, truncation=True, max_length=48):
-            return {"input_ids": [[0] + [1] * min(len(t.split()), max_length - 2) + [2]
-                                  for t in texts]}
+            return {"input_ids": [[0] + [1] * min(len(t.split()), max_length - 2) + [2] for t in texts]}
 
     def __init__(self):
         self.tokenizer = self._Tok()
@@ -282,8 +297,7 @@ class _FakeEncoder:
 def test_token_cache_encodes_each_text_once(tmp_path):
     texts = ["a b c", "dd", "a b c", "eee fff ggg hhh", ""]
     fake = _FakeEncoder()
-    first = text_data.encode_texts(texts, max_length=8, cache_dir=tmp_path, batch_size=2,
-                                   encoder=fake)
+    first = text_data.encode_texts(texts, max_length=8, cache_dir=tmp_path, batch_size=2, encoder=fake)
     assert first.n_encoded == 4 and first.n_cached == 0  # duplicates encoded once
     assert first.tokens.dtype == np.float16 and first.tokens.shape == (5, 8, 384)
     assert first.mask.sum(1).tolist() == [5, 3, 5, 6, 2]
@@ -301,15 +315,17 @@ def test_length_bucketed_encoding_matches_full_padding(tmp_path):
     from nn_models.text_encoder import MiniLMEncoder
 
     encoder = MiniLMEncoder(max_length=24)
-    texts = ["short", "a somewhat longer post about the market today!!!",
-             "🚀 Top 5: bitcoin surged again #crypto", "ok"]
+    texts = [
+        "short",
+        "a somewhat longer post about the market today!!!",
+        "🚀 Top 5: bitcoin surged again #crypto",
+        "ok",
+    ]
     states, mask = encoder.encode_tokens(texts)
-    got = text_data.encode_texts(texts, max_length=24, cache_dir=tmp_path, batch_size=2,
-                                 encoder=encoder)
+    got = text_data.encode_texts(texts, max_length=24, cache_dir=tmp_path, batch_size=2, encoder=encoder)
     assert np.array_equal(got.mask, mask.astype(np.float32))
     real = mask.astype(bool)
-    np.testing.assert_allclose(got.tokens.astype(np.float32)[real], states[real],
-                               atol=2e-2, rtol=1e-2)
+    np.testing.assert_allclose(got.tokens.astype(np.float32)[real], states[real], atol=2e-2, rtol=1e-2)
     assert np.all(got.tokens[~real] == 0)
 
 
@@ -345,7 +361,8 @@ def test_context_uses_only_earlier_posts(warehouse):
     # labelled posts start after a channel's first 5, so some already have 48 h-old priors
     has_prior = ctx_full[:, text_data.CONTEXT_FEATURES.index("has_prior")]
     np.testing.assert_array_equal(
-        has_prior, (posts_full["channel_prior_posts_48h"].fillna(0) > 0).to_numpy(float))
+        has_prior, (posts_full["channel_prior_posts_48h"].fillna(0) > 0).to_numpy(float)
+    )
 
 
 def test_insufficient_data(warehouse, tmp_path):
@@ -353,8 +370,9 @@ def test_insufficient_data(warehouse, tmp_path):
         ContentTask(cache_dir=tmp_path).load(duckdb.connect())
     full = warehouse.execute("SELECT * FROM features.post_features").fetchdf()
     labelled = full[full["is_viral"].notna() & full["forwards_48h"].notna()]
-    with pytest.raises(InsufficientData,
-                       match=rf"at least {text_data.MIN_LABELLED_POSTS} labelled posts.*has 60"):
+    with pytest.raises(
+        InsufficientData, match=rf"at least {text_data.MIN_LABELLED_POSTS} labelled posts.*has 60"
+    ):
         ContentTask(cache_dir=tmp_path).load(_posts_only_warehouse(labelled.head(60)))
     no_viral = full.assign(is_viral=full["is_viral"].notna() & False)
     with pytest.raises(InsufficientData, match=r"at least 3 viral.*has 0 viral"):
@@ -385,9 +403,15 @@ def test_train_and_register_tiny(task_cls, warehouse, cache_dir, tmp_path):
     task = task_cls(cache_dir=cache_dir)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     report = train_and_register(
-        task, warehouse, tracking_uri=tracking, artifact_root=str(tmp_path / "artifacts"),
-        optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}", choice=choose_device("cpu"),
-        profile=PROFILES["tiny"], seed=3, progress=lambda _msg: None,
+        task,
+        warehouse,
+        tracking_uri=tracking,
+        artifact_root=str(tmp_path / "artifacts"),
+        optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
+        choice=choose_device("cpu"),
+        profile=PROFILES["tiny"],
+        seed=3,
+        progress=lambda _msg: None,
     )
     assert report.status == "registered" and report.version == "1"
     assert [g.name for g in report.gates] == ["roc_auc", "beats_baseline"]
@@ -397,7 +421,7 @@ def test_train_and_register_tiny(task_cls, warehouse, cache_dir, tmp_path):
     assert 0.0 <= report.baseline["baseline_roc_auc"] <= 1.0
     best = report.data_info["strongest_baseline"]
     assert best in task.baseline_names
-    for name in task.baseline_names:   # every baseline's holdout metric and its margin
+    for name in task.baseline_names:  # every baseline's holdout metric and its margin
         assert f"baseline_{name}_roc_auc" in report.baseline and f"margin_{name}_lo" in report.metrics
     beats = report.gates[1]
     assert beats.value == pytest.approx(report.metrics["roc_auc"] - report.baseline["baseline_roc_auc"])

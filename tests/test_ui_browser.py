@@ -35,8 +35,15 @@ from nn_models.pipeline import TrainingReport
 from resources.mlflow_tracking import MlflowTracking
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 MODEL, MODEL_PLOT = "schedule_model", "plot/loss_curve"
 FORECAST, FORECAST_PLOT = "posting_schedule_recommendations", "picture"
 
@@ -55,8 +62,11 @@ assert result.success
 def _chromium() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():
-        pytest.fail("Debian chromium is missing: run `make chromium` (apt-get install -y "
-                    "chromium); .ci/run installs it before the tests", pytrace=False)
+        pytest.fail(
+            "Debian chromium is missing: run `make chromium` (apt-get install -y "
+            "chromium); .ci/run installs it before the tests",
+            pytrace=False,
+        )
     return path
 
 
@@ -103,19 +113,29 @@ def test_model_metadata_embeds_each_plot_as_small_inline_png(tmp_path):
     fig = plots.loss_curve([1.0, 0.8, 0.7], [1.1, 0.9, 0.85], "toy: loss")
     png = plots.png_bytes(fig)
     plots.close(fig)
-    report = TrainingReport("toy", "toy_model", "registered", version="1", run_id="abc",
-                            artifacts={"loss_curve": "file:///tmp/mlartifacts/loss_curve.png"},
-                            images={"loss_curve": png})
-    tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path}/m.db",
-                              artifact_root=str(tmp_path / "a"), optuna_uri="", experiment="x")
+    report = TrainingReport(
+        "toy",
+        "toy_model",
+        "registered",
+        version="1",
+        run_id="abc",
+        artifacts={"loss_curve": "file:///tmp/mlartifacts/loss_curve.png"},
+        images={"loss_curve": png},
+    )
+    tracking = MlflowTracking(
+        tracking_uri=f"sqlite:///{tmp_path}/m.db",
+        artifact_root=str(tmp_path / "a"),
+        optuna_uri="",
+        experiment="x",
+    )
     meta = _metadata(report, tracking)
     text = meta["plot/loss_curve"].value
     assert text.startswith("![loss_curve](data:image/png;base64,")
     assert base64.b64decode(text.split("base64,")[1].rstrip(")")) == png
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 150_000
     assert _not_blank(png) > 0.01
-    assert meta["plot_file/loss_curve"].value.endswith("loss_curve.png")   # MLflow artifact stays
-    assert "images=" not in repr(report)   # the bytes stay out of logs and reprs
+    assert meta["plot_file/loss_curve"].value.endswith("loss_curve.png")  # MLflow artifact stays
+    assert "images=" not in repr(report)  # the bytes stay out of logs and reprs
     assert report.as_dict()["images"] == {"loss_curve": len(png)}
 
 
@@ -137,20 +157,46 @@ def test_plots_load_and_are_not_blank_in_chromium(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PULSE_DATA_DIR": str(tmp_path / "data"),
-           "PULSE_SIZE": "tiny", "PULSE_PROFILE": "tiny", "PULSE_DEVICE": "cpu",
-           "PULSE_SOURCE": "synthetic", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PULSE_DATA_DIR": str(tmp_path / "data"),
+        "PULSE_SIZE": "tiny",
+        "PULSE_PROFILE": "tiny",
+        "PULSE_DEVICE": "cpu",
+        "PULSE_SOURCE": "synthetic",
+        "HF_HUB_OFFLINE": "1",
+        "DO_NOT_TRACK": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     port = _free_port()
     start = time.monotonic()
     # the server starts (imports, code server) while the tiny instance is materialized
-    materialize = subprocess.Popen([sys.executable, "-c", MATERIALIZE], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    materialize = subprocess.Popen(
+        [sys.executable, "-c", MATERIALIZE],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p",
-         str(port), "-w", str(ROOT / "workspace.yaml")], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "dagster-webserver"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(ROOT / "workspace.yaml"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         try:
             out, _ = materialize.communicate(timeout=180)
@@ -161,14 +207,16 @@ def test_plots_load_and_are_not_blank_in_chromium(tmp_path):
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/server_info", server, start + 240)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS,
-                                                 headless=True, timeout=30_000)
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=CHROMIUM_ARGS, headless=True, timeout=30_000
+            )
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(30_000)
                 # the first-visit "join the community" dialog covers the page: dismiss it
-                page.add_locator_handler(page.get_by_role("button", name="Skip"),
-                                         lambda button: button.click())
+                page.add_locator_handler(
+                    page.get_by_role("button", name="Skip"), lambda button: button.click()
+                )
                 for asset, key in ((MODEL, MODEL_PLOT), (FORECAST, FORECAST_PLOT)):
                     page.goto(f"{base}/assets/{asset}")
                     row = page.locator("tr", has_text=key).first
@@ -178,7 +226,8 @@ def test_plots_load_and_are_not_blank_in_chromium(tmp_path):
                     img = page.locator(".bp5-dialog img[src^='data:image/png']").first
                     img.wait_for()
                     complete, width, height = img.evaluate(
-                        "i => [i.complete, i.naturalWidth, i.naturalHeight]")
+                        "i => [i.complete, i.naturalWidth, i.naturalHeight]"
+                    )
                     assert complete and width > 100 and height > 100, (asset, width, height)
                     assert _not_blank(img.screenshot()) > 0.02, asset
                     if asset == FORECAST:

@@ -55,8 +55,15 @@ class ToyTask(ModelTask):
         torch.manual_seed(seed)
         model = ToyRegressor(params["hidden"])
         cfg = TrainConfig(max_epochs=max_epochs, lr=params["lr"], batch_size=32, seed=seed)
-        return fit(model, {"x": data.train["x"], "y": data.train["y"]},
-                   {"x": data.val["x"], "y": data.val["y"]}, _loss, cfg, choice, on_epoch)
+        return fit(
+            model,
+            {"x": data.train["x"], "y": data.train["y"]},
+            {"x": data.val["x"], "y": data.val["y"]},
+            _loss,
+            cfg,
+            choice,
+            on_epoch,
+        )
 
     def evaluate(self, model, data):
         with torch.no_grad():
@@ -70,8 +77,14 @@ class ToyTask(ModelTask):
     def gates(self, metrics, baseline):
         return [
             Gate("r2_min", metrics["r2"] >= 0.5, metrics["r2"], 0.5, "R² ≥ 0.5"),
-            Gate("r2_vs_baseline", metrics["r2"] >= baseline["baseline_r2"], metrics["r2"],
-                 baseline["baseline_r2"], "R² ≥ baseline", kind="baseline"),
+            Gate(
+                "r2_vs_baseline",
+                metrics["r2"] >= baseline["baseline_r2"],
+                metrics["r2"],
+                baseline["baseline_r2"],
+                "R² ≥ baseline",
+                kind="baseline",
+            ),
         ]
 
     def input_example(self, data):
@@ -84,5 +97,6 @@ def run_toy(task, stores: dict, seed: int = 1):
     from nn_models.pipeline import train_and_register
     from nn_models.task import PROFILES
 
-    return train_and_register(task, data=task.data, choice=choose_device("cpu"),
-                              profile=PROFILES["tiny"], seed=seed, **stores)
+    return train_and_register(
+        task, data=task.data, choice=choose_device("cpu"), profile=PROFILES["tiny"], seed=seed, **stores
+    )

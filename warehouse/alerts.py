@@ -52,9 +52,20 @@ CREATE TABLE IF NOT EXISTS monitoring.alert_episodes (
 )
 """
 
-ALERT_COLUMNS = ("alert_key", "kind", "channel_id", "post_id", "severity", "observed",
-                 "expected", "threshold", "message", "detected_for", "created_at",
-                 "episode_start")
+ALERT_COLUMNS = (
+    "alert_key",
+    "kind",
+    "channel_id",
+    "post_id",
+    "severity",
+    "observed",
+    "expected",
+    "threshold",
+    "message",
+    "detected_for",
+    "created_at",
+    "episode_start",
+)
 
 # kinds whose episode start is not in the data: kept open in monitoring.alert_episodes
 STATEFUL_KINDS = ("ghost_subscribers",)
@@ -62,24 +73,28 @@ STATEFUL_KINDS = ("ghost_subscribers",)
 DESCRIPTIONS = {
     "alert_key": "kind|channel_id|post_id|episode start — one alert per episode, never duplicated",
     "kind": "view_spike, quiet_period, subscriber_growth, subscriber_loss, ghost_subscribers",
-    "channel_id": "channel", "post_id": "post for post-level alerts, else NULL",
+    "channel_id": "channel",
+    "post_id": "post for post-level alerts, else NULL",
     "severity": "info, warning or critical",
-    "observed": "value that triggered the alert", "expected": "the channel's norm",
-    "threshold": "configured threshold that was crossed", "message": "readable summary",
-    "detected_for": "data time the alert is about", "created_at": "first written (UTC)",
+    "observed": "value that triggered the alert",
+    "expected": "the channel's norm",
+    "threshold": "configured threshold that was crossed",
+    "message": "readable summary",
+    "detected_for": "data time the alert is about",
+    "created_at": "first written (UTC)",
     "episode_start": "when the condition began: the post, the day, the last post before a "
-                     "quiet period, the first detection of a ghost audience (UTC)",
+    "quiet period, the first detection of a ghost audience (UTC)",
 }
 
 
 @dataclass(frozen=True)
 class AlertThresholds:
-    spike_z: float = 3.0             # trending z-score of a post's 3 h views
+    spike_z: float = 3.0  # trending z-score of a post's 3 h views
     spike_recent_hours: float = 72.0  # only posts this recent
-    quiet_factor: float = 3.0        # gap > factor × the channel's median gap between posts ...
-    quiet_min_hours: float = 24.0    # ... and at least this many hours
-    growth_z: float = 3.5            # |z| of the latest daily subscriber delta vs 28 days before
-    ghost_ratio: float = 0.5         # reach_48h below ratio × the median channel's reach_48h
+    quiet_factor: float = 3.0  # gap > factor × the channel's median gap between posts ...
+    quiet_min_hours: float = 24.0  # ... and at least this many hours
+    growth_z: float = 3.5  # |z| of the latest daily subscriber delta vs 28 days before
+    ghost_ratio: float = 0.5  # reach_48h below ratio × the median channel's reach_48h
 
 
 CANDIDATES_SQL = """
@@ -168,8 +183,18 @@ UNION ALL SELECT * FROM growth UNION ALL SELECT * FROM ghosts
 """
 
 
-CANDIDATE_COLUMNS = ("kind", "channel_id", "post_id", "severity", "observed", "expected",
-                     "threshold", "message", "detected_for", "episode_start")
+CANDIDATE_COLUMNS = (
+    "kind",
+    "channel_id",
+    "post_id",
+    "severity",
+    "observed",
+    "expected",
+    "threshold",
+    "message",
+    "detected_for",
+    "episode_start",
+)
 
 # the episode start to the day (a post, a day, a first detection), to the second for a
 # quiet period: it starts at a post, and two silences can start on the same day
@@ -189,8 +214,9 @@ def _utc_naive(moment: datetime | None) -> datetime:
     return moment
 
 
-def detect_alerts(conn: duckdb.DuckDBPyConnection, thresholds: AlertThresholds,
-                  now: datetime | None = None) -> int:
+def detect_alerts(
+    conn: duckdb.DuckDBPyConnection, thresholds: AlertThresholds, now: datetime | None = None
+) -> int:
     """Insert alerts for new episodes; returns how many (existing keys are left untouched).
 
     ``now`` (default: the UTC clock) stamps ``created_at``. Candidates, episode state and
@@ -215,25 +241,31 @@ def detect_alerts(conn: duckdb.DuckDBPyConnection, thresholds: AlertThresholds,
         )
         stateful = {"stateful": list(STATEFUL_KINDS)}
         # close the episodes whose condition no longer holds ...
-        conn.execute("""
+        conn.execute(
+            """
             DELETE FROM monitoring.alert_episodes e
             WHERE list_contains($stateful, e.kind) AND NOT EXISTS (
                 SELECT 1 FROM alert_candidates c
                 WHERE c.kind = e.kind AND c.channel_id = e.channel_id)
-        """, stateful)
+        """,
+            stateful,
+        )
         # ... continue the open ones, and open new ones
-        conn.execute("""
+        conn.execute(
+            """
             INSERT INTO monitoring.alert_episodes
             SELECT kind, channel_id, min(episode_start), max(detected_for)
             FROM alert_candidates
             WHERE list_contains($stateful, kind)
             GROUP BY kind, channel_id
             ON CONFLICT (kind, channel_id) DO UPDATE SET last_seen = excluded.last_seen
-        """, stateful)
+        """,
+            stateful,
+        )
         before = conn.execute("SELECT count(*) FROM monitoring.alerts").fetchall()[0][0]
         conn.execute(
             f"""
-            INSERT OR IGNORE INTO monitoring.alerts ({', '.join(ALERT_COLUMNS)})
+            INSERT OR IGNORE INTO monitoring.alerts ({", ".join(ALERT_COLUMNS)})
             SELECT {KEY_SQL} AS alert_key,
                    c.kind, c.channel_id, c.post_id, c.severity, c.observed, c.expected,
                    c.threshold, c.message, c.detected_for, $created_at AS created_at,

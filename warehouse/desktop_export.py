@@ -36,8 +36,7 @@ from warehouse import schema
 from warehouse.landing import CONFLICT_REASON, FileRejected
 
 LIMITATIONS = (
-    "Telegram Desktop exports carry no view or forward counts; "
-    "views come from the collector or landing CSVs"
+    "Telegram Desktop exports carry no view or forward counts; views come from the collector or landing CSVs"
 )
 EXPORT_FILENAME = "result.json"
 
@@ -370,9 +369,7 @@ def _upsert_channel(conn: duckdb.DuckDBPyConnection, export: _Export) -> None:
 
 
 def _upsert_posts(conn: duckdb.DuckDBPyConnection, export: _Export) -> None:
-    rows = [
-        (export.channel_id, p.post_id, p.published_at, p.text, p.media_type) for p in export.posts
-    ]
+    rows = [(export.channel_id, p.post_id, p.published_at, p.text, p.media_type) for p in export.posts]
     _register(conn, "_export_posts", "posts", rows)
     try:
         conn.execute(
@@ -432,10 +429,7 @@ def _load_snapshots(
     conn: duckdb.DuckDBPyConnection, export: _Export, observed_at: datetime, load: ExportLoad
 ) -> None:
     """One reactions-only snapshot per post at export time; rule breakers go to quarantine."""
-    rows = [
-        (export.channel_id, p.post_id, observed_at, None, None, None, p.reactions)
-        for p in export.posts
-    ]
+    rows = [(export.channel_id, p.post_id, observed_at, None, None, None, p.reactions) for p in export.posts]
     _register(conn, "_export_snapshots", "post_snapshots", rows)
     try:
         verdicts = _snapshot_verdicts(conn)
@@ -452,8 +446,9 @@ def _load_snapshots(
     columns = list(schema.RAW_TABLES["post_snapshots"][0])
     for row in rows:
         if row[1] in verdicts:
-            record = _json({col: str(v) if isinstance(v, datetime) else v
-                            for col, v in zip(columns, row, strict=True)})
+            record = _json(
+                {col: str(v) if isinstance(v, datetime) else v for col, v in zip(columns, row, strict=True)}
+            )
             export.rejects.append(("post_snapshots", record, verdicts[row[1]]))
     load.snapshots_quarantined = len(verdicts)
     load.snapshots_loaded = len(rows) - len(verdicts)
@@ -467,8 +462,7 @@ def _quarantine(
     if not rows:
         return
     batch = pa.table(
-        {name: [r[i] for r in rows] for i, name in
-         enumerate(("source", "target_table", "record", "reason"))}
+        {name: [r[i] for r in rows] for i, name in enumerate(("source", "target_table", "record", "reason"))}
     )
     conn.register("_export_rejects", batch)
     try:

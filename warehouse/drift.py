@@ -31,8 +31,15 @@ SELECT published_at,
 FROM features.post_features
 WHERE views_3h IS NOT NULL
 """
-NUMERIC = ["log_views_1h", "log_views_3h", "reach_3h", "forward_rate_3h", "reaction_rate_3h",
-           "log_text_length", "hour"]
+NUMERIC = [
+    "log_views_1h",
+    "log_views_3h",
+    "reach_3h",
+    "forward_rate_3h",
+    "reaction_rate_3h",
+    "log_text_length",
+    "hour",
+]
 CATEGORICAL = ["media_type"]
 
 
@@ -71,25 +78,26 @@ def drift_windows(
     since = until - timedelta(days=90)
     ref = frame[(frame["published_at"] >= since) & (frame["published_at"] < until)]
     cur = frame[frame["published_at"] >= current_from]
-    windows = {"reference_from": str(since), "reference_until": str(until),
-               "current_from": str(current_from), "current_until": str(latest)}
+    windows = {
+        "reference_from": str(since),
+        "reference_until": str(until),
+        "current_from": str(current_from),
+        "current_until": str(latest),
+    }
     return ref.drop(columns="published_at"), cur.drop(columns="published_at"), windows
 
 
 def _column_drift(metric_name: str, value: float) -> tuple[str, dict] | None:
-    match = re.match(r"ValueDrift\(column=(.+?),method=(.+?),threshold=([0-9.eE+-]+)\)",
-                     metric_name)
+    match = re.match(r"ValueDrift\(column=(.+?),method=(.+?),threshold=([0-9.eE+-]+)\)", metric_name)
     if not match:
         return None
     column, method, threshold = match.group(1), match.group(2), float(match.group(3))
     p_value = "p_value" in method or "test" in method.lower()
     drifted = value < threshold if p_value else value >= threshold
-    return column, {"method": method, "score": float(value), "threshold": threshold,
-                    "drifted": bool(drifted)}
+    return column, {"method": method, "score": float(value), "threshold": threshold, "drifted": bool(drifted)}
 
 
-def detect_drift(reference: pd.DataFrame, current: pd.DataFrame,
-                 drift_share: float = 0.5) -> DriftResult:
+def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, drift_share: float = 0.5) -> DriftResult:
     """Run Evidently's data-drift preset; dataset drift when ≥ ``drift_share`` columns drift."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -99,8 +107,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame,
         Dataset.from_pandas(current, data_definition=definition),
         Dataset.from_pandas(reference, data_definition=definition),
     )
-    result = DriftResult(False, 0.0, drift_share, reference_rows=len(reference),
-                         current_rows=len(current))
+    result = DriftResult(False, 0.0, drift_share, reference_rows=len(reference), current_rows=len(current))
     for metric in snapshot.dict()["metrics"]:
         name, value = metric["metric_name"], metric["value"]
         if name.startswith("DriftedColumnsCount"):

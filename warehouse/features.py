@@ -43,7 +43,8 @@ FEATURE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 # Every 15 min to 3 h, hourly to 24 h, then 30/36/42 h (the literal grid in
 # post_trajectories.sql): everything a collector sees of a post before its 48 h value.
 TRAJECTORY_GRID_MINUTES: tuple[int, ...] = (
-    tuple(range(15, 181, 15)) + tuple(range(240, 1441, 60)) + tuple(range(1800, 2521, 360)))
+    tuple(range(15, 181, 15)) + tuple(range(240, 1441, 60)) + tuple(range(1800, 2521, 360))
+)
 
 # As-of lookups accept a snapshot up to this many minutes after the target age,
 # and call an age reached once the post was observed this close to it.
@@ -107,15 +108,14 @@ TABLE_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "channel_prior_median_views_48h": "median views_48h of those posts (no look-ahead)",
         "channel_prior_mean_log_views_48h": "mean ln(1 + views_48h) over those earlier posts",
         "view_percentile_48h": "target: share of the channel's earlier posts (trailing 90 days) "
-                               "with lower views_48h, ties half; NULL with < 5 earlier posts",
+        "with lower views_48h, ties half; NULL with < 5 earlier posts",
         "above_channel_median": "target: views_48h > channel_prior_median_views_48h "
-                                "(NULL with < 5 such posts)",
+        "(NULL with < 5 such posts)",
         "forwards_percentile_48h": "the same backward-looking percentile of forwards_48h",
         "is_viral": "target: forwards_percentile_48h >= 0.9 (top decile of earlier posts)",
         "views_settled": "views_48h, or the latest views of a post older than 7 days without it",
         "views_settled_basis": "'48h' or 'latest_after_7d' (NULL: not settled yet)",
-        "settled_view_percentile": "backward-looking percentile of views_settled, like "
-                                   "view_percentile_48h",
+        "settled_view_percentile": "backward-looking percentile of views_settled, like view_percentile_48h",
     },
     "channel_daily_features": {
         "channel_id": "channel key",
@@ -142,10 +142,7 @@ TABLE_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "first_interaction_at": "first interaction time",
         "last_interaction_at": "last interaction time",
         **{f"hour_{h:02d}": f"share of the user's interactions at {h:02d}h UTC" for h in range(24)},
-        **{
-            f"wd_{d}": f"share of the user's interactions on weekday {d} (0 = Monday)"
-            for d in range(7)
-        },
+        **{f"wd_{d}": f"share of the user's interactions on weekday {d} (0 = Monday)" for d in range(7)},
         "share_reaction": "share of interactions that are reactions",
         "share_reply": "share of interactions that are replies",
         "share_forward": "share of interactions that are forwards",
@@ -181,8 +178,7 @@ TABLE_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "reach_12h": "mean views_12h / subscribers_at_publish, last 30 days' posts",
         "reach_24h": "mean views_24h / subscribers_at_publish, last 30 days' posts",
         "reach_48h": "mean views_48h / subscribers_at_publish, last 30 days' posts",
-        "best_hours": "up to 3 UTC hours with the highest mean settled_view_percentile "
-                      "(>= 3 posts)",
+        "best_hours": "up to 3 UTC hours with the highest mean settled_view_percentile (>= 3 posts)",
         "top_post_ids": "up to 5 post_ids with the highest views_settled",
         "views_basis": "which view counts the view metrics rest on (48 h, or latest after 7 days)",
         "as_of": "latest observation of the channel (snapshot, post or daily row)",
@@ -215,8 +211,7 @@ def sql_for(name: str) -> str:
 
 def _exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     row = conn.execute(
-        "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_schema = 'features' AND table_name = ?",
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'features' AND table_name = ?",
         [name],
     ).fetchall()[0]
     return bool(row and row[0])

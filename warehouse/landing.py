@@ -195,8 +195,7 @@ def _check_exprs(col: str, typ: str, is_key: bool) -> list[str]:
         checks.append(f"CASE WHEN {col} < 0 THEN 'negative counter: {col}=' || {col} END")
     if col == "media_type":
         checks.append(
-            f"CASE WHEN NOT list_contains($media_types, {col}) "
-            f"THEN 'bad media_type: ''' || {raw} || '''' END"
+            f"CASE WHEN NOT list_contains($media_types, {col}) THEN 'bad media_type: ''' || {raw} || '''' END"
         )
     if col == "action":
         checks.append(
@@ -232,9 +231,11 @@ def _row_check_sql(table: str) -> tuple[str, dict[str, object]]:
 
 def _typed_record(table: str, alias: str) -> str:
     """json_object of a staged row's typed values as text (the record of a cross-row reject)."""
-    return "json_object(" + ", ".join(
-        f"'{col}', CAST({alias}.{col} AS VARCHAR)" for col in RAW_TABLES[table][0]
-    ) + ")"
+    return (
+        "json_object("
+        + ", ".join(f"'{col}', CAST({alias}.{col} AS VARCHAR)" for col in RAW_TABLES[table][0])
+        + ")"
+    )
 
 
 # --------------------------------------------------------------------------- warehouse steps
@@ -268,8 +269,9 @@ class _Stage:
     def new_file(self, source: str) -> int:
         self.sources.append(source)
         file_id = len(self.sources)
-        self.conn.execute("INSERT INTO _landing_sources VALUES ($id, $source)",
-                          {"id": file_id, "source": source})
+        self.conn.execute(
+            "INSERT INTO _landing_sources VALUES ($id, $source)", {"id": file_id, "source": source}
+        )
         return file_id
 
     def add(self, chunk: pa.Table) -> None:
@@ -281,10 +283,12 @@ class _Stage:
             self.conn.execute(
                 f"INSERT INTO _landing_rejects SELECT _source, $table, json_object({record}), "
                 f"_reason FROM ({self.sql}) WHERE _reason <> ''",
-                {**self.params, "table": self.table})
+                {**self.params, "table": self.table},
+            )
             self.conn.execute(
-                f"INSERT INTO _landing_good SELECT _file, {cols} FROM ({self.sql}) "
-                "WHERE _reason = ''", self.params)
+                f"INSERT INTO _landing_good SELECT _file, {cols} FROM ({self.sql}) WHERE _reason = ''",
+                self.params,
+            )
         finally:
             self.conn.unregister("_landing_chunk")
 
@@ -293,7 +297,8 @@ class _Stage:
         self.conn.execute("DELETE FROM _landing_good WHERE _file = $id", {"id": file_id})
         self.conn.execute(
             "DELETE FROM _landing_rejects WHERE source = $source AND target_table = $table",
-            {"source": source, "table": self.table})
+            {"source": source, "table": self.table},
+        )
 
 
 def _reject_good_rows(conn: duckdb.DuckDBPyConnection, table: str, verdicts: str) -> None:
@@ -307,15 +312,13 @@ def _reject_good_rows(conn: duckdb.DuckDBPyConnection, table: str, verdicts: str
     key = ", ".join(key_cols)
     conn.execute(
         f"""INSERT INTO _landing_rejects
-        SELECT s.source, $table, {_typed_record(table, 'g')}, v.reason
+        SELECT s.source, $table, {_typed_record(table, "g")}, v.reason
         FROM _landing_good g JOIN (SELECT DISTINCT * FROM {verdicts}) v USING ({key})
         JOIN _landing_sources s USING (_file)""",
         {"table": table},
     )
     matches = " AND ".join(f"v.{col} = g.{col}" for col in key_cols)
-    conn.execute(
-        f"DELETE FROM _landing_good g WHERE EXISTS (SELECT 1 FROM {verdicts} v WHERE {matches})"
-    )
+    conn.execute(f"DELETE FROM _landing_good g WHERE EXISTS (SELECT 1 FROM {verdicts} v WHERE {matches})")
 
 
 def _collapse_duplicates(conn: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -542,13 +545,15 @@ def _stage_file(stage: _Stage, path: Path) -> FileRead:
         except (duckdb.Error, pa.ArrowException, OSError) as err:
             stage.forget(file_id, str(path))
             message = str(err).strip().splitlines()[0][:300] if str(err).strip() else repr(err)
-            raise FileRejected(
-                f"unreadable {path.suffix.lower().lstrip('.')} file: {message}") from None
+            raise FileRejected(f"unreadable {path.suffix.lower().lstrip('.')} file: {message}") from None
         if read.rows == 0 and not read.broken:
             stage.forget(file_id, str(path))
             raise FileRejected("empty file: no records")
-        mixed = {c for c, (numbers, texts) in read.number_columns.items()
-                 if numbers and texts and numbers_ok.get(c, True)}
+        mixed = {
+            c
+            for c, (numbers, texts) in read.number_columns.items()
+            if numbers and texts and numbers_ok.get(c, True)
+        }
         if not mixed:
             return read
         stage.forget(file_id, str(path))
@@ -574,7 +579,10 @@ def _stage_waiting(stage: _Stage) -> int:
 
 
 def _load_table(
-    conn: duckdb.DuckDBPyConnection, table: str, paths: list[Path], report: LandingReport,
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    paths: list[Path],
+    report: LandingReport,
     rules: TimeRules,
 ) -> TableLoad:
     """Read, check and upsert all files of one table (inside the caller's transaction)."""
@@ -590,11 +598,18 @@ def _load_table(
             continue
         if read.extra:
             load.ignored_columns[str(path)] = read.extra
-        _add_rejects(conn, [
-            (str(path), table, _json({"line": b.line, "csv_line": b.text}),
-             f"unparseable CSV line {b.line}: {b.problem}")
-            for b in read.broken
-        ])
+        _add_rejects(
+            conn,
+            [
+                (
+                    str(path),
+                    table,
+                    _json({"line": b.line, "csv_line": b.text}),
+                    f"unparseable CSV line {b.line}: {b.problem}",
+                )
+                for b in read.broken
+            ],
+        )
         load.rows_read += read.rows + len(read.broken)
     if table == "post_snapshots":
         load.rows_retried = _stage_waiting(stage)
@@ -610,12 +625,8 @@ def _load_table(
     load.rows_loaded = _upsert(conn, table)
     if table == "post_snapshots":
         _release_waiting(conn)
-    load.rows_quarantined = (
-        _count(conn, "_landing_rejects") - rejects_before - whole_file_rejects
-    )
-    load.rows_duplicate = (
-        load.rows_read + load.rows_retried - load.rows_loaded - load.rows_quarantined
-    )
+    load.rows_quarantined = _count(conn, "_landing_rejects") - rejects_before - whole_file_rejects
+    load.rows_duplicate = load.rows_read + load.rows_retried - load.rows_loaded - load.rows_quarantined
     return load
 
 
@@ -655,16 +666,13 @@ def load_landing(
     found = landing_files(folder)
     report = LandingReport(
         tables={},
-        ignored_files=[
-            str(p) for p in _folder_files(folder) if _match_table(p.name) not in selected
-        ],
+        ignored_files=[str(p) for p in _folder_files(folder) if _match_table(p.name) not in selected],
         rejected_files=[],
         missing_tables=[t for t in selected if t not in found],
     )
     now = datetime.now(UTC).replace(tzinfo=None)
     rules = TimeRules(clock=clock if clock is not None else now)
-    flush_threshold = conn.execute(
-        "SELECT current_setting('allocator_flush_threshold')").fetchall()[0][0]
+    flush_threshold = conn.execute("SELECT current_setting('allocator_flush_threshold')").fetchall()[0][0]
     # hand freed chunk memory back after each statement, not only past 128 MB
     conn.execute(f"SET allocator_flush_threshold = '{_ALLOCATOR_FLUSH}'")
     conn.execute("BEGIN TRANSACTION")
@@ -677,11 +685,15 @@ def load_landing(
         for table in selected:
             retry = table == "post_snapshots" and _has_waiting(conn)
             if table in found or retry:
-                report.tables[table] = _load_table(conn, table, found.get(table, []), report,
-                                                   rules)
+                report.tables[table] = _load_table(conn, table, found.get(table, []), report, rules)
         _flush_quarantine(conn, now)
-        for temp in ("_landing_rejects", "_landing_good", "_landing_verdict",
-                     "_landing_dupkeys", "_landing_sources"):
+        for temp in (
+            "_landing_rejects",
+            "_landing_good",
+            "_landing_verdict",
+            "_landing_dupkeys",
+            "_landing_sources",
+        ):
             conn.execute(f"DROP TABLE IF EXISTS {temp}")
         conn.execute("COMMIT")
     except BaseException:

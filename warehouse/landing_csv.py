@@ -108,8 +108,7 @@ def _problem(fields: list[str], width: int, multiline: frozenset[int]) -> str | 
     return None
 
 
-def _swallowed(taken: list[tuple[int, str]], delimiter: str, width: int,
-               keys: frozenset[int]) -> int | None:
+def _swallowed(taken: list[tuple[int, str]], delimiter: str, width: int, keys: frozenset[int]) -> int | None:
     """A line inside a multi-line record that is a complete record of its own.
 
     Two stray quotes pair up across the lines between them into one record of the
@@ -138,7 +137,10 @@ def _explain(err: csv.Error) -> str:
 
 
 def read_records(
-    path: Path, delimiter: str, width: int, multiline: frozenset[int],
+    path: Path,
+    delimiter: str,
+    width: int,
+    multiline: frozenset[int],
     keys: frozenset[int] = frozenset(),
 ) -> Iterator[Row | BrokenLine]:
     """Every record after the header line, in file order; broken lines in between.

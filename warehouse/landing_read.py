@@ -86,8 +86,6 @@ def check_utf8(path: Path) -> None:
             raise FileRejected("not UTF-8 encoded: truncated character at end of file") from None
 
 
-
-
 class ChunkBuilder:
     """Raw values of one table's rows -> Arrow chunks with the times already read.
 
@@ -138,8 +136,9 @@ class ChunkBuilder:
     def _times_from_arrow(self, col: str, array: pa.Array) -> tuple[pa.Array, list, pa.Array]:
         """A Parquet timestamp/date column: taken as given (aware -> UTC, naive = UTC)."""
         naive = pc.cast(array, pa.timestamp("us"), safe=False, memory_pool=_POOL)
-        raw = pc.replace_substring_regex(pc.cast(naive, pa.string(), memory_pool=_POOL),
-                                         r"\.0+$", "", memory_pool=_POOL)
+        raw = pc.replace_substring_regex(
+            pc.cast(naive, pa.string(), memory_pool=_POOL), r"\.0+$", "", memory_pool=_POOL
+        )
         reasons: list = [None] * len(naive)
         early = pc.less(naive, pa.scalar(self.rules.earliest, pa.timestamp("us")))
         late = pc.greater(naive, pa.scalar(self.rules.latest, pa.timestamp("us")))
@@ -154,8 +153,14 @@ class ChunkBuilder:
             return pc.cast(naive, pa.date32(), memory_pool=_POOL), reasons, raw
         return naive, reasons, raw
 
-    def build(self, file_id: int, source: str, raw: dict[str, object], n: int,
-              numbers_ok: dict[str, bool] | None = None) -> pa.Table:
+    def build(
+        self,
+        file_id: int,
+        source: str,
+        raw: dict[str, object],
+        n: int,
+        numbers_ok: dict[str, bool] | None = None,
+    ) -> pa.Table:
         """``raw``: contract column -> list of strings or an Arrow array (absent = NULL)."""
         numbers_ok = numbers_ok or {}
         data: dict[str, object] = {
@@ -172,27 +177,32 @@ class ChunkBuilder:
                     times[f"_t_{col}"] = pa.nulls(n, kind, memory_pool=_POOL)
                     times[f"_terr_{col}"] = pa.nulls(n, pa.string(), memory_pool=_POOL)
                 continue
-            if col in self.times and isinstance(value, pa.Array) and (
-                pa.types.is_temporal(value.type)
-            ):
+            if col in self.times and isinstance(value, pa.Array) and (pa.types.is_temporal(value.type)):
                 parsed, reasons, text = self._times_from_arrow(col, value)
-            elif col in self.times and isinstance(value, pa.Array) and (
-                pa.types.is_integer(value.type) or pa.types.is_floating(value.type)
+            elif (
+                col in self.times
+                and isinstance(value, pa.Array)
+                and (pa.types.is_integer(value.type) or pa.types.is_floating(value.type))
             ):
                 parsed, reasons, text = self._times_from_numbers(col, value)
             else:
-                text = value if not isinstance(value, pa.Array) else (
-                    value if pa.types.is_string(value.type)
-                    else pc.cast(value, pa.string(), memory_pool=_POOL))
+                text = (
+                    value
+                    if not isinstance(value, pa.Array)
+                    else (
+                        value
+                        if pa.types.is_string(value.type)
+                        else pc.cast(value, pa.string(), memory_pool=_POOL)
+                    )
+                )
                 if col in self.times:
                     strings = text.to_pylist() if isinstance(text, pa.Array) else text
-                    parsed, reasons = self._times_from_text(col, strings,
-                                                            numbers_ok.get(col, True))
-            data[col] = text if isinstance(text, pa.Array) else pa.array(
-                text, pa.string(), memory_pool=_POOL)
+                    parsed, reasons = self._times_from_text(col, strings, numbers_ok.get(col, True))
+            data[col] = text if isinstance(text, pa.Array) else pa.array(text, pa.string(), memory_pool=_POOL)
             if col in self.times:
-                times[f"_t_{col}"] = parsed if isinstance(parsed, pa.Array) else pa.array(
-                    parsed, kind, memory_pool=_POOL)
+                times[f"_t_{col}"] = (
+                    parsed if isinstance(parsed, pa.Array) else pa.array(parsed, kind, memory_pool=_POOL)
+                )
                 times[f"_terr_{col}"] = pa.array(reasons, pa.string(), memory_pool=_POOL)
         return pa.table({**data, **times})
 
@@ -208,8 +218,7 @@ class FileRead:
     numbers_ok: dict[str, bool] = field(default_factory=dict)  # False: numbers refused in col
 
 
-def csv_chunks(path: Path, builder: ChunkBuilder, file_id: int,
-                read: FileRead) -> Iterator[pa.Table]:
+def csv_chunks(path: Path, builder: ChunkBuilder, file_id: int, read: FileRead) -> Iterator[pa.Table]:
     """A CSV file as staged chunks; broken lines and time-column shapes go to ``read``."""
     check_utf8(path)
     try:
@@ -218,9 +227,11 @@ def csv_chunks(path: Path, builder: ChunkBuilder, file_id: int,
         raise FileRejected(str(err)) from None
     positions, read.extra = column_positions(header, builder.table)
     text_columns = {c for c, t in builder.types.items() if t == "TEXT"}
-    multiline = frozenset(i for i in range(len(header))
-                          if i not in positions.values()
-                          or any(positions.get(c) == i for c in text_columns))
+    multiline = frozenset(
+        i
+        for i in range(len(header))
+        if i not in positions.values() or any(positions.get(c) == i for c in text_columns)
+    )
     wanted = [(col, positions[col]) for col in builder.columns if col in positions]
     read.number_columns = {c: [0, 0] for c in builder.times if c in positions}
     rows: list[list[str]] = []
@@ -235,8 +246,7 @@ def csv_chunks(path: Path, builder: ChunkBuilder, file_id: int,
             counts[1] += len(rows) - numbers - blanks
         return builder.build(file_id, str(path), raw, len(rows), read.numbers_ok)
 
-    keys = frozenset(positions[c] for c in RAW_TABLES[builder.table][1]
-                     if builder.types[c] == "BIGINT")
+    keys = frozenset(positions[c] for c in RAW_TABLES[builder.table][1] if builder.types[c] == "BIGINT")
     for item in read_records(path, delim, len(header), multiline, keys):
         if isinstance(item, BrokenLine):
             read.broken.append(item)
@@ -252,8 +262,7 @@ def csv_chunks(path: Path, builder: ChunkBuilder, file_id: int,
         read.rows += len(rows)
 
 
-def parquet_chunks(path: Path, builder: ChunkBuilder, file_id: int,
-                    read: FileRead) -> Iterator[pa.Table]:
+def parquet_chunks(path: Path, builder: ChunkBuilder, file_id: int, read: FileRead) -> Iterator[pa.Table]:
     """A Parquet file in record batches, every contract column as written."""
     handle = pq.ParquetFile(path, memory_map=False)
     names = handle.schema_arrow.names

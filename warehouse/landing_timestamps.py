@@ -31,9 +31,7 @@ CLOCK_SKEW = timedelta(days=1)
 MIN_OFFSET, MAX_OFFSET = timedelta(hours=-12), timedelta(hours=14)
 _EPOCH = datetime(1970, 1, 1)
 _NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
-_ZONE_SUFFIX = re.compile(
-    r"(?P<time>.+?)(?:\[(?P<bracket>[^\]]*)\]|\s+(?P<name>[A-Za-z][A-Za-z0-9_+\-/]*))"
-)
+_ZONE_SUFFIX = re.compile(r"(?P<time>.+?)(?:\[(?P<bracket>[^\]]*)\]|\s+(?P<name>[A-Za-z][A-Za-z0-9_+\-/]*))")
 _OFFSET_SUFFIX = re.compile(r"(?<=\d)\s*(?P<sign>[+-])(?P<h>\d\d)(?::?(?P<m>\d\d))?(?::?\d\d)?$")
 _ABBREVIATION = re.compile(r"[A-Z]{2,6}")
 _UTC_NAMES = {"UTC", "GMT", "Z", "UT"}
@@ -123,10 +121,7 @@ def _localize(local: datetime, zone: ZoneInfo) -> datetime | str:
         roundtrip = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
         if roundtrip != local:
             return f"{_show(local)} does not exist in {zone.key} (clocks moved forward)"
-        return (
-            f"{_show(local)} happens twice in {zone.key} (clocks moved back); "
-            "write the offset"
-        )
+        return f"{_show(local)} happens twice in {zone.key} (clocks moved back); write the offset"
     return first
 
 

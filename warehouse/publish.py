@@ -63,7 +63,7 @@ def publish_table(conn: duckdb.DuckDBPyConnection, root: str, schema: str, table
         conn.execute(f"COPY (SELECT * FROM {source}) TO '{tmp}' (FORMAT parquet)")
         os.replace(tmp, version)
         os.symlink(os.path.relpath(version, folder), link_tmp)
-        os.replace(link_tmp, final)     # atomic: readers resolve the old or the new version
+        os.replace(link_tmp, final)  # atomic: readers resolve the old or the new version
     finally:
         for leftover in (tmp, link_tmp):
             if os.path.lexists(leftover):
@@ -104,13 +104,13 @@ class PublishedReader:
             if self._targets.get(name) != target:
                 escaped = target.replace("'", "''")
                 self._conn.execute(
-                    f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{escaped}')")
+                    f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{escaped}')"
+                )
                 self._targets[name] = target
 
     def execute(self, query: str, parameters=None):
         self.refresh()
-        return self._conn.execute(query, parameters) if parameters is not None \
-            else self._conn.execute(query)
+        return self._conn.execute(query, parameters) if parameters is not None else self._conn.execute(query)
 
     def sql(self, query: str, *args, **kwargs):
         self.refresh()

@@ -38,9 +38,7 @@ class RuleResult:
 def _run(conn: duckdb.DuckDBPyConnection, sql: str, fix: str) -> RuleResult:
     """One pass: the first offending rows, each carrying the total count of violations."""
     sql = " ".join(sql.split())
-    rows = conn.execute(
-        f"SELECT *, count(*) OVER () AS _violations FROM ({sql}) LIMIT {EXAMPLES}"
-    ).fetchdf()
+    rows = conn.execute(f"SELECT *, count(*) OVER () AS _violations FROM ({sql}) LIMIT {EXAMPLES}").fetchdf()
     count = int(rows["_violations"].iloc[0]) if len(rows) else 0
     examples = rows.drop(columns="_violations").astype(str).to_dict("records")
     return RuleResult(count, examples, query=sql, fix=fix)
@@ -63,8 +61,7 @@ def negative_counters(conn: duckdb.DuckDBPyConnection) -> RuleResult:
     """Counters are cumulative counts; a negative one is a broken record."""
     return _run(
         conn,
-        "SELECT * FROM raw.post_snapshots "
-        "WHERE views < 0 OR forwards < 0 OR replies < 0 OR reactions < 0",
+        "SELECT * FROM raw.post_snapshots WHERE views < 0 OR forwards < 0 OR replies < 0 OR reactions < 0",
         "These snapshots carry a negative counter (the landing loader quarantines such "
         "rows, so another writer stored them). Delete them: DELETE FROM raw.post_snapshots "
         "WHERE views < 0 OR forwards < 0 OR replies < 0 OR reactions < 0; then reload a "

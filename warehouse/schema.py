@@ -136,6 +136,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     for ddl in TRUTH_DDL:
         conn.execute(ddl)
 
+
 RAW_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "channels": {
         "channel_id": "Telegram channel id (primary key)",

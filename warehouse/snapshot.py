@@ -18,21 +18,25 @@ BATCH_ROWS = 100_000
 
 
 def _exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [schema, table]).fetchall()[0][0])
+    return bool(
+        conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [schema, table]
+        ).fetchall()[0][0]
+    )
 
 
-def copy_out(conn: duckdb.DuckDBPyConnection, tables: Iterable[str] = (),
-             schemas: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
+def copy_out(
+    conn: duckdb.DuckDBPyConnection, tables: Iterable[str] = (), schemas: Iterable[str] = ()
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB holding ``tables`` (``schema.table``) and every table of
     ``schemas``. A table that does not exist is left out, so the reader sees exactly
     what it would have seen in the warehouse (and says "not built yet" the same way)."""
     wanted = [tuple(name.split(".", 1)) for name in tables]
     for schema in schemas:
         wanted += conn.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name = ? "
-            "ORDER BY table_name", [schema]).fetchall()
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY table_name",
+            [schema],
+        ).fetchall()
     local = duckdb.connect()
     for schema, table in dict.fromkeys(wanted):
         if not _exists(conn, schema, table):

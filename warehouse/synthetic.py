@@ -617,9 +617,7 @@ def _make_channels(cfg: SyntheticConfig, rng: np.random.Generator) -> _Channels:
 # --------------------------------------------------------------------------- posts
 
 
-def _publish_times(
-    ch: _Channels, clock: _Clock, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def _publish_times(ch: _Channels, clock: _Clock, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Posts per channel-day (over-dispersed Poisson) and their publish second, sorted."""
     n, days = ch.n, clock.n_days
     wd = clock.weekday(np.arange(days))
@@ -645,8 +643,9 @@ def _post_ids(post_ch: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     return (start[post_ch] + cum - before[post_ch]).astype(np.int64)
 
 
-def _draw_hooks(ch: _Channels, post_ch: np.ndarray, topic: np.ndarray, media: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
+def _draw_hooks(
+    ch: _Channels, post_ch: np.ndarray, topic: np.ndarray, media: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Which virality hooks each post carries; topics and channels differ in their habits."""
     tilt = np.ones((len(TOPICS), len(HOOKS)))
     for t, hooks in HOOK_TOPIC_P.items():
@@ -686,8 +685,9 @@ def _word_tables() -> tuple[dict, np.ndarray]:
     return tables, related
 
 
-def _make_texts(topic: np.ndarray, hooks: np.ndarray, n_sent: np.ndarray, media: np.ndarray,
-                rng: np.random.Generator) -> list[str]:
+def _make_texts(
+    topic: np.ndarray, hooks: np.ndarray, n_sent: np.ndarray, media: np.ndarray, rng: np.random.Generator
+) -> list[str]:
     """Short posts from shared templates; words mostly from the topic, often not.
 
     All random draws are made up front as arrays; the per-post loop only indexes them
@@ -702,7 +702,8 @@ def _make_texts(topic: np.ndarray, hooks: np.ndarray, n_sent: np.ndarray, media:
     rel_pick = related[topic[:, None, None], rng.integers(0, 2, shape)]
     any_topic = rng.integers(0, len(TOPICS), shape)
     source = np.where(
-        src_u < 0.60, topic[:, None, None],
+        src_u < 0.60,
+        topic[:, None, None],
         np.where(src_u < 0.78, rel_pick, np.where(src_u < 0.83, any_topic, generic_idx)),
     )
     word_u = rng.random(shape)
@@ -772,8 +773,14 @@ def _make_texts(topic: np.ndarray, hooks: np.ndarray, n_sent: np.ndarray, media:
 
 
 def _post_effects(
-    ch: _Channels, post_ch: np.ndarray, how: np.ndarray, topic: np.ndarray, media: np.ndarray,
-    hooks: np.ndarray, text_len: np.ndarray, rng: np.random.Generator,
+    ch: _Channels,
+    post_ch: np.ndarray,
+    how: np.ndarray,
+    topic: np.ndarray,
+    media: np.ndarray,
+    hooks: np.ndarray,
+    text_len: np.ndarray,
+    rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """Per-post multipliers: reach (per active subscriber), forwards, replies, reactions.
 
@@ -789,19 +796,14 @@ def _post_effects(
     eps = np.clip(_QUALITY_SCALE * rng.standard_t(3, m), -_QUALITY_CLIP, _QUALITY_CLIP)
     quality = eps - _QUALITY_SHIFT
     unit = (
-        ch.reach[post_ch] * ch.slot_effect[post_ch, how] * media_eff * topic_eff * len_eff
-        * np.exp(quality)
+        ch.reach[post_ch] * ch.slot_effect[post_ch, how] * media_eff * topic_eff * len_eff * np.exp(quality)
     )
     hook_mult = np.prod(np.where(hooks, HOOK_FORWARD[None, :], 1.0), axis=1)
     fwd_mult = TOPIC_VIRALITY[topic] * hook_mult * np.exp(0.25 * rng.standard_normal(m))
     question = hooks[:, HOOKS.index("question")]
     emoji = hooks[:, HOOKS.index("emoji")]
-    reply_mult = TOPIC_REPLIES[topic] * np.where(question, 1.8, 1.0) * np.exp(
-        0.5 * rng.standard_normal(m)
-    )
-    react_mult = TOPIC_REACTIONS[topic] * np.where(emoji, 1.3, 1.0) * np.exp(
-        0.3 * rng.standard_normal(m)
-    )
+    reply_mult = TOPIC_REPLIES[topic] * np.where(question, 1.8, 1.0) * np.exp(0.5 * rng.standard_normal(m))
+    react_mult = TOPIC_REACTIONS[topic] * np.where(emoji, 1.3, 1.0) * np.exp(0.3 * rng.standard_normal(m))
     # viral posts (high forward multiplier) get a later second wave of views via forwards
     wave_frac = 0.5 * np.clip(np.log(fwd_mult) - 1.0, 0.0, 2.0)
     return {
@@ -850,8 +852,7 @@ def _seven_day_ratio(ch: _Channels, posts: _Posts, grid: np.ndarray, cum: np.nda
         x48 = np.interp(pub_h[sl] + 48, grid, cum[c]) - x0
         x168 = np.interp(pub_h[sl] + 168, grid, cum[c]) - x0
         tau, k, w = posts.tau[sl], ch.shape_k[c], ch.slow_w[c]
-        full = _curve(x168, tau, k, w, posts.wave_frac[sl], posts.wave_delay[sl],
-                      posts.wave_tau[sl])
+        full = _curve(x168, tau, k, w, posts.wave_frac[sl], posts.wave_delay[sl], posts.wave_tau[sl])
         out[sl] = full / _base_curve(x48, tau, k, w)
     return out
 
@@ -910,8 +911,15 @@ def _poisson_path(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _channel_snapshots(
-    c: int, ch: _Channels, posts: _Posts, sl: slice, base_views: np.ndarray,
-    grid: np.ndarray, cum: np.ndarray, clock: _Clock, rng: np.random.Generator,
+    c: int,
+    ch: _Channels,
+    posts: _Posts,
+    sl: slice,
+    base_views: np.ndarray,
+    grid: np.ndarray,
+    cum: np.ndarray,
+    clock: _Clock,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observation times and counters (n_posts x n_ages) of one channel's posts."""
     pub_s = posts.pub_s[sl]
@@ -942,8 +950,12 @@ def _channel_snapshots(
 
 
 def _make_snapshots(
-    ch: _Channels, posts: _Posts, subs: np.ndarray, activity: tuple[np.ndarray, np.ndarray],
-    clock: _Clock, rng: np.random.Generator,
+    ch: _Channels,
+    posts: _Posts,
+    subs: np.ndarray,
+    activity: tuple[np.ndarray, np.ndarray],
+    clock: _Clock,
+    rng: np.random.Generator,
 ) -> _Snapshots:
     """All channels' snapshot rows (only those observed by ``end``) and per-post finals."""
     grid, cum = activity
@@ -957,9 +969,7 @@ def _make_snapshots(
         if hi == lo:
             continue
         sl = slice(lo, hi)
-        obs_s, counts, mask = _channel_snapshots(
-            c, ch, posts, sl, base_views[sl], grid, cum, clock, rng
-        )
+        obs_s, counts, mask = _channel_snapshots(c, ch, posts, sl, base_views[sl], grid, cum, clock, rng)
         n_obs = mask.sum(axis=1)
         seen = n_obs > 0
         rows = np.arange(hi - lo)[seen]
@@ -1078,7 +1088,11 @@ def _interaction_times(
 
 
 def _candidate_interactions(
-    users: _Users, uidx: np.ndarray, posts: _Posts, snaps: _Snapshots, clock: _Clock,
+    users: _Users,
+    uidx: np.ndarray,
+    posts: _Posts,
+    snaps: _Snapshots,
+    clock: _Clock,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, ...]:
     """Accepted (user, post index, time, action) for the candidate users ``uidx``.
@@ -1108,7 +1122,11 @@ def _candidate_interactions(
 
 
 def _make_interactions(
-    users: _Users, ch: _Channels, posts: _Posts, snaps: _Snapshots, clock: _Clock,
+    users: _Users,
+    ch: _Channels,
+    posts: _Posts,
+    snaps: _Snapshots,
+    clock: _Clock,
     rng: np.random.Generator,
 ) -> pd.DataFrame:
     """Sample who did what when, consistent with the posts' observed counters.
@@ -1277,15 +1295,23 @@ def generate(config: SyntheticConfig) -> SyntheticWorld:
     clock = _clock(config)
     ch = _make_channels(config, rngs["channels"])
 
-    post_ch, post_id, pub_s, topic, media, hooks, text = _make_posts(
-        ch, clock, rngs["posts"], rngs["text"]
-    )
+    post_ch, post_id, pub_s, topic, media, hooks, text = _make_posts(ch, clock, rngs["posts"], rngs["text"])
     day = pub_s // 86400
     how = clock.weekday(day) * 24 + (pub_s % 86400) // 3600
     text_len = np.fromiter((len(t) for t in text), dtype=np.float64, count=len(text))
     effects = _post_effects(ch, post_ch, how, topic, media, hooks, text_len, rngs["effects"])
-    posts = _Posts(ch=post_ch, post_id=post_id, pub_s=pub_s, day=day, how=how, topic=topic,
-                   media=media, hooks=hooks, text=text, **effects)
+    posts = _Posts(
+        ch=post_ch,
+        post_id=post_id,
+        pub_s=pub_s,
+        day=day,
+        how=how,
+        topic=topic,
+        media=media,
+        hooks=hooks,
+        text=text,
+        **effects,
+    )
 
     grid, cum = _cumulative_activity(ch, clock)
     ratio7 = _seven_day_ratio(ch, posts, grid, cum)

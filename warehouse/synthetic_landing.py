@@ -47,7 +47,7 @@ def write_landing(
     for name, frame in world.tables().items():
         if not name.startswith(RAW_PREFIX):
             continue
-        table = name[len(RAW_PREFIX):]
+        table = name[len(RAW_PREFIX) :]
         if table == "interactions":
             frame = sparsify_interactions(frame, interaction_user_share, cfg.seed)
         frame.to_parquet(folder / f"{table}.parquet", index=False)

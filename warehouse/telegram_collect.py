@@ -165,9 +165,7 @@ class ChannelClient(Protocol):
     def get_full_channel(self, entity: Any) -> Any:
         """``GetFullChannelRequest`` result: ``.full_chat.participants_count``."""
 
-    def iter_messages(
-        self, entity: Any, limit: int, offset_date: datetime | None
-    ) -> Iterable[Any]:
+    def iter_messages(self, entity: Any, limit: int, offset_date: datetime | None) -> Iterable[Any]:
         """Newest first, messages strictly before ``offset_date``, at most ``limit``."""
 
 
@@ -226,9 +224,7 @@ def telethon_client(credentials: TelegramCredentials) -> Iterator[TelethonSyncCl
     session = _string_session(credentials.session)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    client = TelegramClient(
-        session, credentials.api_id, credentials.api_hash, flood_sleep_threshold=0
-    )
+    client = TelegramClient(session, credentials.api_id, credentials.api_hash, flood_sleep_threshold=0)
     try:
         loop.run_until_complete(client.connect())
         if not loop.run_until_complete(client.is_user_authorized()):
@@ -284,12 +280,16 @@ class CollectReport:
     def as_metadata(self) -> dict:
         """Flat, JSON-able summary for asset metadata."""
         meta: dict = {"observed_at": str(self.observed_at), "errors": self.errors}
-        for counter in ("posts_seen", "snapshots_written", "unchanged_skipped", "not_due",
-                        "counters_clamped"):
+        for counter in (
+            "posts_seen",
+            "snapshots_written",
+            "unchanged_skipped",
+            "not_due",
+            "counters_clamped",
+        ):
             meta[counter] = self.total(counter)
         meta["channels"] = {
-            name: {k: v for k, v in vars(c).items() if k != "channel"}
-            for name, c in self.channels.items()
+            name: {k: v for k, v in vars(c).items() if k != "channel"} for name, c in self.channels.items()
         }
         return meta
 
@@ -311,7 +311,9 @@ def flood_wait_seconds(error: BaseException) -> int | None:
 
 
 def _with_flood_retry(
-    call: Callable[[], T], policy: CollectPolicy, sleep: Callable[[float], None],
+    call: Callable[[], T],
+    policy: CollectPolicy,
+    sleep: Callable[[float], None],
     result: ChannelCollect,
 ) -> T:
     """Run ``call``; on a flood wait within the cap, sleep it out and retry once."""
@@ -434,8 +436,12 @@ class ChannelRead:
 
 
 def _read_channel(
-    client: ChannelClient, username: str, now: datetime, policy: CollectPolicy,
-    sleep: Callable[[float], None], read: ChannelRead,
+    client: ChannelClient,
+    username: str,
+    now: datetime,
+    policy: CollectPolicy,
+    sleep: Callable[[float], None],
+    read: ChannelRead,
 ) -> None:
     """Read one channel; every client call is retried once after a flood wait."""
 
@@ -444,8 +450,11 @@ def _read_channel(
 
     entity = call(lambda: client.get_entity(username))
     full = call(lambda: client.get_full_channel(entity))
-    messages = call(lambda: list(client.iter_messages(
-        entity, limit=policy.max_messages, offset_date=now.replace(tzinfo=UTC))))
+    messages = call(
+        lambda: list(
+            client.iter_messages(entity, limit=policy.max_messages, offset_date=now.replace(tzinfo=UTC))
+        )
+    )
     read.result.channel_id = int(entity.id)
     read.result.subscribers = getattr(getattr(full, "full_chat", None), "participants_count", None)
     read.username = getattr(entity, "username", None)
@@ -492,9 +501,7 @@ class _History:
     highest: Counters
 
 
-def _history(
-    conn: duckdb.DuckDBPyConnection, channel_id: int, post_ids: list[int]
-) -> dict[int, _History]:
+def _history(conn: duckdb.DuckDBPyConnection, channel_id: int, post_ids: list[int]) -> dict[int, _History]:
     """Snapshot history of the given posts (any source: collector, landing, export)."""
     counters = ", ".join(schema.COUNTER_COLUMNS)
     highest = ", ".join(f"max({c})" for c in schema.COUNTER_COLUMNS)
@@ -517,7 +524,10 @@ def _clamp(counters: Counters, highest: Counters) -> Counters:
 
 
 def _plan_snapshots(
-    seen: list[_Seen], history: dict[int, _History], now: datetime, policy: CollectPolicy,
+    seen: list[_Seen],
+    history: dict[int, _History],
+    now: datetime,
+    policy: CollectPolicy,
     result: ChannelCollect,
 ) -> list[tuple]:
     """raw.post_snapshots rows to write now; counts not-due, unchanged and clamped posts."""
@@ -573,15 +583,13 @@ def _write_channel(
                 ON CONFLICT (channel_id, post_id) DO UPDATE SET
                     published_at = excluded.published_at, text = excluded.text,
                     media_type = excluded.media_type""",
-                [(channel_id, p.post_id, p.published_at, p.text, p.media_type)
-                 for p in read.posts],
+                [(channel_id, p.post_id, p.published_at, p.text, p.media_type) for p in read.posts],
             )
         history = _history(conn, channel_id, [p.post_id for p in read.posts])
         rows = _plan_snapshots(read.posts, history, now, policy, read.result)
         if rows:
             conn.executemany(
-                "INSERT INTO raw.post_snapshots VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
+                "INSERT INTO raw.post_snapshots VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(channel_id, *row) for row in rows],
             )
         read.result.snapshots_written = len(rows)

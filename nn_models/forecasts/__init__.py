@@ -20,7 +20,9 @@ FORECASTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "user_segments": ("nn_models.forecasts.segments:score", ("behavior",)),
     "posting_schedule_recommendations": ("nn_models.forecasts.schedule:score", ("schedule",)),
     "content_recommendations": (
-        "nn_models.forecasts.recommendations:score", ("content", "viral", "schedule")),
+        "nn_models.forecasts.recommendations:score",
+        ("content", "viral", "schedule"),
+    ),
     "channel_insights": (
         "nn_models.forecasts.insights:score",
         ("engagement", "growth", "content", "viral", "behavior", "schedule"),

@@ -20,15 +20,21 @@ class ForecastResult:
     """Rows for ``forecasts.<table>`` plus why some could not be computed."""
 
     frame: pd.DataFrame
-    notes: dict[str, str] = field(default_factory=dict)        # e.g. {"skipped": "..."}
-    models: dict[str, str] = field(default_factory=dict)       # registered name -> version
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. {"skipped": "..."}
+    models: dict[str, str] = field(default_factory=dict)  # registered name -> version
 
 
 Scorer = Callable[[duckdb.DuckDBPyConnection, Champions, datetime], ForecastResult]
 
 
-def stamp(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
-          model_name: str | None = None, *, fallback_reason: str | None = None) -> pd.DataFrame:
+def stamp(
+    frame: pd.DataFrame,
+    model: LoadedModel | None,
+    scored_at: datetime,
+    model_name: str | None = None,
+    *,
+    fallback_reason: str | None = None,
+) -> pd.DataFrame:
     """Add the lineage columns every forecast row carries.
 
     ``source`` is ``model`` when a champion scored the rows, else ``baseline``; a
@@ -39,16 +45,14 @@ def stamp(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
     out = frame.copy()
     # typed explicitly: on an empty frame object columns would reach DuckDB as NULL-typed
     out["model_name"] = pd.Series(
-        model_name or (model.registered_model if model else "baseline"), index=out.index,
-        dtype="string")
-    out["model_version"] = pd.Series(model.version if model else "none", index=out.index,
-                                     dtype="string")
-    out["scored_at"] = pd.Series(pd.Timestamp(scored_at), index=out.index,
-                                 dtype="datetime64[us]")
-    out["source"] = pd.Series("model" if model is not None else "baseline", index=out.index,
-                              dtype="string")
-    out["fallback_reason"] = pd.Series(None if model is not None else fallback_reason,
-                                       index=out.index, dtype="string")
+        model_name or (model.registered_model if model else "baseline"), index=out.index, dtype="string"
+    )
+    out["model_version"] = pd.Series(model.version if model else "none", index=out.index, dtype="string")
+    out["scored_at"] = pd.Series(pd.Timestamp(scored_at), index=out.index, dtype="datetime64[us]")
+    out["source"] = pd.Series("model" if model is not None else "baseline", index=out.index, dtype="string")
+    out["fallback_reason"] = pd.Series(
+        None if model is not None else fallback_reason, index=out.index, dtype="string"
+    )
     return out
 
 
@@ -57,8 +61,10 @@ def missing_champion(table: str, names: tuple[str, ...], champions: Champions) -
     missing = [n for n in names if champions.get(n) is None]
     if not missing:
         return None
-    return (f"{table}: no champion for {', '.join(missing)} — no version has passed its "
-            "gates yet, so nothing is scored from it")
+    return (
+        f"{table}: no champion for {', '.join(missing)} — no version has passed its "
+        "gates yet, so nothing is scored from it"
+    )
 
 
 def parse_channel_id(channel_id) -> int:

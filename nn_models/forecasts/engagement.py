@@ -75,10 +75,23 @@ from nn_models.tasks.engagement import (
 from warehouse.features import AS_OF_TOLERANCE_MINUTES
 
 TABLE = "post_engagement_forecasts"
-COLUMNS = ["channel_id", "post_id", "hours_observed", "engagement_score", "predicted_views_48h",
-           "views_48h_lo", "views_48h_hi"]
-EXTRA_COLUMNS = ["predicted_interactions_48h", "interactions_48h_lo", "interactions_48h_hi",
-                 "views_observed", "grid_hours_used", "published_at"]
+COLUMNS = [
+    "channel_id",
+    "post_id",
+    "hours_observed",
+    "engagement_score",
+    "predicted_views_48h",
+    "views_48h_lo",
+    "views_48h_hi",
+]
+EXTRA_COLUMNS = [
+    "predicted_interactions_48h",
+    "interactions_48h_lo",
+    "interactions_48h_hi",
+    "views_observed",
+    "grid_hours_used",
+    "published_at",
+]
 BATCH = 4096
 # The baseline ranks a post against its channel's prior median 48 h views, which
 # post_features.sql defines from this many earlier posts (the label's own minimum).
@@ -134,38 +147,45 @@ WHERE channel_id = ? AND published_at <= CAST(? AS TIMESTAMP) - INTERVAL '48 hou
 # --------------------------------------------------------------------------- scoring core
 
 
-def _stamped(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
-             fallback_reason: str | None = None,
-             rules: np.ndarray | None = None) -> pd.DataFrame:
+def _stamped(
+    frame: pd.DataFrame,
+    model: LoadedModel | None,
+    scored_at: datetime,
+    fallback_reason: str | None = None,
+    rules: np.ndarray | None = None,
+) -> pd.DataFrame:
     """DESIGN columns, then the lineage columns, then the extras (text columns typed as
     strings so an empty frame still becomes VARCHAR, not NULL-typed, in DuckDB).
     Baseline rows name their rule in ``model_name`` (``rules``: index into ``RULES``)."""
     out = stamp(frame, model, scored_at, fallback_reason=fallback_reason)
     if model is None and rules is not None and len(out):
-        out["model_name"] = pd.Series([f"baseline:{RULES[r]}" for r in rules],
-                                      index=out.index, dtype="string")
+        out["model_name"] = pd.Series(
+            [f"baseline:{RULES[r]}" for r in rules], index=out.index, dtype="string"
+        )
     out = out[[*COLUMNS, *LINEAGE_COLUMNS, *EXTRA_COLUMNS]]
     return out.astype({"model_name": "string", "model_version": "string"})
 
 
 def _empty() -> pd.DataFrame:
     types = {"channel_id": "int64", "post_id": "int64", "published_at": "datetime64[us]"}
-    return pd.DataFrame({c: pd.Series(dtype=types.get(c, "float64"))
-                         for c in COLUMNS + EXTRA_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype=types.get(c, "float64")) for c in COLUMNS + EXTRA_COLUMNS})
 
 
-def build_inputs(posts: pd.DataFrame, trajectories: pd.DataFrame,
-                 history: GridPosts) -> dict[str, np.ndarray]:
+def build_inputs(
+    posts: pd.DataFrame, trajectories: pd.DataFrame, history: GridPosts
+) -> dict[str, np.ndarray]:
     """Model inputs with the task's builders: full-grid ``sequence``, observed ``length``
     (grid points reached, 0 = none), ``static``; ``grid`` (the posts as ``GridPosts``,
     for the baseline) rides along. ``history``: the labelled posts (``labelled_history``)
     the channel's growth to 48 h is measured on."""
     counters, length = trajectory_counters(posts, trajectories)
     grid = grid_posts(posts, counters)
-    return {"sequence": sequence_features(counters, posts, model_growth(history, grid)),
-            "length": length.astype(np.int64),
-            "static": static_features(posts),
-            "grid": grid}   # type: ignore[dict-item]
+    return {
+        "sequence": sequence_features(counters, posts, model_growth(history, grid)),
+        "length": length.astype(np.int64),
+        "static": static_features(posts),
+        "grid": grid,
+    }  # type: ignore[dict-item]
 
 
 def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -174,9 +194,13 @@ def run_model(model: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np
     parts: list[tuple[np.ndarray, ...]] = []
     for start in range(0, n, BATCH):
         sl = slice(start, start + BATCH)
-        parts.append(model.run(sequence=np.ascontiguousarray(inputs["sequence"][sl]),
-                               length=np.ascontiguousarray(inputs["length"][sl]),
-                               static=np.ascontiguousarray(inputs["static"][sl])))
+        parts.append(
+            model.run(
+                sequence=np.ascontiguousarray(inputs["sequence"][sl]),
+                length=np.ascontiguousarray(inputs["length"][sl]),
+                static=np.ascontiguousarray(inputs["static"][sl]),
+            )
+        )
     score, log_views, log_interactions = (np.concatenate(p) for p in zip(*parts, strict=True))
     return {
         "score": score.astype(np.float64),
@@ -200,8 +224,7 @@ def fit_scoring_baselines(history: GridPosts) -> EngagementBaselines:
     cut = t.min() + (1 - VALIDATION_SHARE) * (t.max() - t.min())
     fit_rows, val_rows = np.flatnonzero(t < cut), np.flatnonzero(t >= cut)
     assert history.above is not None, "labelled_history carries the label"
-    return fit_baselines(history, history.above, GRID_MINUTES, fit_rows, val_rows,
-                         np.arange(len(history)))
+    return fit_baselines(history, history.above, GRID_MINUTES, fit_rows, val_rows, np.arange(len(history)))
 
 
 _CACHE: dict[tuple, tuple[GridPosts, EngagementBaselines | None]] = {}
@@ -217,8 +240,7 @@ SELECT (SELECT count(*) FROM features.post_features),
 """
 
 
-def scoring_baselines(conn: duckdb.DuckDBPyConnection
-                      ) -> tuple[GridPosts, EngagementBaselines | None]:
+def scoring_baselines(conn: duckdb.DuckDBPyConnection) -> tuple[GridPosts, EngagementBaselines | None]:
     """(labelled history, tuned baselines or None without labelled posts), cached per
     warehouse content (per-request calls must not re-tune every time)."""
     key = tuple(conn.execute(_FINGERPRINT_SQL).fetchall()[0])
@@ -230,8 +252,9 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection
     return _CACHE[key]
 
 
-def run_baseline(baselines: EngagementBaselines, grid: GridPosts,
-                 length: np.ndarray) -> dict[str, np.ndarray]:
+def run_baseline(
+    baselines: EngagementBaselines, grid: GridPosts, length: np.ndarray
+) -> dict[str, np.ndarray]:
     """The strongest rule of each post's age bucket at its last reached grid point:
     score, views and interactions p10/p50/p90 as counts, and the rule used."""
     out = baselines.predict(grid)
@@ -241,8 +264,9 @@ def run_baseline(baselines: EngagementBaselines, grid: GridPosts,
     return {
         "score": pick("score"),
         "views": np.expm1(np.stack([pick("lo"), pick("log_views"), pick("hi")], axis=1)),
-        "interactions": np.expm1(np.stack([pick("inter_lo"), pick("log_interactions"),
-                                           pick("inter_hi")], axis=1)),
+        "interactions": np.expm1(
+            np.stack([pick("inter_lo"), pick("log_interactions"), pick("inter_hi")], axis=1)
+        ),
         "rule": pick("rule"),
     }
 
@@ -250,11 +274,12 @@ def run_baseline(baselines: EngagementBaselines, grid: GridPosts,
 def _baseline_note(baselines: EngagementBaselines) -> str:
     return "; ".join(
         f"{b}: {baselines.strongest[b]} (validation accuracy "
-        f"{baselines.fits[baselines.strongest[b]][b].val_accuracy:.3f})" for b in BUCKETS)
+        f"{baselines.fits[baselines.strongest[b]][b].val_accuracy:.3f})"
+        for b in BUCKETS
+    )
 
 
-def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
-          scored_at: datetime) -> ForecastResult:
+def score(conn: duckdb.DuckDBPyConnection, champions: Champions, scored_at: datetime) -> ForecastResult:
     """Every young post (no 48 h value yet, >= 1 trajectory point), scored in batches by
     the champion, or by the strongest baseline when there is none or it cannot score."""
     model = champions.get("engagement")
@@ -265,19 +290,19 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
         trajectories = conn.execute(YOUNG_TRAJECTORIES_SQL).fetchdf()
         history, baselines = scoring_baselines(conn)
     except (duckdb.CatalogException, InsufficientData) as exc:
-        return ForecastResult(_stamped(_empty(), model, scored_at, reason),
-                              notes={"skipped": f"{TABLE}: feature tables missing ({exc})"},
-                              models=models)
+        return ForecastResult(
+            _stamped(_empty(), model, scored_at, reason),
+            notes={"skipped": f"{TABLE}: feature tables missing ({exc})"},
+            models=models,
+        )
     notes: dict[str, str] = {}
     if posts.empty:
-        notes["empty"] = (f"{TABLE}: no young posts (every post with a trajectory already has "
-                          "its 48 h value)")
-        return ForecastResult(_stamped(_empty(), model, scored_at, reason), notes=notes,
-                              models=models)
+        notes["empty"] = f"{TABLE}: no young posts (every post with a trajectory already has its 48 h value)"
+        return ForecastResult(_stamped(_empty(), model, scored_at, reason), notes=notes, models=models)
     posts = with_channel_curves(conn, posts)
     inputs = build_inputs(posts, trajectories, history)
-    grid: GridPosts = inputs.pop("grid")   # type: ignore[assignment]
-    keep = inputs["length"] > 0   # a trajectory row always reaches its grid point
+    grid: GridPosts = inputs.pop("grid")  # type: ignore[assignment]
+    keep = inputs["length"] > 0  # a trajectory row always reaches its grid point
     if not keep.all():
         notes["no_grid_point"] = f"{int((~keep).sum())} young posts reached no grid point"
         posts = posts[keep].reset_index(drop=True)
@@ -288,50 +313,63 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
         try:
             out = run_model(model, inputs)
         except Exception as exc:  # a champion of an older input schema must not empty the table
-            reason = (f"{TABLE}: champion v{model.version} of engagement cannot score the "
-                      f"current inputs ({type(exc).__name__}: {str(exc)[:200]})")
+            reason = (
+                f"{TABLE}: champion v{model.version} of engagement cannot score the "
+                f"current inputs ({type(exc).__name__}: {str(exc)[:200]})"
+            )
             notes["champion_failed"] = reason
             models, model = {}, None
     if out is None:
         if baselines is None:
-            notes["skipped"] = (f"{reason}; no post in the warehouse has a known 48 h count, "
-                                "so no baseline can be measured either")
+            notes["skipped"] = (
+                f"{reason}; no post in the warehouse has a known 48 h count, "
+                "so no baseline can be measured either"
+            )
             return ForecastResult(_stamped(_empty(), None, scored_at, reason), notes=notes)
         out = run_baseline(baselines, grid, inputs["length"])
-        reason = (f"{reason}; served by the strongest baseline per age bucket, tuned on the "
-                  "latest labelled posts")
+        reason = (
+            f"{reason}; served by the strongest baseline per age bucket, tuned on the latest labelled posts"
+        )
         notes["no_champion"] = reason
         notes["baseline"] = _baseline_note(baselines)
-    frame = pd.DataFrame({
-        "channel_id": posts["channel_id"].astype("int64"),
-        "post_id": posts["post_id"].astype("int64"),
-        "hours_observed": posts["hours_observed"].astype("float64"),
-        "engagement_score": out["score"],
-        "predicted_views_48h": out["views"][:, 1],
-        "views_48h_lo": out["views"][:, 0],
-        "views_48h_hi": out["views"][:, 2],
-        "predicted_interactions_48h": out["interactions"][:, 1],
-        "interactions_48h_lo": out["interactions"][:, 0],
-        "interactions_48h_hi": out["interactions"][:, 2],
-        "views_observed": posts["views_latest"].astype("float64"),
-        "grid_hours_used": GRID_MINUTES[inputs["length"] - 1] / 60.0,
-        "published_at": pd.to_datetime(posts["published_at"]),
-    })
-    source = "the model's p10/p90" if model is not None else \
-        "the baseline's 10th/90th percentile of validation log errors"
-    notes["scored"] = (f"{len(frame)} young posts of {frame['channel_id'].nunique()} channels; "
-                       f"views_48h_lo/hi = {source} (an 80 % interval)")
+    frame = pd.DataFrame(
+        {
+            "channel_id": posts["channel_id"].astype("int64"),
+            "post_id": posts["post_id"].astype("int64"),
+            "hours_observed": posts["hours_observed"].astype("float64"),
+            "engagement_score": out["score"],
+            "predicted_views_48h": out["views"][:, 1],
+            "views_48h_lo": out["views"][:, 0],
+            "views_48h_hi": out["views"][:, 2],
+            "predicted_interactions_48h": out["interactions"][:, 1],
+            "interactions_48h_lo": out["interactions"][:, 0],
+            "interactions_48h_hi": out["interactions"][:, 2],
+            "views_observed": posts["views_latest"].astype("float64"),
+            "grid_hours_used": GRID_MINUTES[inputs["length"] - 1] / 60.0,
+            "published_at": pd.to_datetime(posts["published_at"]),
+        }
+    )
+    source = (
+        "the model's p10/p90"
+        if model is not None
+        else "the baseline's 10th/90th percentile of validation log errors"
+    )
+    notes["scored"] = (
+        f"{len(frame)} young posts of {frame['channel_id'].nunique()} channels; "
+        f"views_48h_lo/hi = {source} (an 80 % interval)"
+    )
     coverage = model.metrics.get("views_coverage_80_3h") if model is not None else None
     if coverage is not None:
         notes["scored"] += f", measured holdout coverage at 3 h {coverage:.2f}"
-    stamped = _stamped(frame, model, scored_at, None if model is not None else reason,
-                       out.get("rule"))
+    stamped = _stamped(frame, model, scored_at, None if model is not None else reason, out.get("rule"))
     if model is None:
         unranked = stamped["engagement_score"].isna()
         if unranked.any():
-            why = (f"; engagement_score NULL: the channel has fewer than {MIN_PRIOR_POSTS_48H} "
-                   "posts with a known 48 h count published >= 48 h 5 min before this one "
-                   "(no prior median to rank against)")
+            why = (
+                f"; engagement_score NULL: the channel has fewer than {MIN_PRIOR_POSTS_48H} "
+                "posts with a known 48 h count published >= 48 h 5 min before this one "
+                "(no prior median to rank against)"
+            )
             stamped.loc[unranked, "fallback_reason"] = reason + why
             notes["unranked"] = f"{int(unranked.sum())} young posts{why[1:]}"
     return ForecastResult(stamped, notes=notes, models=models)
@@ -362,12 +400,12 @@ def _parse_time(value: Any) -> pd.Timestamp:
     return ts
 
 
-def snapshots_to_trajectory(snapshots: Any, channel_id: int = 0,
-                            post_id: int = -1) -> pd.DataFrame:
+def snapshots_to_trajectory(snapshots: Any, channel_id: int = 0, post_id: int = -1) -> pd.DataFrame:
     """Validated draft snapshots → the rows post_trajectories.sql would hold for them."""
     if not isinstance(snapshots, list) or not snapshots:
-        raise InvalidInput("snapshots must be a non-empty list of {minutes, views, forwards, "
-                       "replies, reactions}")
+        raise InvalidInput(
+            "snapshots must be a non-empty list of {minutes, views, forwards, replies, reactions}"
+        )
     rows = []
     for i, snap in enumerate(snapshots):
         if not isinstance(snap, dict):
@@ -380,14 +418,17 @@ def snapshots_to_trajectory(snapshots: Any, channel_id: int = 0,
     if (np.diff(values[:, 0]) <= 0).any():
         raise InvalidInput("snapshots must be in strictly increasing order of minutes")
     if (np.diff(values[:, 1:], axis=0) < 0).any():
-        raise InvalidInput("snapshot counters are cumulative: views, forwards, replies and "
-                       "reactions must not decrease")
+        raise InvalidInput(
+            "snapshot counters are cumulative: views, forwards, replies and reactions must not decrease"
+        )
     minutes = values[:, 0]
     tol = AS_OF_TOLERANCE_MINUTES
     reached = GRID_MINUTES[GRID_MINUTES - tol <= minutes.max()]
     if not len(reached):
-        raise InvalidInput(f"the first grid point is {GRID_MINUTES[0]} min after publication: "
-                       f"the snapshots must reach at least {GRID_MINUTES[0] - tol} min")
+        raise InvalidInput(
+            f"the first grid point is {GRID_MINUTES[0]} min after publication: "
+            f"the snapshots must reach at least {GRID_MINUTES[0] - tol} min"
+        )
     # last snapshot at or before g + tolerance (none: unknown, NaN)
     index = np.searchsorted(minutes, reached + tol, side="right") - 1
     counters = np.where((index >= 0)[:, None], values[np.clip(index, 0, None), 1:], np.nan)
@@ -398,11 +439,10 @@ def snapshots_to_trajectory(snapshots: Any, channel_id: int = 0,
     return frame
 
 
-def _draft_post(conn: duckdb.DuckDBPyConnection, channel_id: int,
-                content: dict) -> tuple[pd.DataFrame, dict]:
+def _draft_post(conn: duckdb.DuckDBPyConnection, channel_id: int, content: dict) -> tuple[pd.DataFrame, dict]:
     """One-row frame shaped like features.post_features for a draft post."""
     published = _parse_time(content.get("published_at"))
-    media = content.get("media_type", "none")      # the API's defaults
+    media = content.get("media_type", "none")  # the API's defaults
     if media not in MEDIA:
         raise InvalidInput(f"media_type must be one of {', '.join(MEDIA)}, got {media!r}")
     text_length = content.get("text_length")
@@ -414,21 +454,29 @@ def _draft_post(conn: duckdb.DuckDBPyConnection, channel_id: int,
     stamp_str = published.isoformat()
     subs = conn.execute(SUBSCRIBERS_SQL, [channel_id, stamp_str]).fetchall()
     prior = conn.execute(PRIOR_SQL, [channel_id, stamp_str]).fetchall()[0]
-    post = pd.DataFrame([{
-        "channel_id": channel_id, "post_id": -1, "published_at": published,
-        "weekday": published.dayofweek, "hour": published.hour, "media_type": media,
-        "text_length": text_length,
-        "subscribers_at_publish": float(subs[0][0]) if subs and subs[0][0] is not None
-        else np.nan,
-        "channel_prior_posts_48h": int(prior[0] or 0),
-        "channel_prior_median_views_48h": float(prior[1]) if prior[1] is not None else np.nan,
-    }])
+    post = pd.DataFrame(
+        [
+            {
+                "channel_id": channel_id,
+                "post_id": -1,
+                "published_at": published,
+                "weekday": published.dayofweek,
+                "hour": published.hour,
+                "media_type": media,
+                "text_length": text_length,
+                "subscribers_at_publish": float(subs[0][0]) if subs and subs[0][0] is not None else np.nan,
+                "channel_prior_posts_48h": int(prior[0] or 0),
+                "channel_prior_median_views_48h": float(prior[1]) if prior[1] is not None else np.nan,
+            }
+        ]
+    )
     context = {
         "published_at": published.isoformat(),
         "media_type": media,
         "text_length": text_length,
         "published_at_assumed_now": content.get("published_at") is None,
-        "subscribers_at_publish": None if np.isnan(post.at[0, "subscribers_at_publish"])
+        "subscribers_at_publish": None
+        if np.isnan(post.at[0, "subscribers_at_publish"])
         else post.at[0, "subscribers_at_publish"],
         "channel_prior_median_views_48h": None
         if np.isnan(post.at[0, "channel_prior_median_views_48h"])
@@ -448,12 +496,14 @@ def _holdout(model: LoadedModel, grid_hours: float) -> dict[str, Any]:
     age = max([h for h in HOURS if h <= grid_hours] or [HOURS[0]])
     bucket = list(BUCKETS)[int(bucket_of(np.array([grid_hours * 60]))[0])]
     m = model.metrics
-    picked = {f"accuracy_above_median_{age}h": m.get(f"accuracy_{age}h"),
-              f"views_coverage_80_{age}h": m.get(f"views_coverage_80_{age}h"),
-              f"views_mape_{age}h": m.get(f"views_mape_{age}h"),
-              f"accuracy_{bucket}": m.get(f"accuracy_{bucket}"),
-              f"margin_accuracy_{bucket}": m.get(f"margin_accuracy_{bucket}"),
-              f"margin_accuracy_{bucket}_lo": m.get(f"margin_accuracy_{bucket}_lo")}
+    picked = {
+        f"accuracy_above_median_{age}h": m.get(f"accuracy_{age}h"),
+        f"views_coverage_80_{age}h": m.get(f"views_coverage_80_{age}h"),
+        f"views_mape_{age}h": m.get(f"views_mape_{age}h"),
+        f"accuracy_{bucket}": m.get(f"accuracy_{bucket}"),
+        f"margin_accuracy_{bucket}": m.get(f"margin_accuracy_{bucket}"),
+        f"margin_accuracy_{bucket}_lo": m.get(f"margin_accuracy_{bucket}_lo"),
+    }
     return {k: v for k, v in picked.items() if v is not None}
 
 
@@ -462,12 +512,18 @@ def _baseline_validation(baselines: EngagementBaselines, grid_hours: float) -> d
     bucket = list(BUCKETS)[int(bucket_of(np.array([grid_hours * 60]))[0])]
     rule = baselines.strongest[bucket]
     fit = baselines.fits[rule][bucket]
-    return {"bucket": bucket, f"accuracy_{bucket}": fit.val_accuracy,
-            "examples": fit.val_pairs, "log_error_p10": fit.q10, "log_error_p90": fit.q90}
+    return {
+        "bucket": bucket,
+        f"accuracy_{bucket}": fit.val_accuracy,
+        "examples": fit.val_pairs,
+        "log_error_p10": fit.q10,
+        "log_error_p90": fit.q90,
+    }
 
 
-def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, channel_id: int,
-                 content_features: dict) -> dict:
+def predict_post(
+    conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, channel_id: int, content_features: dict
+) -> dict:
     """Engagement of one post: ``{"post_id": id}`` (published) or a draft with ``snapshots``.
 
     ``model=None`` (no champion) answers from the strongest baseline tuned on the
@@ -480,8 +536,10 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, cha
     has_post = content_features.get("post_id") is not None
     has_snaps = bool(content_features.get("snapshots"))
     if has_post == has_snaps:
-        raise InvalidInput("give either post_id (a published post) or snapshots (a draft's early "
-                       "counters), not both and not neither")
+        raise InvalidInput(
+            "give either post_id (a published post) or snapshots (a draft's early "
+            "counters), not both and not neither"
+        )
     if has_post:
         post_id = content_features["post_id"]
         if isinstance(post_id, bool) or not isinstance(post_id, int):
@@ -491,11 +549,16 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, cha
             raise InvalidInput(f"post {post_id} is not a post of channel {channel_id}")
         trajectory = conn.execute(POST_TRAJECTORY_SQL, [channel_id, post_id]).fetchdf()
         if trajectory.empty:
-            raise InvalidInput(f"post {post_id} has no trajectory point yet (needs a snapshot "
-                           f"about {GRID_MINUTES[0]} min after publication)")
+            raise InvalidInput(
+                f"post {post_id} has no trajectory point yet (needs a snapshot "
+                f"about {GRID_MINUTES[0]} min after publication)"
+            )
         row = post.iloc[0]
-        source: dict[str, Any] = {"kind": "published", "post_id": int(post_id),
-                                  "published_at": pd.Timestamp(row["published_at"]).isoformat()}
+        source: dict[str, Any] = {
+            "kind": "published",
+            "post_id": int(post_id),
+            "published_at": pd.Timestamp(row["published_at"]).isoformat(),
+        }
         hours_observed = float(row["hours_observed"])
         if pd.notna(row["views_48h"]):
             source["actual_views_48h"] = float(row["views_48h"])
@@ -512,13 +575,17 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, cha
     except InsufficientData as exc:
         raise InvalidInput(f"engagement cannot be predicted: {exc}") from exc
     inputs = build_inputs(post, trajectory, history)
-    grid: GridPosts = inputs.pop("grid")   # type: ignore[assignment]
+    grid: GridPosts = inputs.pop("grid")  # type: ignore[assignment]
     length = int(inputs["length"][0])
     if length < 1:
         raise InvalidInput("the post reached no grid point of its trajectory")
     grid_hours = float(GRID_MINUTES[length - 1] / 60.0)
-    answer = {"channel_id": channel_id, "post": source, "hours_observed": hours_observed,
-              "grid_hours_used": grid_hours}
+    answer = {
+        "channel_id": channel_id,
+        "post": source,
+        "hours_observed": hours_observed,
+        "grid_hours_used": grid_hours,
+    }
     if model is not None:
         out = run_model(model, inputs)
         score_value = float(out["score"][0])
@@ -528,20 +595,25 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, cha
             "above_median": bool(score_value > 0.5),
             "predicted_views_48h": _quantiles(out["views"][0]),
             "predicted_interactions_48h": _quantiles(out["interactions"][0]),
-            "interpretation": ("engagement_score is the predicted percentile of this post's "
-                               "48 h views among the channel's earlier posts (> 0.5: above the "
-                               "channel median); p10-p90 is the model's 80 % interval"),
+            "interpretation": (
+                "engagement_score is the predicted percentile of this post's "
+                "48 h views among the channel's earlier posts (> 0.5: above the "
+                "channel median); p10-p90 is the model's 80 % interval"
+            ),
             "holdout": _holdout(model, grid_hours),
-            "model": {"name": model.registered_model, "version": model.version,
-                      "backend": model.backend},
+            "model": {"name": model.registered_model, "version": model.version, "backend": model.backend},
             "source": "model",
             "fallback_reason": None,
         }
-    reason = ("no champion for engagement: no version has passed its gates yet; answered by "
-              "the strongest baseline of this age bucket, tuned on the latest labelled posts")
+    reason = (
+        "no champion for engagement: no version has passed its gates yet; answered by "
+        "the strongest baseline of this age bucket, tuned on the latest labelled posts"
+    )
     if baselines is None:
-        raise InvalidInput(f"{reason.split(';')[0]}, and no post in the warehouse has a known "
-                           "48 h count to measure a baseline on")
+        raise InvalidInput(
+            f"{reason.split(';')[0]}, and no post in the warehouse has a known "
+            "48 h count to measure a baseline on"
+        )
     out = run_baseline(baselines, grid, inputs["length"])
     score_value = float(out["score"][0])
     rule = RULES[int(out["rule"][0])]
@@ -551,12 +623,13 @@ def predict_post(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, cha
         "above_median": None if not np.isfinite(score_value) else bool(score_value > 0.5),
         "predicted_views_48h": _quantiles(out["views"][0]),
         "predicted_interactions_48h": _quantiles(out["interactions"][0]),
-        "interpretation": ("engagement_score is P(this post's 48 h views end above the channel's "
-                           "prior median) under the baseline's validation error; p10-p90 is its "
-                           "80 % interval from the 10th/90th percentile of those errors"),
+        "interpretation": (
+            "engagement_score is P(this post's 48 h views end above the channel's "
+            "prior median) under the baseline's validation error; p10-p90 is its "
+            "80 % interval from the 10th/90th percentile of those errors"
+        ),
         "validation": _baseline_validation(baselines, grid_hours),
-        "model": {"name": f"baseline:{rule}", "version": None, "backend": "rule",
-                  "rule": LABELS[rule]},
+        "model": {"name": f"baseline:{rule}", "version": None, "backend": "rule", "rule": LABELS[rule]},
         "source": "baseline",
         "fallback_reason": reason,
     }

@@ -49,8 +49,9 @@ def skill(metric: str, value: float) -> float:
     return float("nan")
 
 
-def model_confidence(name: str, model: LoadedModel | None, source: str,
-                     interval_width: float | None = None) -> float:
+def model_confidence(
+    name: str, model: LoadedModel | None, source: str, interval_width: float | None = None
+) -> float:
     """Confidence of one insight part from measured holdout numbers (NaN: not measured).
 
     ``source = model``: the champion's primary metric. ``source = baseline``: the
@@ -79,7 +80,7 @@ def model_confidence(name: str, model: LoadedModel | None, source: str,
 def _table(conn: duckdb.DuckDBPyConnection, sql: str, params: list) -> pd.DataFrame:
     try:
         return conn.execute(sql, params).fetchdf()
-    except duckdb.CatalogException:   # table not built/published yet
+    except duckdb.CatalogException:  # table not built/published yet
         return pd.DataFrame()
 
 
@@ -88,8 +89,20 @@ def _traditional(conn, channel_id: int) -> dict:
     if frame.empty:
         return {}
     row = frame.iloc[0].to_dict()
-    keep = ("subscribers", "daily_growth", "growth_rate_30d", "posts_per_day", "views_per_post",
-            "err", "er", "reach_12h", "reach_24h", "reach_48h", "best_hours", "top_post_ids")
+    keep = (
+        "subscribers",
+        "daily_growth",
+        "growth_rate_30d",
+        "posts_per_day",
+        "views_per_post",
+        "err",
+        "er",
+        "reach_12h",
+        "reach_24h",
+        "reach_48h",
+        "best_hours",
+        "top_post_ids",
+    )
     return {k: _jsonable(row.get(k)) for k in keep if k in row}
 
 
@@ -150,15 +163,21 @@ PART_SQL = {
 def _summary(name: str, frame: pd.DataFrame) -> dict:
     rows = frame.drop(columns=["source", "fallback_reason", "model_version"], errors="ignore")
     if name == "engagement":
-        return {"young_posts_scored": len(rows),
-                "expected_above_median": int((rows["engagement_score"] > 0.5).sum()),
-                "top_posts": rows.head(3).to_dict("records")}
+        return {
+            "young_posts_scored": len(rows),
+            "expected_above_median": int((rows["engagement_score"] > 0.5).sum()),
+            "top_posts": rows.head(3).to_dict("records"),
+        }
     if name == "growth":
         last = rows.iloc[-1]
         width = float((last.subscribers_p90 - last.subscribers_p10) / max(last.subscribers_p50, 1))
         return {"forecast": rows.to_dict("records"), "relative_interval_width": width}
-    key = {"viral": "most_likely_viral", "content": "top_patterns", "schedule": "best_slots",
-           "behavior": "segments"}[name]
+    key = {
+        "viral": "most_likely_viral",
+        "content": "top_patterns",
+        "schedule": "best_slots",
+        "behavior": "segments",
+    }[name]
     return {key: rows.to_dict("records")}
 
 
@@ -173,8 +192,12 @@ def _neural(conn, champions: Champions, channel_id: int) -> tuple[dict, dict]:
         part = {"source": source, "fallback_reason": reason, **_summary(name, frame)}
         parts[name] = part
         confidence[name] = min(
-            (model_confidence(name, judge, source, part.get("relative_interval_width"))
-             for judge in _judges(champions.get(name), source, frame)), key=_nan_first)
+            (
+                model_confidence(name, judge, source, part.get("relative_interval_width"))
+                for judge in _judges(champions.get(name), source, frame)
+            ),
+            key=_nan_first,
+        )
     return parts, confidence
 
 
@@ -196,15 +219,22 @@ def insights(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id: 
     """One channel's insight document (also what the API returns)."""
     traditional = _traditional(conn, channel_id)
     neural, confidence = _neural(conn, champions, channel_id)
-    recs = _table(conn, """
+    recs = _table(
+        conn,
+        """
         SELECT rank, recommendation, rationale, expected_lift FROM forecasts.content_recommendations
-        WHERE channel_id = ? ORDER BY rank""", [channel_id])
+        WHERE channel_id = ? ORDER BY rank""",
+        [channel_id],
+    )
     measured = [v for v in confidence.values() if not math.isnan(v)]
     # parts nobody measured count as no skill: the overall number never claims more
     # than was shown on a holdout
     overall = float(sum(measured) / len(confidence)) if confidence else 0.0
-    reasons = [f"{name}: {part['fallback_reason']}" for name, part in neural.items()
-               if part["source"] != "model" and part.get("fallback_reason")]
+    reasons = [
+        f"{name}: {part['fallback_reason']}"
+        for name, part in neural.items()
+        if part["source"] != "model" and part.get("fallback_reason")
+    ]
     absent = [name for name in MODEL_ORDER if name not in neural]
     if absent:
         reasons.append(f"no forecast rows for {', '.join(absent)}")
@@ -214,8 +244,10 @@ def insights(conn: duckdb.DuckDBPyConnection, champions: Champions, channel_id: 
         "neural": _jsonable_tree(neural),
         "sources": {name: part["source"] for name, part in neural.items()},
         "recommendations": _jsonable_tree(recs.to_dict("records")) if not recs.empty else [],
-        "confidence": {"overall": overall, **{k: (None if math.isnan(v) else v)
-                                              for k, v in confidence.items()}},
+        "confidence": {
+            "overall": overall,
+            **{k: (None if math.isnan(v) else v) for k, v in confidence.items()},
+        },
         "fallback_reason": "; ".join(reasons) or None,
     }
 
@@ -230,29 +262,37 @@ def _jsonable_tree(value):
     return _jsonable(value)
 
 
-def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
-          scored_at: datetime) -> ForecastResult:
-    channels = _table(conn, "SELECT channel_id FROM features.channel_metrics ORDER BY channel_id",
-                      [])
+def score(conn: duckdb.DuckDBPyConnection, champions: Champions, scored_at: datetime) -> ForecastResult:
+    channels = _table(conn, "SELECT channel_id FROM features.channel_metrics ORDER BY channel_id", [])
     rows = []
     for channel_id in channels.get("channel_id", pd.Series(dtype="int64")).tolist():
         doc = insights(conn, champions, int(channel_id))
-        rows.append({"channel_id": int(channel_id), "insights": json.dumps(doc, default=str),
-                     "confidence": doc["confidence"]["overall"],
-                     "reason": doc["fallback_reason"],
-                     "all_model": all(v == "model" for v in doc["sources"].values())
-                     and len(doc["sources"]) == len(MODEL_ORDER)})
-    frame = pd.DataFrame(rows, columns=["channel_id", "insights", "confidence", "reason",
-                                        "all_model"])
+        rows.append(
+            {
+                "channel_id": int(channel_id),
+                "insights": json.dumps(doc, default=str),
+                "confidence": doc["confidence"]["overall"],
+                "reason": doc["fallback_reason"],
+                "all_model": all(v == "model" for v in doc["sources"].values())
+                and len(doc["sources"]) == len(MODEL_ORDER),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=["channel_id", "insights", "confidence", "reason", "all_model"])
     used = {n: m.version for n, m in champions.items() if m is not None}
     # a channel's insight is "model"-served only when every part was
     model_rows = frame[frame["all_model"]].drop(columns=["reason", "all_model"])
     base_rows = frame[~frame["all_model"]]
     parts = [stamp(model_rows, _Insights(used), scored_at, model_name=MODEL_NAME)]
-    for reason, group in base_rows.groupby(base_rows["reason"].fillna("no neural part served"),
-                                           sort=False):
-        parts.append(stamp(group.drop(columns=["reason", "all_model"]), None, scored_at,
-                           model_name=MODEL_NAME, fallback_reason=reason))
+    for reason, group in base_rows.groupby(base_rows["reason"].fillna("no neural part served"), sort=False):
+        parts.append(
+            stamp(
+                group.drop(columns=["reason", "all_model"]),
+                None,
+                scored_at,
+                model_name=MODEL_NAME,
+                fallback_reason=reason,
+            )
+        )
     out = pd.concat(parts, ignore_index=True).sort_values("channel_id", ignore_index=True)
     out["model_version"] = ",".join(f"{n}:v{v}" for n, v in sorted(used.items())) or "none"
     return ForecastResult(out, models={n: str(v) for n, v in used.items()})

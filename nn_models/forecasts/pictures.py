@@ -25,8 +25,15 @@ from nn_models import plots  # noqa: E402
 
 COLORS = {"model": "tab:blue", "baseline": "tab:orange"}
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-PROFILE_COLUMNS = ("n_interactions", "n_channels", "active_days", "share_reaction",
-                   "share_reply", "share_forward", "median_delay_hours")
+PROFILE_COLUMNS = (
+    "n_interactions",
+    "n_channels",
+    "active_days",
+    "share_reaction",
+    "share_reply",
+    "share_forward",
+    "median_delay_hours",
+)
 
 
 def served_label(frame: pd.DataFrame) -> str:
@@ -63,29 +70,41 @@ def _frame(conn: duckdb.DuckDBPyConnection, sql: str, params: list) -> pd.DataFr
         return None
 
 
-def history(conn: duckdb.DuckDBPyConnection, table: str,
-            channel_id: int | None = None) -> dict[str, pd.DataFrame]:
+def history(
+    conn: duckdb.DuckDBPyConnection, table: str, channel_id: int | None = None
+) -> dict[str, pd.DataFrame]:
     """Observed outcomes a table's picture compares against (optionally for one channel)."""
     where = "" if channel_id is None else " AND channel_id = ?"
     params = [] if channel_id is None else [int(channel_id)]
     out: dict[str, pd.DataFrame | None] = {}
     if table == "posting_schedule_recommendations":
-        out["slots"] = _frame(conn, f"""
+        out["slots"] = _frame(
+            conn,
+            f"""
             SELECT channel_id, weekday, hour, avg(view_percentile_48h) AS observed, count(*) AS posts
             FROM features.post_features WHERE view_percentile_48h IS NOT NULL{where}
-            GROUP BY ALL""", params)
+            GROUP BY ALL""",
+            params,
+        )
     elif table == "post_engagement_forecasts":
-        out["observed"] = _frame(conn, f"""
+        out["observed"] = _frame(
+            conn,
+            f"""
             SELECT channel_id, post_id, published_at, views_48h AS observed_views_48h
-            FROM features.post_features WHERE views_48h IS NOT NULL{where}""", params)
+            FROM features.post_features WHERE views_48h IS NOT NULL{where}""",
+            params,
+        )
     elif table == "channel_growth_forecasts":
-        out["daily"] = _frame(conn, f"""
+        out["daily"] = _frame(
+            conn,
+            f"""
             SELECT channel_id, day, subscribers FROM features.channel_daily_features
-            WHERE subscribers IS NOT NULL{where} ORDER BY day""", params)
+            WHERE subscribers IS NOT NULL{where} ORDER BY day""",
+            params,
+        )
     elif table == "user_segments" and channel_id is None:
         cols = ", ".join(PROFILE_COLUMNS)
-        out["profiles"] = _frame(conn, f"SELECT user_id, {cols} FROM features.user_behavior_features",
-                                 [])
+        out["profiles"] = _frame(conn, f"SELECT user_id, {cols} FROM features.user_behavior_features", [])
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -104,15 +123,20 @@ def _growth(frame: pd.DataFrame, extra: dict, fig) -> None:
             past = daily[daily["channel_id"] == channel].tail(60)
             ax.plot(past["day"], past["subscribers"], color="k", lw=1, label="observed")
         ax.plot(rows["forecast_date"], rows["subscribers_p50"], color=color, label="p50")
-        ax.fill_between(rows["forecast_date"], rows["subscribers_p10"], rows["subscribers_p90"],
-                        color=color, alpha=0.3, label="p10–p90")
+        ax.fill_between(
+            rows["forecast_date"],
+            rows["subscribers_p10"],
+            rows["subscribers_p90"],
+            color=color,
+            alpha=0.3,
+            label="p10–p90",
+        )
         ax.set_title(f"channel {channel} ({_source_of(rows)})", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.tick_params(axis="x", rotation=30)
         if i == 0:
             ax.legend(fontsize=6)
-    fig.suptitle(f"growth forecast (subscribers), largest channels\n{served_label(frame)}",
-                 fontsize=8)
+    fig.suptitle(f"growth forecast (subscribers), largest channels\n{served_label(frame)}", fontsize=8)
 
 
 def top_slot_agreement(frame: pd.DataFrame, slots: pd.DataFrame) -> tuple[float, int]:
@@ -120,8 +144,7 @@ def top_slot_agreement(frame: pd.DataFrame, slots: pd.DataFrame) -> tuple[float,
     top = frame[frame["rank"] == frame.groupby("channel_id")["rank"].transform("min")]
     top = top.drop_duplicates("channel_id")[["channel_id", "weekday", "hour"]]
     best = slots.sort_values(["observed", "posts"], ascending=False).drop_duplicates("channel_id")
-    both = top.merge(best[["channel_id", "weekday", "hour"]], on="channel_id",
-                     suffixes=("", "_observed"))
+    both = top.merge(best[["channel_id", "weekday", "hour"]], on="channel_id", suffixes=("", "_observed"))
     if both.empty:
         return float("nan"), 0
     agree = (both["weekday"] == both["weekday_observed"]) & (both["hour"] == both["hour_observed"])
@@ -147,15 +170,15 @@ def _schedule(frame: pd.DataFrame, extra: dict, fig) -> None:
         share, n = top_slot_agreement(frame, extra["slots"])
         if n:
             note = f"\ntop slot agrees with history for {share:.0%} of {n} channels"
-    fig.suptitle(f"schedule, channel {channel} ({_source_of(rows)}){note}\n"
-                 f"{served_label(frame)}", fontsize=8)
+    fig.suptitle(f"schedule, channel {channel} ({_source_of(rows)}){note}\n{served_label(frame)}", fontsize=8)
 
 
 def _segments(frame: pd.DataFrame, extra: dict, fig) -> None:
     sizes = frame.groupby(["segment_id", "segment_label"]).size().reset_index(name="users")
     ax = fig.add_subplot(1, 2, 1)
-    labels = [f"{s}: {str(lab)[:18]}" for s, lab in zip(sizes["segment_id"],
-                                                        sizes["segment_label"], strict=True)]
+    labels = [
+        f"{s}: {str(lab)[:18]}" for s, lab in zip(sizes["segment_id"], sizes["segment_label"], strict=True)
+    ]
     ax.barh(labels, sizes["users"], color=COLORS.get(_source_of(frame), "tab:gray"))
     ax.set_xlabel("users")
     ax.tick_params(axis="y", labelsize=7)
@@ -184,12 +207,18 @@ def _engagement(frame: pd.DataFrame, extra: dict, fig) -> None:
         keys = ["channel_id", "post_id"]
         # published_at from the observed side (the forecast frame may carry it too)
         joined = frame.drop(columns=["published_at"], errors="ignore").merge(
-            observed[[*keys, "published_at", "observed_views_48h"]], on=keys)
+            observed[[*keys, "published_at", "observed_views_48h"]], on=keys
+        )
         joined = joined.sort_values("published_at").tail(300)
         for source, rows in joined.groupby(joined["source"].astype(str)):
-            ax.scatter(rows["observed_views_48h"].clip(lower=1),
-                       rows["predicted_views_48h"].clip(lower=1), s=6, alpha=0.6,
-                       color=COLORS.get(source, "tab:gray"), label=source)
+            ax.scatter(
+                rows["observed_views_48h"].clip(lower=1),
+                rows["predicted_views_48h"].clip(lower=1),
+                s=6,
+                alpha=0.6,
+                color=COLORS.get(source, "tab:gray"),
+                label=source,
+            )
         shown = len(joined)
         if shown:
             lo = float(max(1.0, joined[["observed_views_48h", "predicted_views_48h"]].min().min()))
@@ -203,24 +232,36 @@ def _engagement(frame: pd.DataFrame, extra: dict, fig) -> None:
     if not shown:
         # nothing observed yet for these posts: show what was predicted
         for source, rows in frame.groupby(frame["source"].astype(str)):
-            ax.hist(rows["engagement_score"].dropna(), bins=20, alpha=0.6,
-                    color=COLORS.get(source, "tab:gray"), label=source)
+            ax.hist(
+                rows["engagement_score"].dropna(),
+                bins=20,
+                alpha=0.6,
+                color=COLORS.get(source, "tab:gray"),
+                label=source,
+            )
         ax.set_xlabel("engagement score (no observed 48 h views yet)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"engagement: predicted vs observed, latest {shown} scored posts\n"
-                 f"{served_label(frame)}", fontsize=8)
+    fig.suptitle(
+        f"engagement: predicted vs observed, latest {shown} scored posts\n{served_label(frame)}", fontsize=8
+    )
 
 
 def _histogram(column: str, title: str):
     def draw(frame: pd.DataFrame, extra: dict, fig) -> None:
         ax = fig.add_subplot(1, 1, 1)
         for source, rows in frame.groupby(frame["source"].astype(str)):
-            ax.hist(rows[column].dropna().astype(float), bins=20, alpha=0.6,
-                    color=COLORS.get(source, "tab:gray"), label=source)
+            ax.hist(
+                rows[column].dropna().astype(float),
+                bins=20,
+                alpha=0.6,
+                color=COLORS.get(source, "tab:gray"),
+                label=source,
+            )
         ax.set_xlabel(column)
         ax.set_ylabel("rows")
         ax.legend(fontsize=7)
         fig.suptitle(f"{title}\n{served_label(frame)}", fontsize=8)
+
     return draw
 
 
@@ -239,11 +280,15 @@ def _patterns(frame: pd.DataFrame, extra: dict, fig) -> None:
 def _recommendations(frame: pd.DataFrame, extra: dict, fig) -> None:
     ax = fig.add_subplot(1, 1, 1)
     by_rank = frame.groupby("rank")["expected_lift"].agg(["mean", "min", "max"])
-    ax.bar(by_rank.index.astype(int), by_rank["mean"],
-           color=COLORS.get(_source_of(frame), "tab:gray"))
-    ax.errorbar(by_rank.index.astype(int), by_rank["mean"],
-                yerr=[by_rank["mean"] - by_rank["min"], by_rank["max"] - by_rank["mean"]],
-                fmt="none", ecolor="k", lw=0.8)
+    ax.bar(by_rank.index.astype(int), by_rank["mean"], color=COLORS.get(_source_of(frame), "tab:gray"))
+    ax.errorbar(
+        by_rank.index.astype(int),
+        by_rank["mean"],
+        yerr=[by_rank["mean"] - by_rank["min"], by_rank["max"] - by_rank["mean"]],
+        fmt="none",
+        ecolor="k",
+        lw=0.8,
+    )
     ax.set_xlabel("recommendation rank")
     ax.set_ylabel("expected lift (mean, range over channels)")
     fig.suptitle(f"content recommendations\n{served_label(frame)}", fontsize=8)
@@ -275,8 +320,9 @@ def figure(table: str, frame: pd.DataFrame, extra: dict[str, pd.DataFrame] | Non
     return fig
 
 
-def png(table: str, frame: pd.DataFrame, extra: dict[str, pd.DataFrame] | None = None,
-        dpi: int = plots.INLINE_DPI) -> bytes | None:
+def png(
+    table: str, frame: pd.DataFrame, extra: dict[str, pd.DataFrame] | None = None, dpi: int = plots.INLINE_DPI
+) -> bytes | None:
     """The table's picture as small PNG bytes (None without rows)."""
     fig = figure(table, frame, extra)
     if fig is None:

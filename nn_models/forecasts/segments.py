@@ -75,14 +75,13 @@ TABLE = "user_segments"
 COLUMNS = ["user_id", "segment_id", "segment_label", "distance", "segment_size", "n_interactions"]
 BATCH = 65_536
 
-PEAK_LIFT = 1.5           # an hour is "active" at >= 1.5 x the uniform share (1/24)
-PROFILE_SMOOTHING = 1.0   # sd (hours) of the circular smoothing of the members' hour profile
-DOMINANT_ACTION = 0.6     # one action named alone when it has >= 60 % of interactions
-WEEKEND_HEAVY = 1.25      # weekend share / (2/7)
+PEAK_LIFT = 1.5  # an hour is "active" at >= 1.5 x the uniform share (1/24)
+PROFILE_SMOOTHING = 1.0  # sd (hours) of the circular smoothing of the members' hour profile
+DOMINANT_ACTION = 0.6  # one action named alone when it has >= 60 % of interactions
+WEEKEND_HEAVY = 1.25  # weekend share / (2/7)
 WEEKDAY_FOCUSED = 0.75
-ACTIVE_LIFT = 1.5         # members' median interactions vs all users' median
-ACTION_NAMES = {"share_reaction": "reactors", "share_reply": "commenters",
-                "share_forward": "sharers"}
+ACTIVE_LIFT = 1.5  # members' median interactions vs all users' median
+ACTION_NAMES = {"share_reaction": "reactors", "share_reply": "commenters", "share_forward": "sharers"}
 ACTION_KEYS = {"share_reaction": "reaction", "share_reply": "reply", "share_forward": "forward"}
 _HOURS = [FEATURES.index(f) for f in HOUR_FEATURES]
 _WEEKDAYS = [FEATURES.index(f) for f in WEEKDAY_FEATURES]
@@ -110,13 +109,12 @@ def assign(model: LoadedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndar
     segments = np.empty(len(x), dtype=np.int64)
     distances = np.empty(len(x), dtype=np.float64)
     for lo in range(0, len(x), BATCH):
-        squared = np.asarray(model.run(features=x[lo:lo + BATCH])[0], dtype=np.float64)
+        squared = np.asarray(model.run(features=x[lo : lo + BATCH])[0], dtype=np.float64)
         if squared.ndim != 2 or squared.shape[1] == 0:
-            raise ValueError("the behaviour model has no centroids: its latent space was "
-                             "never clustered")
-        segments[lo:lo + BATCH] = squared.argmin(axis=1)
-        best = squared[np.arange(len(squared)), segments[lo:lo + BATCH]]
-        distances[lo:lo + BATCH] = np.sqrt(np.clip(best, 0.0, None))
+            raise ValueError("the behaviour model has no centroids: its latent space was never clustered")
+        segments[lo : lo + BATCH] = squared.argmin(axis=1)
+        best = squared[np.arange(len(squared)), segments[lo : lo + BATCH]]
+        distances[lo : lo + BATCH] = np.sqrt(np.clip(best, 0.0, None))
     return segments, distances
 
 
@@ -134,7 +132,8 @@ def profile(x: np.ndarray, n_interactions: np.ndarray | None = None) -> dict:
         "weekdays": means[_WEEKDAYS],
         "actions": {f: float(means[i]) for f, i in zip(ACTION_FEATURES, _ACTIONS, strict=True)},
         "median_interactions": float(np.median(n_interactions))
-        if n_interactions is not None and len(n_interactions) else float("nan"),
+        if n_interactions is not None and len(n_interactions)
+        else float("nan"),
         "users": int(len(x)),
     }
 
@@ -165,7 +164,7 @@ def active_windows(hours: np.ndarray) -> list[dict]:
     hot = share >= PEAK_LIFT / 24
     if not hot.any() or hot.all():
         return []
-    start = int(np.flatnonzero(~hot)[0])          # walk the circle from a quiet hour
+    start = int(np.flatnonzero(~hot)[0])  # walk the circle from a quiet hour
     runs, current = [], []
     for step in range(1, 25):
         h = (start + step) % 24
@@ -179,8 +178,15 @@ def active_windows(hours: np.ndarray) -> list[dict]:
     windows = []
     for run in runs:
         peak = max(run, key=lambda h: share[h])
-        windows.append({"start": run[0], "end": (run[-1] + 1) % 24, "peak": int(peak),
-                        "share": float(share[run].sum()), "part": part_of_day(int(peak))})
+        windows.append(
+            {
+                "start": run[0],
+                "end": (run[-1] + 1) % 24,
+                "peak": int(peak),
+                "share": float(share[run].sum()),
+                "part": part_of_day(int(peak)),
+            }
+        )
     windows.sort(key=lambda w: -w["share"])
     return [w for i, w in enumerate(windows[:2]) if i == 0 or w["share"] >= 0.5 * windows[0]["share"]]
 
@@ -202,16 +208,32 @@ def traits(prof: dict, population_median_interactions: float) -> dict:
     weekdays = np.asarray(prof["weekdays"], dtype=float)
     weekend = float(weekdays[5:].sum() / weekdays.sum()) if weekdays.sum() > 0 else float("nan")
     ratio = weekend / (2 / 7)
-    week = ("weekend-heavy" if ratio >= WEEKEND_HEAVY
-            else "weekday-focused" if ratio <= WEEKDAY_FOCUSED else "all week")
+    week = (
+        "weekend-heavy"
+        if ratio >= WEEKEND_HEAVY
+        else "weekday-focused"
+        if ratio <= WEEKDAY_FOCUSED
+        else "all week"
+    )
     activity = None
-    lift = prof["median_interactions"] / population_median_interactions \
-        if population_median_interactions and population_median_interactions > 0 else float("nan")
+    lift = (
+        prof["median_interactions"] / population_median_interactions
+        if population_median_interactions and population_median_interactions > 0
+        else float("nan")
+    )
     if math.isfinite(lift):
-        activity = "very active" if lift >= ACTIVE_LIFT else (
-            "occasional" if lift <= 1 / ACTIVE_LIFT else "regular")
-    return {"hours": hours, "windows": windows, "action": action, "week": week,
-            "weekend_share": weekend, "activity": activity, "activity_lift": lift}
+        activity = (
+            "very active" if lift >= ACTIVE_LIFT else ("occasional" if lift <= 1 / ACTIVE_LIFT else "regular")
+        )
+    return {
+        "hours": hours,
+        "windows": windows,
+        "action": action,
+        "week": week,
+        "weekend_share": weekend,
+        "activity": activity,
+        "activity_lift": lift,
+    }
 
 
 def labels_for(segment_traits: dict[int, dict]) -> dict[int, str]:
@@ -238,8 +260,10 @@ def segment_traits(frame: pd.DataFrame, segments: np.ndarray) -> dict[int, dict]
     x = behavior_inputs(frame, FEATURES)
     activity = frame["n_interactions"].to_numpy(np.float64)
     population = float(np.median(activity)) if len(activity) else float("nan")
-    return {int(s): traits(profile(x[segments == s], activity[segments == s]), population)
-            for s in np.unique(segments)}
+    return {
+        int(s): traits(profile(x[segments == s], activity[segments == s]), population)
+        for s in np.unique(segments)
+    }
 
 
 # ------------------------------------------------------------------------ baseline
@@ -267,57 +291,80 @@ def fit_baseline(conn: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> Baseli
             inputs, weight = baseline_inputs(variant, x[active])
             fitted = fit_pca_kmeans(inputs, k, LATENT_DIM, weight)
             segments, distances = fitted.assign(baseline_inputs(variant, x)[0])
-            how = (f"PCA + k-means ({variant} inputs, k={k} chosen on the validation period; "
-                   f"validation profile error {data.info['baseline_pca_kmeans_val_error']:.4f} vs "
-                   f"global profile {data.info['baseline_global_profile_val_error']:.4f}), "
-                   f"refitted on {int(active.sum())} users' whole history")
+            how = (
+                f"PCA + k-means ({variant} inputs, k={k} chosen on the validation period; "
+                f"validation profile error {data.info['baseline_pca_kmeans_val_error']:.4f} vs "
+                f"global profile {data.info['baseline_global_profile_val_error']:.4f}), "
+                f"refitted on {int(active.sum())} users' whole history"
+            )
             return BaselineSegments(segments.astype(np.int64), distances, "pca_kmeans", how)
         why = f"one global profile: {int(active.sum())} active users, too few for k={k}"
     elif data is not None:
-        why = (f"one global profile: it predicted the validation period better than PCA + "
-               f"k-means ({data.info['baseline_global_profile_val_error']:.4f} vs "
-               f"{data.info['baseline_pca_kmeans_val_error']:.4f})")
+        why = (
+            f"one global profile: it predicted the validation period better than PCA + "
+            f"k-means ({data.info['baseline_global_profile_val_error']:.4f} vs "
+            f"{data.info['baseline_pca_kmeans_val_error']:.4f})"
+        )
     distances = np.sqrt(((x - x.mean(axis=0)) ** 2).sum(axis=1)) if len(x) else np.zeros(0)
-    return BaselineSegments(np.zeros(len(x), dtype=np.int64), distances.astype(np.float64),
-                            "global_profile", why)
+    return BaselineSegments(
+        np.zeros(len(x), dtype=np.int64), distances.astype(np.float64), "global_profile", why
+    )
 
 
 # ------------------------------------------------------------------------- scoring
-def _result(frame: pd.DataFrame, model: LoadedModel | None, scored_at: datetime,
-            notes: dict[str, str], fallback_reason: str | None = None) -> ForecastResult:
+def _result(
+    frame: pd.DataFrame,
+    model: LoadedModel | None,
+    scored_at: datetime,
+    notes: dict[str, str],
+    fallback_reason: str | None = None,
+) -> ForecastResult:
     models = {model.registered_model: model.version} if model else {}
-    return ForecastResult(stamp(frame[COLUMNS], model, scored_at,
-                                model_name=None if model else BehaviorTask.registered_model,
-                                fallback_reason=fallback_reason),
-                          notes=notes, models=models)
+    return ForecastResult(
+        stamp(
+            frame[COLUMNS],
+            model,
+            scored_at,
+            model_name=None if model else BehaviorTask.registered_model,
+            fallback_reason=fallback_reason,
+        ),
+        notes=notes,
+        models=models,
+    )
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({"user_id": pd.Series(dtype="int64"),
-                         "segment_id": pd.Series(dtype="int64"),
-                         "segment_label": pd.Series(dtype="object"),
-                         "distance": pd.Series(dtype="float64"),
-                         "segment_size": pd.Series(dtype="int64"),
-                         "n_interactions": pd.Series(dtype="int64")})
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series(dtype="int64"),
+            "segment_id": pd.Series(dtype="int64"),
+            "segment_label": pd.Series(dtype="object"),
+            "distance": pd.Series(dtype="float64"),
+            "segment_size": pd.Series(dtype="int64"),
+            "n_interactions": pd.Series(dtype="int64"),
+        }
+    )
 
 
-def _rows(frame: pd.DataFrame, segments: np.ndarray, distances: np.ndarray
-          ) -> tuple[pd.DataFrame, dict[int, str], np.ndarray]:
+def _rows(
+    frame: pd.DataFrame, segments: np.ndarray, distances: np.ndarray
+) -> tuple[pd.DataFrame, dict[int, str], np.ndarray]:
     labels = labels_for(segment_traits(frame, segments))
     sizes = np.bincount(segments)
-    out = pd.DataFrame({
-        "user_id": frame["user_id"].to_numpy(np.int64),
-        "segment_id": segments.astype(np.int64),
-        "segment_label": [labels[int(s)] for s in segments],
-        "distance": np.asarray(distances, dtype=np.float64),
-        "segment_size": sizes[segments].astype(np.int64),
-        "n_interactions": frame["n_interactions"].to_numpy(np.int64),
-    })
+    out = pd.DataFrame(
+        {
+            "user_id": frame["user_id"].to_numpy(np.int64),
+            "segment_id": segments.astype(np.int64),
+            "segment_label": [labels[int(s)] for s in segments],
+            "distance": np.asarray(distances, dtype=np.float64),
+            "segment_size": sizes[segments].astype(np.int64),
+            "n_interactions": frame["n_interactions"].to_numpy(np.int64),
+        }
+    )
     return out, labels, sizes
 
 
-def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
-          scored_at: datetime) -> ForecastResult:
+def score(conn: duckdb.DuckDBPyConnection, champions: Champions, scored_at: datetime) -> ForecastResult:
     model = champions.get("behavior")
     frame = _frame(conn, "SELECT * FROM features.user_behavior_features ORDER BY user_id", [])
     if frame is None or frame.empty:
@@ -333,17 +380,20 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     if reason:
         base = fit_baseline(conn, frame)
         out, labels, sizes = _rows(frame, base.segments, base.distances)
-        notes = {"baseline": f"{base.rule}: {base.how}", "fallback": reason,
-                 "segments": "; ".join(f"{s}: {labels[s]} ({int(sizes[s])} users)"
-                                       for s in labels)}
+        notes = {
+            "baseline": f"{base.rule}: {base.how}",
+            "fallback": reason,
+            "segments": "; ".join(f"{s}: {labels[s]} ({int(sizes[s])} users)" for s in labels),
+        }
         return _result(out, None, scored_at, notes, reason)
     assert model is not None
     out, labels, sizes = _rows(frame, segments, distances)
     n_segments = getattr(model.module, "n_segments", len(labels))
     notes = {"segments": "; ".join(f"{s}: {labels[s]} ({int(sizes[s])} users)" for s in labels)}
     if len(labels) < n_segments:
-        notes["empty_segments"] = (f"{n_segments - len(labels)} of the model's {n_segments} "
-                                   "centroids have no users today")
+        notes["empty_segments"] = (
+            f"{n_segments - len(labels)} of the model's {n_segments} centroids have no users today"
+        )
     return _result(out, model, scored_at, notes)
 
 
@@ -354,16 +404,19 @@ def _channel_id(channel_id) -> int:
 
 def _published_labels(conn: duckdb.DuckDBPyConnection, model: LoadedModel) -> dict[int, dict]:
     """segment -> {label, size} from forecasts.user_segments scored by this very version."""
-    if not _table_exists(conn, "forecasts", TABLE):   # a failed query would abort a transaction
+    if not _table_exists(conn, "forecasts", TABLE):  # a failed query would abort a transaction
         return {}
-    rows = _frame(conn, """
+    rows = _frame(
+        conn,
+        """
         SELECT segment_id, any_value(segment_label) AS label, count(*) AS size
         FROM forecasts.user_segments WHERE model_name = ? AND model_version = ?
-        GROUP BY segment_id""", [model.registered_model, str(model.version)])
+        GROUP BY segment_id""",
+        [model.registered_model, str(model.version)],
+    )
     if rows is None or rows.empty:
         return {}
-    return {int(r.segment_id): {"label": r.label, "size": int(r.size)}
-            for r in rows.itertuples()}
+    return {int(r.segment_id): {"label": r.label, "size": int(r.size)} for r in rows.itertuples()}
 
 
 def _all_user_labels(conn: duckdb.DuckDBPyConnection, model: LoadedModel) -> dict[int, dict]:
@@ -380,21 +433,37 @@ def _all_user_labels(conn: duckdb.DuckDBPyConnection, model: LoadedModel) -> dic
 def _baseline_assignment(conn: duckdb.DuckDBPyConnection, users: pd.DataFrame):
     """(segments, distances, labels {segment: {label, size}}, label source) of ``users`` from
     the published baseline rows, or from the baseline fitted now when they are missing."""
-    rows = _frame(conn, """
+    rows = (
+        _frame(
+            conn,
+            """
         SELECT user_id, segment_id, segment_label, distance, segment_size
-        FROM forecasts.user_segments WHERE source = 'baseline'""", []) \
-        if _table_exists(conn, "forecasts", TABLE) else None
+        FROM forecasts.user_segments WHERE source = 'baseline'""",
+            [],
+        )
+        if _table_exists(conn, "forecasts", TABLE)
+        else None
+    )
     if rows is not None and set(users["user_id"]) <= set(rows["user_id"]):
         mine = users[["user_id"]].merge(rows, on="user_id", how="left")
-        labels = {int(r.segment_id): {"label": r.segment_label, "size": int(r.segment_size)}
-                  for r in rows.drop_duplicates("segment_id").itertuples()}
-        return (mine["segment_id"].to_numpy(np.int64), mine["distance"].to_numpy(np.float64),
-                labels, "forecasts.user_segments (baseline rows)")
+        labels = {
+            int(r.segment_id): {"label": r.segment_label, "size": int(r.segment_size)}
+            for r in rows.drop_duplicates("segment_id").itertuples()
+        }
+        return (
+            mine["segment_id"].to_numpy(np.int64),
+            mine["distance"].to_numpy(np.float64),
+            labels,
+            "forecasts.user_segments (baseline rows)",
+        )
     frame = _frame(conn, "SELECT * FROM features.user_behavior_features ORDER BY user_id", [])
     base = fit_baseline(conn, frame)
     _, names, sizes = _rows(frame, base.segments, base.distances)
-    row = pd.Series(np.arange(len(frame)), index=frame["user_id"].to_numpy()).reindex(
-        users["user_id"].to_numpy()).to_numpy(np.int64)
+    row = (
+        pd.Series(np.arange(len(frame)), index=frame["user_id"].to_numpy())
+        .reindex(users["user_id"].to_numpy())
+        .to_numpy(np.int64)
+    )
     labels = {s: {"label": label, "size": int(sizes[s])} for s, label in names.items()}
     return base.segments[row], base.distances[row], labels, f"baseline fitted now: {base.how}"
 
@@ -403,8 +472,7 @@ def _round(value: float, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
-def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None,
-                     channel_id) -> dict:
+def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, channel_id) -> dict:
     """The segment mix of the users who interacted with a channel (the API's answer).
 
     Per segment: its (network-wide) label and size, the channel's users in it, their
@@ -414,25 +482,35 @@ def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None,
     which served (``model`` / ``baseline``) and ``fallback_reason`` why.
     """
     channel_id = _channel_id(channel_id)
-    users = _frame(conn, """
+    users = _frame(
+        conn,
+        """
         WITH c AS (
             SELECT user_id, count(*) AS channel_interactions
             FROM raw.interactions WHERE channel_id = ? GROUP BY user_id
         )
         SELECT f.*, c.channel_interactions
         FROM features.user_behavior_features AS f JOIN c USING (user_id)
-        ORDER BY f.user_id""", [channel_id])
+        ORDER BY f.user_id""",
+        [channel_id],
+    )
     reason = missing_champion(TABLE, ("behavior",), {"behavior": model})
-    base = {"channel_id": channel_id,
-            "model_name": model.registered_model if model else BehaviorTask.registered_model,
-            "model_version": str(model.version) if model else "none",
-            "source": "model" if model else "baseline", "fallback_reason": reason}
+    base = {
+        "channel_id": channel_id,
+        "model_name": model.registered_model if model else BehaviorTask.registered_model,
+        "model_version": str(model.version) if model else "none",
+        "source": "model" if model else "baseline",
+        "fallback_reason": reason,
+    }
     if users is None:
-        return {**base, "users": 0, "segments": [],
-                "note": "raw.interactions or features.user_behavior_features is not published yet"}
+        return {
+            **base,
+            "users": 0,
+            "segments": [],
+            "note": "raw.interactions or features.user_behavior_features is not published yet",
+        }
     if users.empty:
-        return {**base, "users": 0, "segments": [],
-                "note": "no user interactions recorded for this channel"}
+        return {**base, "users": 0, "segments": [], "note": "no user interactions recorded for this channel"}
     if model is not None:
         try:
             segments, distances = assign(model, users)
@@ -442,9 +520,12 @@ def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None,
                 known, label_source = _all_user_labels(conn, model), "computed over all users"
         except ValueError as exc:
             model = None
-            base.update(model_name=BehaviorTask.registered_model, model_version="none",
-                        source="baseline",
-                        fallback_reason=f"{TABLE}: the champion cannot assign segments: {exc}")
+            base.update(
+                model_name=BehaviorTask.registered_model,
+                model_version="none",
+                source="baseline",
+                fallback_reason=f"{TABLE}: the champion cannot assign segments: {exc}",
+            )
     if model is None:
         segments, distances, known, label_source = _baseline_assignment(conn, users)
     weights = users["channel_interactions"].to_numpy(float)
@@ -458,21 +539,23 @@ def channel_segments(conn: duckdb.DuckDBPyConnection, model: LoadedModel | None,
         actions = prof["actions"]
         total = sum(actions.values()) or 1.0
         top_hours = np.argsort(-prof["raw_hours"], kind="stable")[:3]
-        out.append({
-            "segment_id": int(s),
-            "label": known.get(int(s), {}).get("label"),
-            "segment_size": known.get(int(s), {}).get("size"),
-            "users": int(mask.sum()),
-            "share": _round(mask.mean()),
-            "interaction_share": _round(weights[mask].sum() / weights.sum()),
-            "active_hours": [f"{w['start']:02d}–{w['end']:02d}" for w in windows]
-            or ["round-the-clock"],
-            "peak_hours": [int(h) for h in top_hours],
-            "weekend_share": _round(float(prof["weekdays"][5:].sum() / max(prof["weekdays"].sum(),
-                                                                           1e-12))),
-            "action_mix": {ACTION_KEYS[a]: _round(v / total) for a, v in actions.items()},
-            "median_interactions": _round(prof["median_interactions"], 1),
-            "mean_distance": _round(float(distances[mask].mean())),
-        })
+        out.append(
+            {
+                "segment_id": int(s),
+                "label": known.get(int(s), {}).get("label"),
+                "segment_size": known.get(int(s), {}).get("size"),
+                "users": int(mask.sum()),
+                "share": _round(mask.mean()),
+                "interaction_share": _round(weights[mask].sum() / weights.sum()),
+                "active_hours": [f"{w['start']:02d}–{w['end']:02d}" for w in windows] or ["round-the-clock"],
+                "peak_hours": [int(h) for h in top_hours],
+                "weekend_share": _round(
+                    float(prof["weekdays"][5:].sum() / max(prof["weekdays"].sum(), 1e-12))
+                ),
+                "action_mix": {ACTION_KEYS[a]: _round(v / total) for a, v in actions.items()},
+                "median_interactions": _round(prof["median_interactions"], 1),
+                "mean_distance": _round(float(distances[mask].mean())),
+            }
+        )
     out.sort(key=lambda r: (-r["users"], r["segment_id"]))
     return {**base, "users": int(len(users)), "label_source": label_source, "segments": out}

@@ -48,16 +48,29 @@ from nn_models.forecasts.base import Champions, ForecastResult, missing_champion
 from nn_models.task import InsufficientData
 
 TABLE = "post_viral_scores"
-COLUMNS = ["channel_id", "post_id", "viral_probability", "content_score",
-           # extras
-           "published_at", "media_type", "observed_viral", "content_model_version"]
+COLUMNS = [
+    "channel_id",
+    "post_id",
+    "viral_probability",
+    "content_score",
+    # extras
+    "published_at",
+    "media_type",
+    "observed_viral",
+    "content_model_version",
+]
 RECENT_DAYS = 14
 SCORE_BATCH = 256
-MAX_TEXT_CHARS = 10_000     # Telegram caps a message at 4096 characters (captions 1024)
+MAX_TEXT_CHARS = 10_000  # Telegram caps a message at 4096 characters (captions 1024)
 LABEL_DEFINITION = "top decile of 48 h forwards among the channel's earlier posts (90 days)"
-SELECTION_FRACTION = 0.20   # scoring-time baselines: chosen on the latest 20 % of labelled posts
-CHANNEL_FEATURES = ("log_subscribers", "prior_log_median_views", "prior_slot_effect",
-                    "prior_weekday_effect", "has_prior")
+SELECTION_FRACTION = 0.20  # scoring-time baselines: chosen on the latest 20 % of labelled posts
+CHANNEL_FEATURES = (
+    "log_subscribers",
+    "prior_log_median_views",
+    "prior_slot_effect",
+    "prior_weekday_effect",
+    "has_prior",
+)
 
 # ----------------------------------------------------------------- shared text helpers
 
@@ -118,9 +131,8 @@ def encode(texts: list[str], cached: bool = True) -> text_data.EncodedTexts:
     """
     encoder = _encoder if cached else shared_encoder()
     cache_dir = text_data.default_cache_dir() if cached else None
-    with _encoder_lock:   # encode_texts adjusts the encoder's padding length per batch
-        return text_data.encode_texts(texts, text_data.TOKEN_MAX_LENGTH, cache_dir,
-                                      encoder=encoder)
+    with _encoder_lock:  # encode_texts adjusts the encoder's padding length per batch
+        return text_data.encode_texts(texts, text_data.TOKEN_MAX_LENGTH, cache_dir, encoder=encoder)
 
 
 def _run(model: LoadedModel, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -128,8 +140,10 @@ def _run(model: LoadedModel, arrays: dict[str, np.ndarray]) -> np.ndarray:
     n = len(next(iter(arrays.values())))
     out = []
     for start in range(0, n, SCORE_BATCH):
-        batch = {k: np.ascontiguousarray(v[start:start + SCORE_BATCH], dtype=np.float32)
-                 for k, v in arrays.items()}
+        batch = {
+            k: np.ascontiguousarray(v[start : start + SCORE_BATCH], dtype=np.float32)
+            for k, v in arrays.items()
+        }
         out.append(np.asarray(model.run(**batch)[0], dtype=np.float64).reshape(-1))
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -140,8 +154,9 @@ def content_probabilities(model: LoadedModel, tokens: np.ndarray, mask: np.ndarr
     return 1.0 / (1.0 + np.exp(-logit))
 
 
-def viral_probabilities(model: LoadedModel, tokens: np.ndarray, mask: np.ndarray,
-                        context: np.ndarray) -> np.ndarray:
+def viral_probabilities(
+    model: LoadedModel, tokens: np.ndarray, mask: np.ndarray, context: np.ndarray
+) -> np.ndarray:
     """ViralDetector outputs the probability itself."""
     return _run(model, {"tokens": tokens, "mask": mask, "context": context})
 
@@ -158,8 +173,12 @@ def text_columns_typed(frame: pd.DataFrame) -> pd.DataFrame:
 def model_info(model: LoadedModel | None) -> dict[str, Any] | None:
     if model is None:
         return None
-    return {"registered_model": model.registered_model, "version": model.version,
-            "backend": model.backend, "holdout_metrics": model.metrics}
+    return {
+        "registered_model": model.registered_model,
+        "version": model.version,
+        "backend": model.backend,
+        "holdout_metrics": model.metrics,
+    }
 
 
 # ----------------------------------------------------------------------- context
@@ -167,7 +186,8 @@ def model_info(model: LoadedModel | None) -> dict[str, Any] | None:
 
 # The same prior-post aggregates as training (text_data.PRIOR_SLOTS_CTE), for the
 # ``targets`` rows only.
-CONTEXT_SQL = """
+CONTEXT_SQL = (
+    """
 WITH targets AS ({targets}),
 history AS (
     SELECT channel_id, published_at, hour, weekday,
@@ -175,13 +195,16 @@ history AS (
     FROM features.post_features
     WHERE channel_id IN (SELECT DISTINCT channel_id FROM targets)
 ),
-""" + text_data.PRIOR_SLOTS_CTE.format(targets="targets", history="history") + """
+"""
+    + text_data.PRIOR_SLOTS_CTE.format(targets="targets", history="history")
+    + """
 SELECT t.*, s.prior_log_reach, s.prior_slot_posts, s.prior_slot_log_reach,
        s.prior_weekday_posts, s.prior_weekday_log_reach
 FROM targets AS t
 LEFT JOIN slots AS s USING (channel_id, post_id)
 ORDER BY t.channel_id, t.published_at, t.post_id
 """
+)
 
 STORED_TARGETS = """
     SELECT p.channel_id, p.post_id, p.published_at, p.hour, p.weekday, p.media_type,
@@ -232,17 +255,22 @@ def stored_post_context(conn: duckdb.DuckDBPyConnection, keys: pd.DataFrame) -> 
         conn.unregister(name)
 
 
-def hypothetical_context(conn: duckdb.DuckDBPyConnection, channel_id: int, published_at: datetime,
-                         media_type: str, text: str) -> pd.DataFrame:
+def hypothetical_context(
+    conn: duckdb.DuckDBPyConnection, channel_id: int, published_at: datetime, media_type: str, text: str
+) -> pd.DataFrame:
     """One row of context inputs for a post not published yet."""
-    params = {"channel_id": int(channel_id), "published_at": published_at,
-              "media_type": media_type, "text": text}
+    params = {
+        "channel_id": int(channel_id),
+        "published_at": published_at,
+        "media_type": media_type,
+        "text": text,
+    }
     for subscribers in (SUBSCRIBERS_DAILY, SUBSCRIBERS_POSTS):
         sql = CONTEXT_SQL.format(targets=HYPOTHETICAL_TARGETS.format(subscribers=subscribers))
         try:
             return conn.execute(sql, params).fetchdf()
         except duckdb.CatalogException:
-            continue      # channel_daily_features not built / published: latest post's count
+            continue  # channel_daily_features not built / published: latest post's count
     raise duckdb.CatalogException("features.post_features is not available")
 
 
@@ -277,24 +305,25 @@ class ScoringBaselines:
     viral: baselines_text.TunedBaseline | None
     n_posts: int
     reason: str | None = None
-    selection: dict[str, float] = field(default_factory=dict)   # name -> validation AUC
+    selection: dict[str, float] = field(default_factory=dict)  # name -> validation AUC
     viral_rates: dict[int, float] = field(default_factory=dict)
     network_rate: float | None = None
-    context_mean: np.ndarray | None = None   # mean context of the labelled posts
-    term_weights: pd.Series | None = None    # word n-gram -> LR weight (content patterns)
-    term_analyzer: Any = None                # text -> its word n-grams
+    context_mean: np.ndarray | None = None  # mean context of the labelled posts
+    term_weights: pd.Series | None = None  # word n-gram -> LR weight (content patterns)
+    term_analyzer: Any = None  # text -> its word n-grams
     term_note: str = ""
 
     def describe(self, which: str) -> str:
         """Which baseline serves ``which`` ("viral" / "content") and how it was chosen."""
         tuned = self.viral if which == "viral" else self.content
         if tuned is None:
-            return (f"the channel's observed viral rate (no baseline could be fitted: "
-                    f"{self.reason})")
+            return f"the channel's observed viral rate (no baseline could be fitted: {self.reason})"
         chosen = ", ".join(f"{n} {auc:.3f}" for n, auc in self.selection.items())
-        return (f"baseline {tuned.label}, chosen on the latest {SELECTION_FRACTION:.0%} of "
-                f"{self.n_posts} labelled posts (validation ROC AUC: {chosen}) and refitted "
-                "on all of them")
+        return (
+            f"baseline {tuned.label}, chosen on the latest {SELECTION_FRACTION:.0%} of "
+            f"{self.n_posts} labelled posts (validation ROC AUC: {chosen}) and refitted "
+            "on all of them"
+        )
 
     def rate(self, channel_id: int | None) -> float:
         if channel_id is not None and int(channel_id) in self.viral_rates:
@@ -335,9 +364,13 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> Scoring
     ``features.post_features`` raises ``duckdb.CatalogException`` (callers map it).
     """
     posts = conn.execute(text_data.POSTS_SQL).fetchdf()
-    key = (len(posts), str(posts["published_at"].max()) if len(posts) else "",
-           int(posts["post_id"].sum()) if len(posts) else 0,
-           int(posts[text_data.LABEL].astype(bool).sum()) if len(posts) else 0, seed)
+    key = (
+        len(posts),
+        str(posts["published_at"].max()) if len(posts) else "",
+        int(posts["post_id"].sum()) if len(posts) else 0,
+        int(posts[text_data.LABEL].astype(bool).sum()) if len(posts) else 0,
+        seed,
+    )
     with _baseline_lock:
         if key in _baseline_cache:
             return _baseline_cache[key]
@@ -345,11 +378,15 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> Scoring
         rates = posts.assign(v=labels.astype(float)).groupby("channel_id")["v"].mean()
         frame = text_data.baseline_frame(posts)
         out = ScoringBaselines(
-            None, None, len(posts),
+            None,
+            None,
+            len(posts),
             viral_rates={int(c): float(r) for c, r in rates.items()},
             network_rate=float(labels.mean()) if len(labels) else None,
-            context_mean=(frame[list(text_data.CONTEXT_FEATURES)].to_numpy().mean(axis=0)
-                          if len(frame) else None))
+            context_mean=(
+                frame[list(text_data.CONTEXT_FEATURES)].to_numpy().mean(axis=0) if len(frame) else None
+            ),
+        )
         fit, val = selection_split(posts["published_at"])
         try:
             text_data.check_history(posts, {"fit": fit, "validation": val})
@@ -357,15 +394,22 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> Scoring
             out.reason = str(exc)
         else:
             tuned = baselines_text.tune_baselines(
-                baselines_text.BASELINE_NAMES, frame[fit], labels[fit], frame[val], labels[val],
-                text_data.CONTEXT_FEATURES, seed=seed)
+                baselines_text.BASELINE_NAMES,
+                frame[fit],
+                labels[fit],
+                frame[val],
+                labels[val],
+                text_data.CONTEXT_FEATURES,
+                seed=seed,
+            )
             best = baselines_text.strongest(tuned)
             out.selection = {n: round(b.val_roc_auc, 4) for n, b in tuned.items()}
             out.viral = tuned[best].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
             out.content = tuned["tfidf"].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
-            out.term_weights, out.term_analyzer, out.term_note = (
-                baselines_text.word_term_weights(out.content, frame, labels, seed))
-        _baseline_cache.clear()        # one history per process is enough
+            out.term_weights, out.term_analyzer, out.term_note = baselines_text.word_term_weights(
+                out.content, frame, labels, seed
+            )
+        _baseline_cache.clear()  # one history per process is enough
         _baseline_cache[key] = out
         return out
 
@@ -373,11 +417,13 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> Scoring
 def baseline_info(baselines: ScoringBaselines, which: str) -> dict[str, Any]:
     """The serving baseline as a request's JSON (name, chosen settings, validation AUCs)."""
     tuned = baselines.viral if which == "viral" else baselines.content
-    return {"baseline": None if tuned is None else tuned.name,
-            "params": None if tuned is None else tuned.params,
-            "validation_roc_auc": baselines.selection or None,
-            "n_labelled_posts": baselines.n_posts,
-            "description": baselines.describe(which)}
+    return {
+        "baseline": None if tuned is None else tuned.name,
+        "params": None if tuned is None else tuned.params,
+        "validation_roc_auc": baselines.selection or None,
+        "n_labelled_posts": baselines.n_posts,
+        "description": baselines.describe(which),
+    }
 
 
 # --------------------------------------------------------------------------- batch
@@ -389,20 +435,27 @@ def _recent_keys(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         SELECT channel_id, post_id FROM features.post_features
         QUALIFY published_at >= max(published_at) OVER (PARTITION BY channel_id)
                                 - to_days(CAST(? AS INTEGER))
-        """, [RECENT_DAYS]).fetchdf()
+        """,
+        [RECENT_DAYS],
+    ).fetchdf()
 
 
-def empty_frame(model: LoadedModel | None, scored_at: datetime,
-                reason: str | None = None) -> pd.DataFrame:
+def empty_frame(model: LoadedModel | None, scored_at: datetime, reason: str | None = None) -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
-    frame = frame.astype({"channel_id": "int64", "post_id": "int64", "published_at": "datetime64[us]",
-                          "media_type": "object", "observed_viral": "float64",
-                          "content_model_version": "object"})
+    frame = frame.astype(
+        {
+            "channel_id": "int64",
+            "post_id": "int64",
+            "published_at": "datetime64[us]",
+            "media_type": "object",
+            "observed_viral": "float64",
+            "content_model_version": "object",
+        }
+    )
     return text_columns_typed(stamp(frame, model, scored_at, fallback_reason=reason))
 
 
-def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
-          scored_at: datetime) -> ForecastResult:
+def score(conn: duckdb.DuckDBPyConnection, champions: Champions, scored_at: datetime) -> ForecastResult:
     """Score the recent posts with the champions, or the strongest baseline without one."""
     viral = champions.get("viral")
     content = champions.get("content")
@@ -412,12 +465,18 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
         keys = _recent_keys(conn)
     except duckdb.CatalogException as exc:
         why = f"features.post_features is not built yet ({exc})"
-        return ForecastResult(empty_frame(viral, scored_at, reason and f"{reason}; {why}"),
-                              notes={"skipped": why}, models=models)
+        return ForecastResult(
+            empty_frame(viral, scored_at, reason and f"{reason}; {why}"),
+            notes={"skipped": why},
+            models=models,
+        )
     if keys.empty:
         why = "features.post_features has no posts"
-        return ForecastResult(empty_frame(viral, scored_at, reason and f"{reason}; {why}"),
-                              notes={"skipped": why}, models=models)
+        return ForecastResult(
+            empty_frame(viral, scored_at, reason and f"{reason}; {why}"),
+            notes={"skipped": why},
+            models=models,
+        )
     notes: dict[str, str] = {}
     posts = stored_post_context(conn, keys)
     context = text_data.context_features(posts)
@@ -426,16 +485,14 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
     token_note = "token states: not needed (no champion to score with)"
     if viral is not None or content is not None:
         encoded = encode(posts["text"].tolist(), cached=True)
-        token_note = (f"token states: {encoded.n_cached} from cache, "
-                      f"{encoded.n_encoded} encoded")
-    frame = pd.DataFrame({"channel_id": posts["channel_id"].astype("int64"),
-                          "post_id": posts["post_id"].astype("int64")})
+        token_note = f"token states: {encoded.n_cached} from cache, {encoded.n_encoded} encoded"
+    frame = pd.DataFrame(
+        {"channel_id": posts["channel_id"].astype("int64"), "post_id": posts["post_id"].astype("int64")}
+    )
     if viral is not None:
-        frame["viral_probability"] = viral_probabilities(viral, encoded.tokens, encoded.mask,
-                                                         context)
+        frame["viral_probability"] = viral_probabilities(viral, encoded.tokens, encoded.mask, context)
     else:
-        frame["viral_probability"] = fallback.viral_scores(text_data.baseline_frame(posts),
-                                                           channel_ids)
+        frame["viral_probability"] = fallback.viral_scores(text_data.baseline_frame(posts), channel_ids)
         reason = f"{reason}; viral_probability from the {fallback.describe('viral')}"
         notes["viral_probability"] = reason
     if content is not None:
@@ -443,21 +500,23 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions,
         content_version = content.version
     else:
         frame["content_score"] = fallback.content_scores(posts["text"].tolist())
-        content_version = (f"baseline:{fallback.content.name}" if fallback.content is not None
-                           else None)
-        notes["content_score"] = (missing_champion(TABLE, ("content",), champions)
-                                  + f"; content_score from the {fallback.describe('content')}"
-                                  + ("" if fallback.content is not None else " (NULL)"))
+        content_version = f"baseline:{fallback.content.name}" if fallback.content is not None else None
+        notes["content_score"] = (
+            missing_champion(TABLE, ("content",), champions)
+            + f"; content_score from the {fallback.describe('content')}"
+            + ("" if fallback.content is not None else " (NULL)")
+        )
     frame["published_at"] = pd.to_datetime(posts["published_at"]).astype("datetime64[us]")
     frame["media_type"] = posts["media_type"].astype(object)
-    frame["observed_viral"] = posts["is_viral"].astype("float64")   # NULL until 48 h known
+    frame["observed_viral"] = posts["is_viral"].astype("float64")  # NULL until 48 h known
     frame["content_model_version"] = content_version
     pending = int(posts["is_viral"].isna().sum())
-    notes["scope"] = (f"{len(frame)} posts from the last {RECENT_DAYS} days of "
-                      f"{frame['channel_id'].nunique()} channels ({pending} without 48 h data yet); "
-                      f"{token_note}")
-    model_name = None if viral is not None or fallback.viral is None else (
-        f"baseline:{fallback.viral.name}")
+    notes["scope"] = (
+        f"{len(frame)} posts from the last {RECENT_DAYS} days of "
+        f"{frame['channel_id'].nunique()} channels ({pending} without 48 h data yet); "
+        f"{token_note}"
+    )
+    model_name = None if viral is not None or fallback.viral is None else (f"baseline:{fallback.viral.name}")
     stamped = stamp(frame[COLUMNS], viral, scored_at, model_name, fallback_reason=reason)
     return ForecastResult(text_columns_typed(stamped), notes=notes, models=models)
 
@@ -506,14 +565,12 @@ def _validated(post_content: Any) -> tuple[str, str, int | None, datetime, bool]
         raise _invalid(f"post_content.text has {len(text)} characters; at most {MAX_TEXT_CHARS}")
     media = post_content.get("media_type")
     if media not in text_data.MEDIA_TYPES:
-        raise _invalid(f"post_content.media_type must be one of {list(text_data.MEDIA_TYPES)}, "
-                       f"got {media!r}")
+        raise _invalid(f"post_content.media_type must be one of {list(text_data.MEDIA_TYPES)}, got {media!r}")
     channel = post_content.get("channel_id")
     channel_id = None if channel is None else parse_channel_id(channel)
     raw_time = post_content.get("published_at")
     assumed = raw_time is None
-    published_at = (datetime.now(UTC).replace(tzinfo=None, microsecond=0) if assumed
-                    else parse_time(raw_time))
+    published_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0) if assumed else parse_time(raw_time)
     return text, media, channel_id, published_at, assumed
 
 
@@ -521,11 +578,14 @@ def base_rate(conn: duckdb.DuckDBPyConnection, channel_id: int | None) -> dict[s
     """Observed share of viral posts (posts whose 48 h forwards are known)."""
     where, params = ("WHERE channel_id = ?", [channel_id]) if channel_id is not None else ("", [])
     rate, n = conn.execute(
-        f"SELECT avg(is_viral::DOUBLE), count(is_viral) FROM features.post_features {where}",
-        params).fetchall()[0]
-    return {"scope": "channel" if channel_id is not None else "network",
-            "viral_rate": None if rate is None else float(rate), "n_posts": int(n),
-            "definition": f"share of posts in the {LABEL_DEFINITION}"}
+        f"SELECT avg(is_viral::DOUBLE), count(is_viral) FROM features.post_features {where}", params
+    ).fetchall()[0]
+    return {
+        "scope": "channel" if channel_id is not None else "network",
+        "viral_rate": None if rate is None else float(rate),
+        "n_posts": int(n),
+        "definition": f"share of posts in the {LABEL_DEFINITION}",
+    }
 
 
 def tables_missing(exc: Exception) -> Exception:
@@ -535,8 +595,12 @@ def tables_missing(exc: Exception) -> Exception:
     return ModelUnavailable(f"feature tables are not published yet (run the pipeline): {exc}")
 
 
-def detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
-           content: LoadedModel | None, post_content: dict) -> dict:
+def detect(
+    conn: duckdb.DuckDBPyConnection,
+    viral: LoadedModel | None,
+    content: LoadedModel | None,
+    post_content: dict,
+) -> dict:
     """Viral probability of a post before it is published (what the API returns).
 
     ``viral`` / ``content`` may be None (no champion): the strongest baseline fitted on
@@ -549,14 +613,22 @@ def detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
         raise tables_missing(exc) from exc
 
 
-def _detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
-            content: LoadedModel | None, text: str, media: str, channel_id: int | None,
-            published_at: datetime, assumed: bool) -> dict:
+def _detect(
+    conn: duckdb.DuckDBPyConnection,
+    viral: LoadedModel | None,
+    content: LoadedModel | None,
+    text: str,
+    media: str,
+    channel_id: int | None,
+    published_at: datetime,
+    assumed: bool,
+) -> dict:
     notes = []
     fallback = scoring_baselines(conn) if viral is None or content is None else None
     if channel_id is not None:
-        known = conn.execute("SELECT count(*) FROM features.post_features WHERE channel_id = ?",
-                             [channel_id]).fetchall()[0][0]
+        known = conn.execute(
+            "SELECT count(*) FROM features.post_features WHERE channel_id = ?", [channel_id]
+        ).fetchall()[0][0]
         if not known:
             from nn_models.service import UnknownChannel
 
@@ -564,28 +636,45 @@ def _detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
         frame = hypothetical_context(conn, channel_id, published_at, media, text)
         context = text_data.context_features(frame)
         context_kind = "channel"
-        notes.append(f"channel context of channel {channel_id} as of {published_at.isoformat()} "
-                     "(subscribers, prior reach, slot effects from its published posts)")
+        notes.append(
+            f"channel context of channel {channel_id} as of {published_at.isoformat()} "
+            "(subscribers, prior reach, slot effects from its published posts)"
+        )
     else:
-        frame = pd.DataFrame([{
-            "media_type": media, "hour": published_at.hour, "weekday": published_at.weekday(),
-            "text_length": conn.execute("SELECT length(?)", [text]).fetchall()[0][0],
-            "subscribers_at_publish": np.nan,
-            "channel_prior_posts_48h": np.nan, "channel_prior_median_views_48h": np.nan,
-            "prior_log_reach": np.nan, "prior_slot_posts": np.nan, "prior_slot_log_reach": np.nan,
-            "prior_weekday_posts": np.nan, "prior_weekday_log_reach": np.nan}])
+        frame = pd.DataFrame(
+            [
+                {
+                    "media_type": media,
+                    "hour": published_at.hour,
+                    "weekday": published_at.weekday(),
+                    "text_length": conn.execute("SELECT length(?)", [text]).fetchall()[0][0],
+                    "subscribers_at_publish": np.nan,
+                    "channel_prior_posts_48h": np.nan,
+                    "channel_prior_median_views_48h": np.nan,
+                    "prior_log_reach": np.nan,
+                    "prior_slot_posts": np.nan,
+                    "prior_slot_log_reach": np.nan,
+                    "prior_weekday_posts": np.nan,
+                    "prior_weekday_log_reach": np.nan,
+                }
+            ]
+        )
         if viral is not None:
             context = network_context(viral, frame)
-            notes.append("no channel_id: channel features (audience size, prior reach, slot "
-                         "effects) set to the viral model's training mean, i.e. an average channel")
+            notes.append(
+                "no channel_id: channel features (audience size, prior reach, slot "
+                "effects) set to the viral model's training mean, i.e. an average channel"
+            )
         else:
             context = text_data.context_features(frame)
             if fallback.context_mean is not None:
                 for feature in CHANNEL_FEATURES:
                     i = text_data.CONTEXT_FEATURES.index(feature)
                     context[:, i] = fallback.context_mean[i]
-            notes.append("no channel_id: channel features (audience size, prior reach, slot "
-                         "effects) set to the mean of the labelled posts, i.e. an average channel")
+            notes.append(
+                "no channel_id: channel features (audience size, prior reach, slot "
+                "effects) set to the mean of the labelled posts, i.e. an average channel"
+            )
         context_kind = "network"
     if assumed:
         notes.append("no published_at: assumed publication now")
@@ -594,28 +683,28 @@ def _detect(conn: duckdb.DuckDBPyConnection, viral: LoadedModel | None,
         with request_threads():
             encoded = encode([text], cached=False)
             if viral is not None:
-                probability = float(viral_probabilities(viral, encoded.tokens, encoded.mask,
-                                                        context)[0])
+                probability = float(viral_probabilities(viral, encoded.tokens, encoded.mask, context)[0])
             if content is not None:
-                content_score = float(content_probabilities(content, encoded.tokens,
-                                                            encoded.mask)[0])
+                content_score = float(content_probabilities(content, encoded.tokens, encoded.mask)[0])
     if viral is None:
         base = pd.DataFrame(context, columns=list(text_data.CONTEXT_FEATURES))
         base.insert(0, "text", [text])
         probability = float(fallback.viral_scores(base, np.array([channel_id]))[0])
-        fallback_reason = (missing_champion("viral:detect", ("viral",), {"viral": None})
-                           + f"; viral_probability from the {fallback.describe('viral')}")
+        fallback_reason = (
+            missing_champion("viral:detect", ("viral",), {"viral": None})
+            + f"; viral_probability from the {fallback.describe('viral')}"
+        )
     if content is None:
         value = float(fallback.content_scores([text])[0])
         content_score = None if math.isnan(value) else value
-        notes.append("no content champion: content_score from the "
-                     + fallback.describe("content"))
+        notes.append("no content champion: content_score from the " + fallback.describe("content"))
     rate = base_rate(conn, channel_id)
     relative = (probability / rate["viral_rate"]) if rate["viral_rate"] else None
     models = {"viral": model_info(viral), "content": model_info(content)}
     if fallback is not None:
-        models["baselines"] = {w: baseline_info(fallback, w) for w, m in
-                               (("viral", viral), ("content", content)) if m is None}
+        models["baselines"] = {
+            w: baseline_info(fallback, w) for w, m in (("viral", viral), ("content", content)) if m is None
+        }
     return {
         "channel_id": channel_id,
         "context": context_kind,

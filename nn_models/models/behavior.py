@@ -26,7 +26,7 @@ WEEKDAY_FEATURES = tuple(f"wd_{d}" for d in range(7))
 ACTION_FEATURES = ("share_reaction", "share_reply", "share_forward")
 FEATURES = HOUR_FEATURES + WEEKDAY_FEATURES + ACTION_FEATURES
 
-HOUR_SMOOTHING = 2.0                   # sd (hours) of the circular smoothing of hour shares
+HOUR_SMOOTHING = 2.0  # sd (hours) of the circular smoothing of hour shares
 GROUP_WEIGHTS = (1 / 1.5, 1 / 1.2, 1.0)  # hours, weekdays, actions after standardising
 
 
@@ -57,8 +57,9 @@ def preprocessing(
     if len(hours) == 24:
         mix[np.ix_(hours, hours)] = hour_smoothing_kernel(hour_smoothing)
     groups = (HOUR_FEATURES, WEEKDAY_FEATURES, ACTION_FEATURES)
-    weight = np.array([next((w for g, w in zip(groups, group_weights, strict=True) if f in g), 1.0)
-                       for f in names])
+    weight = np.array(
+        [next((w for g, w in zip(groups, group_weights, strict=True) if f in g), 1.0) for f in names]
+    )
     return mix, np.array([f in FEATURES for f in names], dtype=bool), weight
 
 
@@ -115,7 +116,7 @@ class BehaviorClusterer(nn.Module):
         self.latent_noise = latent_noise
         self.latent_l2 = latent_l2
         self.hour_smoothing = hour_smoothing
-        self.validation_error_by_k: dict[int, float] = {}   # k -> validation profile error
+        self.validation_error_by_k: dict[int, float] = {}  # k -> validation profile error
         n = len(self.feature_names)
         self.encoder = _mlp([n, *hidden, latent_dim], dropout)
         self.decoder = _mlp([latent_dim, *reversed(hidden), n], dropout)

@@ -22,9 +22,9 @@ NEG = -1e4  # added to windows that start on padding, so the max never picks the
 class FilterActivations(NamedTuple):
     """Per filter: strongest activation, where it starts and how many tokens it spans."""
 
-    values: torch.Tensor      # (batch, n_filters) max-pooled ReLU activation
-    positions: torch.Tensor   # (batch, n_filters) token index where the best window starts
-    widths: torch.Tensor      # (n_filters,) kernel size of each filter (window length)
+    values: torch.Tensor  # (batch, n_filters) max-pooled ReLU activation
+    positions: torch.Tensor  # (batch, n_filters) token index where the best window starts
+    widths: torch.Tensor  # (n_filters,) kernel size of each filter (window length)
 
 
 class ContentAnalyzer(nn.Module):
@@ -57,20 +57,25 @@ class ContentAnalyzer(nn.Module):
         super().__init__()
         if len(filters) != len(kernel_sizes):
             raise ValueError("filters and kernel_sizes need one entry per branch")
-        self.config = {"embed_dim": embed_dim, "proj_dim": proj_dim, "filters": tuple(filters),
-                       "kernel_sizes": tuple(kernel_sizes), "hidden": hidden, "dropout": dropout,
-                       "n_aux": n_aux}
+        self.config = {
+            "embed_dim": embed_dim,
+            "proj_dim": proj_dim,
+            "filters": tuple(filters),
+            "kernel_sizes": tuple(kernel_sizes),
+            "hidden": hidden,
+            "dropout": dropout,
+            "n_aux": n_aux,
+        }
         width = proj_dim or embed_dim
         self.proj = nn.Linear(embed_dim, proj_dim) if proj_dim else nn.Identity()
         self.norm = nn.LayerNorm(width)
         self.max_kernel = max(kernel_sizes)
-        self.convs = nn.ModuleList(
-            nn.Conv1d(width, f, k) for f, k in zip(filters, kernel_sizes, strict=True)
-        )
+        self.convs = nn.ModuleList(nn.Conv1d(width, f, k) for f, k in zip(filters, kernel_sizes, strict=True))
         self.register_buffer(
             "filter_widths",
-            torch.cat([torch.full((f,), k, dtype=torch.long)
-                       for f, k in zip(filters, kernel_sizes, strict=True)]),
+            torch.cat(
+                [torch.full((f,), k, dtype=torch.long) for f, k in zip(filters, kernel_sizes, strict=True)]
+            ),
             persistent=False,
         )
         self.dense = nn.Sequential(
@@ -101,11 +106,11 @@ class ContentAnalyzer(nn.Module):
         # (batch, width, length + k_max - 1): zeros on the right, so every real token
         # starts a window of every width and the result does not depend on padding length
         x = nn.functional.pad(x.transpose(1, 2), (0, self.max_kernel - 1))
-        penalty = (1.0 - mask).unsqueeze(1) * NEG                # 0 real, NEG padding
+        penalty = (1.0 - mask).unsqueeze(1) * NEG  # 0 real, NEG padding
         values, positions = [], []
         for conv in self.convs:
             k = conv.kernel_size[0]
-            out = conv(x[..., : length + k - 1])                 # (batch, f, length)
+            out = conv(x[..., : length + k - 1])  # (batch, f, length)
             best, where = (out + penalty).max(dim=-1)
             values.append(torch.relu(best))
             positions.append(where)
@@ -121,9 +126,7 @@ class ContentAnalyzer(nn.Module):
         values, positions = self._pooled(tokens, mask)
         return FilterActivations(values, positions, self.filter_widths)
 
-    def heads(
-        self, tokens: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def heads(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training outputs: uncorrected viral logit (batch,) and auxiliary (batch, n_aux)."""
         hidden = self.dense(self._pooled(tokens, mask)[0])
         aux = self.aux_out(hidden) if self.aux_out is not None else None

@@ -38,34 +38,51 @@ from torch.nn import functional as F
 
 # Per grid step, in this order (built by ``nn_models.tasks.engagement.sequence_features``).
 SEQUENCE_FEATURES: tuple[str, ...] = (
-    "log_views",            # log1p(views)
-    "log_forwards",         # log1p(forwards)
-    "log_replies",          # log1p(replies)
-    "log_reactions",        # log1p(reactions)
-    "log_interactions",     # log1p(forwards + replies + reactions)
-    "views_vs_channel",     # log1p(views) - log1p(channel prior median 48 h views)
-    "views_vs_subscribers", # log1p(views) - log1p(subscribers at publish)
-    "age_hours",            # grid age in hours / 12
+    "log_views",  # log1p(views)
+    "log_forwards",  # log1p(forwards)
+    "log_replies",  # log1p(replies)
+    "log_reactions",  # log1p(reactions)
+    "log_interactions",  # log1p(forwards + replies + reactions)
+    "views_vs_channel",  # log1p(views) - log1p(channel prior median 48 h views)
+    "views_vs_subscribers",  # log1p(views) - log1p(subscribers at publish)
+    "age_hours",  # grid age in hours / 12
     "channel_growth_to_48h",  # the channel's usual log1p growth from this age to 48 h
-    "rule_vs_channel",      # log_views + channel_growth_to_48h - log1p(channel median)
+    "rule_vs_channel",  # log_views + channel_growth_to_48h - log1p(channel median)
 )
 VIEWS = SEQUENCE_FEATURES.index("log_views")
 GROWTH = SEQUENCE_FEATURES.index("channel_growth_to_48h")
 RULE = SEQUENCE_FEATURES.index("rule_vs_channel")
-RULE_WEIGHT_INIT = 3.0      # logit per unit of log margin at initialisation
+RULE_WEIGHT_INIT = 3.0  # logit per unit of log margin at initialisation
 INTERACTIONS = SEQUENCE_FEATURES.index("log_interactions")
 
 # Per post, known at publication (built by ``nn_models.tasks.engagement.static_features``).
 STATIC_FEATURES: tuple[str, ...] = (
-    "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
-    "media_none", "media_photo", "media_video", "media_document", "media_poll", "media_other",
+    "hour_sin",
+    "hour_cos",
+    "weekday_sin",
+    "weekday_cos",
+    "media_none",
+    "media_photo",
+    "media_video",
+    "media_document",
+    "media_poll",
+    "media_other",
     "log_text_length",
-    "log_subscribers", "has_subscribers",
-    "log_channel_median_views", "has_channel_median", "log_channel_prior_posts",
+    "log_subscribers",
+    "has_subscribers",
+    "log_channel_median_views",
+    "has_channel_median",
+    "log_channel_prior_posts",
     # how the channel's earlier posts grew from 1/3/6/12 h to 48 h: all of them, and those
     # published in the same 3-hour band of the day (audience rhythm)
-    "channel_growth_1h", "channel_growth_3h", "channel_growth_6h", "channel_growth_12h",
-    "band_growth_1h", "band_growth_3h", "band_growth_6h", "band_growth_12h",
+    "channel_growth_1h",
+    "channel_growth_3h",
+    "channel_growth_6h",
+    "channel_growth_12h",
+    "band_growth_1h",
+    "band_growth_3h",
+    "band_growth_6h",
+    "band_growth_12h",
     "has_channel_growth",
 )
 
@@ -97,7 +114,10 @@ class EngagementPredictor(nn.Module):
         self.register_buffer("static_mean", torch.zeros(n_static_features))
         self.register_buffer("static_std", torch.ones(n_static_features))
         self.lstm = nn.LSTM(
-            n_sequence_features, hidden, num_layers=layers, batch_first=True,
+            n_sequence_features,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
         self.trunk = nn.Sequential(
@@ -113,9 +133,7 @@ class EngagementPredictor(nn.Module):
         self.interactions_head = nn.Linear(dense2, len(QUANTILES))
 
     @torch.no_grad()
-    def set_normalisation(
-        self, sequence: torch.Tensor, length: torch.Tensor, static: torch.Tensor
-    ) -> None:
+    def set_normalisation(self, sequence: torch.Tensor, length: torch.Tensor, static: torch.Tensor) -> None:
         """Store mean/std of the observed steps and of the static features (training data)."""
         steps = torch.arange(sequence.shape[1])[None, :] < length[:, None]
         observed = sequence[steps]
@@ -136,8 +154,7 @@ class EngagementPredictor(nn.Module):
         return reference.unsqueeze(-1) + torch.cumsum(F.softplus(raw), dim=-1)
 
     @staticmethod
-    def _views_quantiles(observed: torch.Tensor, growth: torch.Tensor,
-                         raw: torch.Tensor) -> torch.Tensor:
+    def _views_quantiles(observed: torch.Tensor, growth: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """p50 = observed + softplus_5(growth + raw50); p10 = observed + sigmoid(raw10)
         x (p50 - observed); p90 = p50 + softplus(raw90)."""
         gap = F.softplus(growth + raw[..., 1], beta=5.0)
@@ -160,11 +177,8 @@ class EngagementPredictor(nn.Module):
         z = self.trunk(torch.cat([out, context], dim=-1))
         logit = self.score_head(z).squeeze(-1) + self.rule_weight * sequence[..., RULE]
         score = torch.sigmoid(logit)
-        log_views = self._views_quantiles(sequence[..., VIEWS], sequence[..., GROWTH],
-                                          self.views_head(z))
-        log_interactions = self._cumulative_quantiles(
-            sequence[..., INTERACTIONS], self.interactions_head(z)
-        )
+        log_views = self._views_quantiles(sequence[..., VIEWS], sequence[..., GROWTH], self.views_head(z))
+        log_interactions = self._cumulative_quantiles(sequence[..., INTERACTIONS], self.interactions_head(z))
         return score, log_views, log_interactions
 
     def forward(

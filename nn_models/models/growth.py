@@ -46,31 +46,45 @@ from torch.nn import functional as F
 
 # Daily columns of features.channel_daily_features the model reads, in this order.
 TABLE_FEATURES: tuple[str, ...] = (
-    "subscribers", "posts", "views_48h_sum", "forwards_48h_sum", "interactions_48h_sum",
-    "engagement_rate", "reach_48h", "viral_posts", "mean_text_length", "weekday",
+    "subscribers",
+    "posts",
+    "views_48h_sum",
+    "forwards_48h_sum",
+    "interactions_48h_sum",
+    "engagement_rate",
+    "reach_48h",
+    "viral_posts",
+    "mean_text_length",
+    "weekday",
 )
 # ... plus ``history_drift``: on each day, the mean daily change of ln S from the channel's
 # first subscriber count to that day (backward-looking; ``tasks.growth.channel_series``).
 RAW_FEATURES: tuple[str, ...] = (*TABLE_FEATURES, "history_drift")
 _R = {name: i for i, name in enumerate(RAW_FEATURES)}
 # Columns computed from 48 h views: unknown for the last UNKNOWN_48H_DAYS days of a window.
-NEEDS_48H = ("views_48h_sum", "forwards_48h_sum", "interactions_48h_sum", "engagement_rate",
-             "reach_48h", "viral_posts")
+NEEDS_48H = (
+    "views_48h_sum",
+    "forwards_48h_sum",
+    "interactions_48h_sum",
+    "engagement_rate",
+    "reach_48h",
+    "viral_posts",
+)
 UNKNOWN_48H_DAYS = 2
 
 DERIVED_FEATURES: tuple[str, ...] = (
-    "level",              # (log S_t - log S0) / sigma
-    "daily_change",       # (log S_t - log S_{t-1}) / sigma
+    "level",  # (log S_t - log S0) / sigma
+    "daily_change",  # (log S_t - log S_{t-1}) / sigma
     "log_posts",
-    "forwards_rate",      # signed log1p(forwards / subscribers / sigma)
+    "forwards_rate",  # signed log1p(forwards / subscribers / sigma)
     "interactions_rate",  # signed log1p(interactions / subscribers / sigma)
-    "log_reach",          # log1p(views / subscribers)
+    "log_reach",  # log1p(views / subscribers)
     "engagement_rate",
     "log_viral_posts",
     "log_text_length",
     "weekday_sin",
     "weekday_cos",
-    "known_48h",          # 0 on the days whose 48 h statistics are not known yet
+    "known_48h",  # 0 on the days whose 48 h statistics are not known yet
 )
 # expressed as the day's deviation from the window mean (see ``derive``)
 RELATIVE = ("interactions_rate", "log_reach", "engagement_rate", "log_text_length")
@@ -105,12 +119,14 @@ class GrowthForecaster(nn.Module):
         n_features = len(DERIVED_FEATURES)
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
-        self.gru = nn.GRU(n_features, hidden, num_layers=layers, batch_first=True,
-                          dropout=dropout if layers > 1 else 0.0)
-        self.attention = nn.Sequential(nn.Linear(hidden, hidden // 2), nn.Tanh(),
-                                       nn.Linear(hidden // 2, 1))
+        self.gru = nn.GRU(
+            n_features, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
+        self.attention = nn.Sequential(nn.Linear(hidden, hidden // 2), nn.Tanh(), nn.Linear(hidden // 2, 1))
         self.head = nn.Sequential(
-            nn.Linear(2 * hidden + 4, dense), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(2 * hidden + 4, dense),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(dense, horizon * len(QUANTILES)),
         )
         # shape of the 30-day path: slope correction, intercept, and the sqrt(h) and h
@@ -132,8 +148,7 @@ class GrowthForecaster(nn.Module):
         return log_s[:, -1], sigma
 
     @staticmethod
-    def drift_and_noise(history: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor,
-                                                                             torch.Tensor]:
+    def drift_and_noise(history: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of the daily change of log subscribers over the
         window, both in units of ``sigma``."""
         log_s = torch.log(history[..., _R["subscribers"]].clamp_min(1.0))
@@ -147,7 +162,7 @@ class GrowthForecaster(nn.Module):
         log_s = torch.log(subscribers)
         sig = sigma.unsqueeze(1)
         steps = history.shape[1]
-        known = (torch.arange(steps, device=history.device) < steps - UNKNOWN_48H_DAYS)
+        known = torch.arange(steps, device=history.device) < steps - UNKNOWN_48H_DAYS
         known = known.to(history.dtype).unsqueeze(0).expand(history.shape[0], -1)
         daily = torch.cat([torch.zeros_like(log_s[:, :1]), log_s[:, 1:] - log_s[:, :-1]], 1)
         weekday = history[..., _R["weekday"]] * (2 * torch.pi / 7)
@@ -155,10 +170,8 @@ class GrowthForecaster(nn.Module):
             "level": (log_s - log0.unsqueeze(1)) / sig,
             "daily_change": daily / sig,
             "log_posts": torch.log1p(history[..., _R["posts"]].clamp_min(0)),
-            "forwards_rate": _signed_log1p(
-                history[..., _R["forwards_48h_sum"]] / subscribers / sig),
-            "interactions_rate": _signed_log1p(
-                history[..., _R["interactions_48h_sum"]] / subscribers / sig),
+            "forwards_rate": _signed_log1p(history[..., _R["forwards_48h_sum"]] / subscribers / sig),
+            "interactions_rate": _signed_log1p(history[..., _R["interactions_48h_sum"]] / subscribers / sig),
             "log_reach": torch.log1p(history[..., _R["reach_48h"]].clamp_min(0)),
             "engagement_rate": history[..., _R["engagement_rate"]],
             "log_viral_posts": torch.log1p(history[..., _R["viral_posts"]].clamp_min(0)),
@@ -167,15 +180,17 @@ class GrowthForecaster(nn.Module):
             "weekday_cos": torch.cos(weekday),
             "known_48h": known,
         }
-        for name in ("forwards_rate", "interactions_rate", "log_reach", "engagement_rate",
-                     "log_viral_posts"):
+        for name in ("forwards_rate", "interactions_rate", "log_reach", "engagement_rate", "log_viral_posts"):
             columns[name] = columns[name] * known
         # channel-level constants (a channel's usual reach, engagement, text length) would
         # let the network recognise channels and memorise their past; keep only each
         # day's deviation from the window's mean
         for name in RELATIVE:
-            mask = known if name in ("interactions_rate", "log_reach", "engagement_rate") \
+            mask = (
+                known
+                if name in ("interactions_rate", "log_reach", "engagement_rate")
                 else torch.ones_like(known)
+            )
             mean = (columns[name] * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True)
             columns[name] = (columns[name] - mean) * mask
         return torch.stack([columns[name] for name in DERIVED_FEATURES], dim=-1)
@@ -209,26 +224,30 @@ class GrowthForecaster(nn.Module):
         long_drift = history[:, -1, _R["history_drift"]] / sigma
         summary = torch.stack([drift, noise, torch.tanh(t_stat / 5), long_drift], dim=-1)
         pooled = torch.cat([(weights * states).sum(dim=1), states[:, -1], summary], dim=-1)
-        z = self.head[:-1](pooled)                               # (N, dense)
+        z = self.head[:-1](pooled)  # (N, dense)
         per_day = self.head[-1](z).view(-1, self.horizon, len(QUANTILES))
-        p = self.path(z).unsqueeze(1)                            # (N, 1, 7)
+        p = self.path(z).unsqueeze(1)  # (N, 1, 7)
         h = torch.arange(1, self.horizon + 1, device=history.device, dtype=history.dtype)
         h = h.view(1, -1)
         # a learned mix of the window's and the whole history's drift, shrunk or stretched
         mix = torch.sigmoid(p[..., 6])
-        slope = (mix * drift.unsqueeze(1) + (1 - mix) * long_drift.unsqueeze(1)) \
-            * 2 * torch.sigmoid(p[..., 0])
+        slope = (
+            (mix * drift.unsqueeze(1) + (1 - mix) * long_drift.unsqueeze(1)) * 2 * torch.sigmoid(p[..., 0])
+        )
         median = slope * h + p[..., 1] + 0.1 * per_day[..., 0]
         noise = noise.unsqueeze(1) * self.interval_scale
-        below = noise * (F.softplus(p[..., 2]) * h.sqrt() + F.softplus(p[..., 3]) * h
-                         + 0.1 * F.softplus(per_day[..., 1]))
-        above = noise * (F.softplus(p[..., 4]) * h.sqrt() + F.softplus(p[..., 5]) * h
-                         + 0.1 * F.softplus(per_day[..., 2]))
+        below = noise * (
+            F.softplus(p[..., 2]) * h.sqrt() + F.softplus(p[..., 3]) * h + 0.1 * F.softplus(per_day[..., 1])
+        )
+        above = noise * (
+            F.softplus(p[..., 4]) * h.sqrt() + F.softplus(p[..., 5]) * h + 0.1 * F.softplus(per_day[..., 2])
+        )
         return torch.stack([median - below, median, median + above], dim=-1)
 
     @torch.no_grad()
-    def calibrate_intervals(self, history: torch.Tensor, future: torch.Tensor,
-                            coverage: float = 0.8) -> float:
+    def calibrate_intervals(
+        self, history: torch.Tensor, future: torch.Tensor, coverage: float = 0.8
+    ) -> float:
         """Split-conformal: rescale the p10–p90 band so it covers ``coverage`` of these
         windows (validation windows the network was not fitted on); returns the scale.
 
@@ -241,7 +260,7 @@ class GrowthForecaster(nn.Module):
         self.interval_scale.fill_(1.0)
         log0, sigma = self.scale(history)
         actual = (torch.log(future.clamp_min(1.0)) - log0.unsqueeze(1)) / sigma.unsqueeze(1)
-        q = self.normalised(history)[:, : future.shape[1]]   # the days validated
+        q = self.normalised(history)[:, : future.shape[1]]  # the days validated
         median = q[..., 1]
         below = (median - q[..., 0]).clamp_min(1e-9)
         above = (q[..., 2] - median).clamp_min(1e-9)

@@ -45,7 +45,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         """``x`` (batch, length, d_model); ``key_bias`` (batch, 1, 1, length): 0 or NEG."""
         qkv = self.qkv(self.norm1(x)).unflatten(-1, (3, self.n_heads, -1))
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)          # each (batch, heads, L, d_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, L, d_head)
         scores = (q @ k.transpose(-1, -2)) * self.scale + key_bias
         attended = (scores.softmax(dim=-1) @ v).transpose(1, 2).flatten(-2)
         x = x + self.attn_out(attended)
@@ -87,10 +87,19 @@ class ViralDetector(nn.Module):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
-        self.config = {"context_dim": context_dim, "embed_dim": embed_dim, "d_model": d_model,
-                       "n_heads": n_heads, "n_layers": n_layers, "ff_mult": ff_mult,
-                       "dropout": dropout, "max_length": max_length, "pooling": pooling,
-                       "use_context": use_context, "n_aux": n_aux}
+        self.config = {
+            "context_dim": context_dim,
+            "embed_dim": embed_dim,
+            "d_model": d_model,
+            "n_heads": n_heads,
+            "n_layers": n_layers,
+            "ff_mult": ff_mult,
+            "dropout": dropout,
+            "max_length": max_length,
+            "pooling": pooling,
+            "use_context": use_context,
+            "n_aux": n_aux,
+        }
         self.pooling = pooling
         self.use_context = use_context
         self.proj = nn.Linear(embed_dim, d_model)
@@ -106,7 +115,10 @@ class ViralDetector(nn.Module):
         self.context_net = nn.Sequential(nn.Linear(context_dim, d_model), nn.GELU())
         fused = 2 * d_model if use_context else d_model
         self.dense = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(fused, d_model), nn.GELU(), nn.Dropout(dropout),
+            nn.Dropout(dropout),
+            nn.Linear(fused, d_model),
+            nn.GELU(),
+            nn.Dropout(dropout),
         )
         self.out = nn.Linear(d_model, 1)
         self.aux_out = nn.Linear(d_model, n_aux) if n_aux else None

@@ -67,8 +67,8 @@ from nn_models.training import TrainConfig, TrainResult, fit, seed_everything
 
 FIT_SHARE = 0.50
 VAL_SHARE = 0.20
-MIN_FIT_INTERACTIONS = 8       # a user's fit-period interactions to be segmented
-MIN_OUTCOME_INTERACTIONS = 3   # a user's later-period interactions to be scored there
+MIN_FIT_INTERACTIONS = 8  # a user's fit-period interactions to be segmented
+MIN_OUTCOME_INTERACTIONS = 3  # a user's later-period interactions to be scored there
 MIN_TRAIN_USERS = 100
 MIN_VAL_USERS = 20
 MIN_HOLDOUT_USERS = 40
@@ -94,8 +94,7 @@ def _table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> b
 def _share_columns() -> str:
     hours = [f"avg((hour(occurred_at) = {h})::DOUBLE) AS hour_{h:02d}" for h in range(24)]
     days = [f"avg((isodow(occurred_at) = {d + 1})::DOUBLE) AS wd_{d}" for d in range(7)]
-    actions = [f"avg((action = '{a.removeprefix('share_')}')::DOUBLE) AS {a}"
-               for a in ACTION_FEATURES]
+    actions = [f"avg((action = '{a.removeprefix('share_')}')::DOUBLE) AS {a}" for a in ACTION_FEATURES]
     return ",\n    ".join(hours + days + actions)
 
 
@@ -112,13 +111,16 @@ ORDER BY user_id, period
 
 def period_bounds(conn: duckdb.DuckDBPyConnection):
     """(first, validation start, holdout start, last) interaction times, or None."""
-    lo, hi = conn.execute("SELECT min(occurred_at), max(occurred_at) FROM raw.interactions"
-                          ).fetchall()[0]
+    lo, hi = conn.execute("SELECT min(occurred_at), max(occurred_at) FROM raw.interactions").fetchall()[0]
     if lo is None or hi is None or hi <= lo:
         return None
     span = (hi - lo).total_seconds()
-    return (lo, lo + timedelta(seconds=span * FIT_SHARE),
-            lo + timedelta(seconds=span * (FIT_SHARE + VAL_SHARE)), hi)
+    return (
+        lo,
+        lo + timedelta(seconds=span * FIT_SHARE),
+        lo + timedelta(seconds=span * (FIT_SHARE + VAL_SHARE)),
+        hi,
+    )
 
 
 def period_profiles(conn: duckdb.DuckDBPyConnection, val_from, holdout_from):
@@ -155,7 +157,8 @@ class BehaviorTask(ModelTask):
         if bounds is None:
             raise InsufficientData(
                 f"needs at least {MIN_TRAIN_USERS} users with >= {MIN_FIT_INTERACTIONS} "
-                "interactions in the fit period, has 0 (no interactions over time)")
+                "interactions in the fit period, has 0 (no interactions over time)"
+            )
         first, val_from, holdout_from, last = bounds
         users, shares, counts = period_profiles(conn, val_from, holdout_from)
         fitted = counts[0] >= MIN_FIT_INTERACTIONS
@@ -168,26 +171,35 @@ class BehaviorTask(ModelTask):
                 f"interactions in the fit period ({first:%Y-%m-%d} to {val_from:%Y-%m-%d}), of "
                 f"whom >= {MIN_VAL_USERS} validation and >= {MIN_HOLDOUT_USERS} holdout users "
                 f"with >= {MIN_OUTCOME_INTERACTIONS} interactions in that later period; has "
-                f"{n_train}, {n_val} and {n_holdout}")
+                f"{n_train}, {n_val} and {n_holdout}"
+            )
         personas = self._personas(conn, users[fitted])
-        train = {"user_id": users[fitted], "features": shares[0][fitted],
-                 "n_interactions": counts[0][fitted]}
+        train = {"user_id": users[fitted], "features": shares[0][fitted], "n_interactions": counts[0][fitted]}
         if personas is not None:
             train["persona"] = personas[0]
-        val = {"user_id": users[in_val], "features": shares[1][in_val],
-               "fit_features": shares[0][in_val]}
-        holdout = {"user_id": users[in_holdout], "features": shares[2][in_holdout],
-                   "fit_features": shares[0][in_holdout]}
-        data = PreparedData(train=train, val=val, holdout=holdout, info={
-            "split": (f"time: fit {first} – {val_from}, validation – {holdout_from}, "
-                      f"holdout – {last}"),
-            "val_from": str(val_from), "holdout_from": str(holdout_from),
-            "n_train": n_train, "n_val": n_val, "n_holdout": n_holdout,
-            "n_users_too_few_fit_interactions": int((~fitted).sum()),
-            "min_fit_interactions": MIN_FIT_INTERACTIONS,
-            "min_outcome_interactions": MIN_OUTCOME_INTERACTIONS,
-            "features": list(FEATURES),
-        })
+        val = {"user_id": users[in_val], "features": shares[1][in_val], "fit_features": shares[0][in_val]}
+        holdout = {
+            "user_id": users[in_holdout],
+            "features": shares[2][in_holdout],
+            "fit_features": shares[0][in_holdout],
+        }
+        data = PreparedData(
+            train=train,
+            val=val,
+            holdout=holdout,
+            info={
+                "split": (f"time: fit {first} – {val_from}, validation – {holdout_from}, holdout – {last}"),
+                "val_from": str(val_from),
+                "holdout_from": str(holdout_from),
+                "n_train": n_train,
+                "n_val": n_val,
+                "n_holdout": n_holdout,
+                "n_users_too_few_fit_interactions": int((~fitted).sum()),
+                "min_fit_interactions": MIN_FIT_INTERACTIONS,
+                "min_outcome_interactions": MIN_OUTCOME_INTERACTIONS,
+                "features": list(FEATURES),
+            },
+        )
         if personas is not None:
             data.info["personas"] = personas[1]
         self._fit_baselines(data)
@@ -221,36 +233,45 @@ class BehaviorTask(ModelTask):
                     labels = fitted.km.labels_
                     prof = bb.centroid_profiles(labels, train_x, k)
                     seg, _ = fitted.assign(baseline_inputs(variant, data.val["fit_features"])[0])
-                    val_errors[(variant, k)] = float(bb.profile_error(
-                        prof[seg], data.val["features"]).mean())
+                    val_errors[(variant, k)] = float(bb.profile_error(prof[seg], data.val["features"]).mean())
             variant, k = min(val_errors, key=val_errors.get)
             x, weight = baseline_inputs(variant, train_x)
             best = bb.fit_pca_kmeans(x, k, LATENT_DIM, weight)
             labels = best.km.labels_
             seg, _ = best.assign(baseline_inputs(variant, data.holdout["fit_features"])[0])
-            stability = bb.bootstrap_stability(best.project(x), labels, k, STABILITY_BOOT,
-                                               BOOTSTRAP_SEED)
+            stability = bb.bootstrap_stability(best.project(x), labels, k, STABILITY_BOOT, BOOTSTRAP_SEED)
         prof = bb.centroid_profiles(labels, train_x, k)
         global_profile = train_x.astype(np.float64).mean(axis=0)
         data.holdout["pred_pca_kmeans"] = prof[seg]
         data.holdout["pred_global_profile"] = np.tile(global_profile, (len(seg), 1))
         val_global = float(bb.profile_error(global_profile[None], data.val["features"]).mean())
         val_pca = val_errors[(variant, k)]
-        data.info.update({
-            "baseline_pca_kmeans_variant": variant, "baseline_pca_kmeans_k": int(k),
-            "baseline_pca_kmeans_stability": stability,
-            "baseline_pca_kmeans_val_error": val_pca, "baseline_global_profile_val_error": val_global,
-            "strongest_baseline": "pca_kmeans" if val_pca <= val_global else "global_profile",
-        })
+        data.info.update(
+            {
+                "baseline_pca_kmeans_variant": variant,
+                "baseline_pca_kmeans_k": int(k),
+                "baseline_pca_kmeans_stability": stability,
+                "baseline_pca_kmeans_val_error": val_pca,
+                "baseline_global_profile_val_error": val_global,
+                "strongest_baseline": "pca_kmeans" if val_pca <= val_global else "global_profile",
+            }
+        )
         if "persona" in data.train:
             known = data.train["persona"] >= 0
-            data.info["baseline_pca_kmeans_ari_personas"] = float(adjusted_rand_score(
-                data.train["persona"][known], labels[known]))
+            data.info["baseline_pca_kmeans_ari_personas"] = float(
+                adjusted_rand_score(data.train["persona"][known], labels[known])
+            )
 
     # ---------------------------------------------------------------- search
     def default_params(self) -> dict[str, Any]:
-        return {"hidden": [512, 256, 128], "latent_dim": LATENT_DIM, "dropout": 0.1,
-                "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 128}
+        return {
+            "hidden": [512, 256, 128],
+            "latent_dim": LATENT_DIM,
+            "dropout": 0.1,
+            "lr": 1e-3,
+            "weight_decay": 1e-5,
+            "batch_size": 128,
+        }
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         return {
@@ -281,13 +302,19 @@ class BehaviorTask(ModelTask):
             hour_smoothing=HOUR_SMOOTHING,
         )
         model.fit_preprocessing(data.train["features"])
-        cfg = TrainConfig(max_epochs=max_epochs, lr=float(params["lr"]),
-                          weight_decay=float(params["weight_decay"]),
-                          batch_size=int(params["batch_size"]), patience=5, seed=seed)
+        cfg = TrainConfig(
+            max_epochs=max_epochs,
+            lr=float(params["lr"]),
+            weight_decay=float(params["weight_decay"]),
+            batch_size=int(params["batch_size"]),
+            patience=5,
+            seed=seed,
+        )
         train_x = {"features": data.train["features"]}
         val_x = {"features": data.val["features"]}
-        result = fit(model, train_x, val_x, lambda m, b: m.autoencoder_loss(b["features"])[0],
-                     cfg, choice, on_epoch)
+        result = fit(
+            model, train_x, val_x, lambda m, b: m.autoencoder_loss(b["features"])[0], cfg, choice, on_epoch
+        )
         model = result.model
 
         # k-means on the training users' latent codes; k whose segments best predict
@@ -314,17 +341,25 @@ class BehaviorTask(ModelTask):
         for round_ in range(IDEC_ROUNDS):
             train_p = {**train_x, "p": self._target(model, data.train["features"])}
             val_p = {**val_x, "p": self._target(model, data.val["features"])}
-            refine_cfg = TrainConfig(max_epochs=IDEC_EPOCHS, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     batch_size=cfg.batch_size, patience=IDEC_EPOCHS,
-                                     seed=seed + 1 + round_)
-            refined = fit(model, train_p, val_p, lambda m, b: idec_loss(m, b["features"], b["p"]),
-                          refine_cfg, choice)
+            refine_cfg = TrainConfig(
+                max_epochs=IDEC_EPOCHS,
+                lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+                batch_size=cfg.batch_size,
+                patience=IDEC_EPOCHS,
+                seed=seed + 1 + round_,
+            )
+            refined = fit(
+                model, train_p, val_p, lambda m, b: idec_loss(m, b["features"], b["p"]), refine_cfg, choice
+            )
             refine_seconds += refined.seconds
         model.cpu().eval()
         result.model = model
         result.seconds += refine_seconds
-        result.note = (f"k={best_k} by validation profile error; IDEC refinement {IDEC_ROUNDS}×"
-                       f"{IDEC_EPOCHS} epochs after the autoencoder (loss curve = autoencoder)")
+        result.note = (
+            f"k={best_k} by validation profile error; IDEC refinement {IDEC_ROUNDS}×"
+            f"{IDEC_EPOCHS} epochs after the autoencoder (loss curve = autoencoder)"
+        )
         return result
 
     @staticmethod
@@ -380,21 +415,27 @@ class BehaviorTask(ModelTask):
         }
         for name in ("pca_kmeans", "global_profile"):
             base = errors[name]
-            margin = bootstrap_margin(lambda i, e=ours: float(e[i].mean()),
-                                      lambda i, e=base: float(e[i].mean()), len(ours),
-                                      higher_is_better=False, seed=BOOTSTRAP_SEED)
+            margin = bootstrap_margin(
+                lambda i, e=ours: float(e[i].mean()),
+                lambda i, e=base: float(e[i].mean()),
+                len(ours),
+                higher_is_better=False,
+                seed=BOOTSTRAP_SEED,
+            )
             metrics.update(margin.as_metrics(f"profile_error_vs_{name}"))
         latent = self._latent(model, self._columns(model, data, data.train["features"]))
         train_seg = errors["train_segments"]
         with threadpool_limits(1):
             metrics["stability_ari"] = bb.bootstrap_stability(
-                latent, train_seg, model.n_segments, STABILITY_BOOT, BOOTSTRAP_SEED)
+                latent, train_seg, model.n_segments, STABILITY_BOOT, BOOTSTRAP_SEED
+            )
             metrics["silhouette"] = silhouette(latent, train_seg)
         metrics["segments_used"] = float(len(np.unique(train_seg)))
-        if "persona" in data.train:   # synthetic truth: reported, never gated
+        if "persona" in data.train:  # synthetic truth: reported, never gated
             known = data.train["persona"] >= 0
-            metrics["ari_personas"] = float(adjusted_rand_score(data.train["persona"][known],
-                                                                train_seg[known]))
+            metrics["ari_personas"] = float(
+                adjusted_rand_score(data.train["persona"][known], train_seg[known])
+            )
         return metrics
 
     def baseline(self, data: PreparedData) -> dict[str, float]:
@@ -403,16 +444,23 @@ class BehaviorTask(ModelTask):
         "own profile" (each user's own fit-period shares; not a segmentation)."""
         actual = data.holdout["features"]
         out = {
-            "baseline_pca_kmeans_profile_error": float(bb.profile_error(
-                data.holdout["pred_pca_kmeans"], actual).mean()),
-            "baseline_global_profile_profile_error": float(bb.profile_error(
-                data.holdout["pred_global_profile"], actual).mean()),
-            "baseline_own_profile_profile_error": float(bb.profile_error(
-                data.holdout["fit_features"], actual).mean()),
+            "baseline_pca_kmeans_profile_error": float(
+                bb.profile_error(data.holdout["pred_pca_kmeans"], actual).mean()
+            ),
+            "baseline_global_profile_profile_error": float(
+                bb.profile_error(data.holdout["pred_global_profile"], actual).mean()
+            ),
+            "baseline_own_profile_profile_error": float(
+                bb.profile_error(data.holdout["fit_features"], actual).mean()
+            ),
         }
-        for key in ("baseline_pca_kmeans_k", "baseline_pca_kmeans_stability",
-                    "baseline_pca_kmeans_val_error", "baseline_global_profile_val_error",
-                    "baseline_pca_kmeans_ari_personas"):
+        for key in (
+            "baseline_pca_kmeans_k",
+            "baseline_pca_kmeans_stability",
+            "baseline_pca_kmeans_val_error",
+            "baseline_global_profile_val_error",
+            "baseline_pca_kmeans_ari_personas",
+        ):
             if key in data.info:
                 out[key] = float(data.info[key])
         return out
@@ -421,17 +469,33 @@ class BehaviorTask(ModelTask):
         gates = []
         for name in ("pca_kmeans", "global_profile"):
             key = f"margin_profile_error_vs_{name}"
-            margin = Margin(metrics.get(key, float("nan")), metrics.get(f"{key}_lo", float("nan")),
-                            metrics.get(f"{key}_hi", float("nan")), 0.90, 500)
-            gates.append(Gate.beats(f"profile_error_vs_{name}", margin,
-                                    "holdout-period profile error (bootstrap over users)", name))
+            margin = Margin(
+                metrics.get(key, float("nan")),
+                metrics.get(f"{key}_lo", float("nan")),
+                metrics.get(f"{key}_hi", float("nan")),
+                0.90,
+                500,
+            )
+            gates.append(
+                Gate.beats(
+                    f"profile_error_vs_{name}",
+                    margin,
+                    "holdout-period profile error (bootstrap over users)",
+                    name,
+                )
+            )
         stability = metrics.get("stability_ari", float("nan"))
-        gates.append(Gate("stability_ari", bool(np.isfinite(stability)
-                                                and stability >= STABILITY_THRESHOLD),
-                          stability, STABILITY_THRESHOLD,
-                          f"mean ARI between the segments and k-means refitted on "
-                          f"{STABILITY_BOOT} bootstrap samples of the training users' latent "
-                          f"codes >= {STABILITY_THRESHOLD}"))
+        gates.append(
+            Gate(
+                "stability_ari",
+                bool(np.isfinite(stability) and stability >= STABILITY_THRESHOLD),
+                stability,
+                STABILITY_THRESHOLD,
+                f"mean ARI between the segments and k-means refitted on "
+                f"{STABILITY_BOOT} bootstrap samples of the training users' latent "
+                f"codes >= {STABILITY_THRESHOLD}",
+            )
+        )
         return gates
 
     # ------------------------------------------------------------ artefacts
@@ -463,5 +527,3 @@ class BehaviorTask(ModelTask):
 
     def input_example(self, data: PreparedData) -> dict[str, np.ndarray]:
         return {"features": data.holdout["fit_features"][:5]}
-
-

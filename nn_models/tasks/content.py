@@ -39,7 +39,7 @@ from nn_models.training import TrainConfig, TrainResult, fit, seed_everything
 AUC_THRESHOLD = 0.75
 LABEL = text_data.LABEL
 SCORE_BATCH = 512
-MIN_BOOTSTRAP_CLUSTERS = 10     # channels in the holdout to resample channels, not posts
+MIN_BOOTSTRAP_CLUSTERS = 10  # channels in the holdout to resample channels, not posts
 BOOTSTRAP_SEED = 0
 N_BOOT = 500
 BOOTSTRAP_LEVEL = 0.90
@@ -56,7 +56,7 @@ class ViralLabelTask(ModelTask):
 
     primary_metric = "roc_auc"
     higher_is_better = True
-    model_label = "model"                    # legend of the ROC plot
+    model_label = "model"  # legend of the ROC plot
     with_context: bool = False
     input_names: tuple[str, ...] = ("tokens", "mask")
     # These models converge in 2-6 epochs on frozen MiniLM states; more only overfits
@@ -67,7 +67,7 @@ class ViralLabelTask(ModelTask):
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else text_data.default_cache_dir()
-        self.strongest_label = "the strongest baseline"   # set by fit_baselines
+        self.strongest_label = "the strongest baseline"  # set by fit_baselines
 
     # ---------------------------------------------------------------- data
 
@@ -80,8 +80,14 @@ class ViralLabelTask(ModelTask):
         """Tune every baseline on train → validation (the holdout is not passed) and record
         the choices and the strongest in ``data.info``."""
         data.baselines = tune_baselines(
-            self.baseline_names, data.frames["train"], data.train[LABEL],
-            data.frames["val"], data.val[LABEL], text_data.CONTEXT_FEATURES, seed=BASELINE_SEED)
+            self.baseline_names,
+            data.frames["train"],
+            data.train[LABEL],
+            data.frames["val"],
+            data.val[LABEL],
+            text_data.CONTEXT_FEATURES,
+            seed=BASELINE_SEED,
+        )
         best = strongest(data.baselines)
         data.info["strongest_baseline"] = best
         for name, tuned in data.baselines.items():
@@ -95,8 +101,10 @@ class ViralLabelTask(ModelTask):
             self.fit_baselines(data)  # type: ignore[arg-type]
         cached = getattr(data, "_baseline_holdout", None)
         if cached is None:
-            cached = {n: b.scores(data.frames["holdout"])  # type: ignore[attr-defined]
-                      for n, b in data.baselines.items()}  # type: ignore[attr-defined]
+            cached = {
+                n: b.scores(data.frames["holdout"])  # type: ignore[attr-defined]
+                for n, b in data.baselines.items()
+            }  # type: ignore[attr-defined]
             data._baseline_holdout = cached  # type: ignore[attr-defined]
         best = data.info["strongest_baseline"]
         self.strongest_label = data.baselines[best].label  # type: ignore[attr-defined]
@@ -125,8 +133,7 @@ class ViralLabelTask(ModelTask):
         out = []
         with torch.no_grad():
             for start in range(0, n, SCORE_BATCH):
-                batch = {k: torch.as_tensor(arrays[k][start : start + SCORE_BATCH])
-                         for k in self.input_names}
+                batch = {k: torch.as_tensor(arrays[k][start : start + SCORE_BATCH]) for k in self.input_names}
                 out.append(self.predict(model, batch).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
@@ -142,17 +149,13 @@ class ViralLabelTask(ModelTask):
         seed_everything(seed)
         model = self.build_model(params, data)
         y = data.train[LABEL]
-        pos_weight = torch.tensor(
-            float((len(y) - y.sum()) / max(y.sum(), 1.0)), device=choice.torch_device
-        )
+        pos_weight = torch.tensor(float((len(y) - y.sum()) / max(y.sum(), 1.0)), device=choice.torch_device)
 
         aux_weight = float(params.get("aux_weight", 0.0))
 
         def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             logit, aux = self.heads(m, batch)
-            loss = nn.functional.binary_cross_entropy_with_logits(
-                logit, batch[LABEL], pos_weight=pos_weight
-            )
+            loss = nn.functional.binary_cross_entropy_with_logits(logit, batch[LABEL], pos_weight=pos_weight)
             if aux is not None and aux_weight > 0:
                 loss = loss + aux_weight * nn.functional.mse_loss(aux, batch[text_data.AUX])
             return loss
@@ -184,15 +187,19 @@ class ViralLabelTask(ModelTask):
         metrics["mean_probability"] = float(prob.mean())
         channels = data.channels["holdout"]  # type: ignore[attr-defined]
         clusters = channels if np.unique(channels).size >= MIN_BOOTSTRAP_CLUSTERS else None
-        metrics["bootstrap_clusters"] = float(np.unique(channels).size if clusters is not None
-                                              else 0)
+        metrics["bootstrap_clusters"] = float(np.unique(channels).size if clusters is not None else 0)
         baselines = self.baseline_holdout_scores(data)
         for name, score in baselines.items():
             margin = bootstrap_margin(
                 lambda idx: roc_auc(y[idx], prob[idx]),
                 lambda idx, s=score: roc_auc(y[idx], s[idx]),
-                len(y), higher_is_better=True, clusters=clusters, n_boot=N_BOOT,
-                level=BOOTSTRAP_LEVEL, seed=BOOTSTRAP_SEED)
+                len(y),
+                higher_is_better=True,
+                clusters=clusters,
+                n_boot=N_BOOT,
+                level=BOOTSTRAP_LEVEL,
+                seed=BOOTSTRAP_SEED,
+            )
             metrics.update(margin.as_metrics(name))
             if name == data.info["strongest_baseline"]:
                 metrics.update(margin.as_metrics("strongest"))
@@ -214,13 +221,24 @@ class ViralLabelTask(ModelTask):
 
     def gates(self, metrics: dict[str, float], baseline: dict[str, float]) -> list[Gate]:
         auc = metrics["roc_auc"]
-        margin = Margin(metrics["margin_strongest"], metrics["margin_strongest_lo"],
-                        metrics["margin_strongest_hi"], BOOTSTRAP_LEVEL, N_BOOT)
+        margin = Margin(
+            metrics["margin_strongest"],
+            metrics["margin_strongest_lo"],
+            metrics["margin_strongest_hi"],
+            BOOTSTRAP_LEVEL,
+            N_BOOT,
+        )
         return [
-            Gate("roc_auc", bool(auc >= AUC_THRESHOLD), auc, AUC_THRESHOLD,
-                 f"holdout ROC AUC >= {AUC_THRESHOLD} (model card)"),
-            Gate.beats("beats_baseline", margin, "holdout ROC AUC",
-                       f"strongest baseline {self.strongest_label}"),
+            Gate(
+                "roc_auc",
+                bool(auc >= AUC_THRESHOLD),
+                auc,
+                AUC_THRESHOLD,
+                f"holdout ROC AUC >= {AUC_THRESHOLD} (model card)",
+            ),
+            Gate.beats(
+                "beats_baseline", margin, "holdout ROC AUC", f"strongest baseline {self.strongest_label}"
+            ),
         ]
 
     def plots(self, model: nn.Module, data: PreparedData, result: TrainResult) -> dict:
@@ -231,9 +249,7 @@ class ViralLabelTask(ModelTask):
             curves[data.baselines[name].label] = score  # type: ignore[attr-defined]
         return {
             "roc_holdout": plots.roc_plot(y, curves, f"{self.name}: holdout ROC"),
-            "calibration_holdout": plots.calibration_plot(
-                y, prob, f"{self.name}: holdout calibration"
-            ),
+            "calibration_holdout": plots.calibration_plot(y, prob, f"{self.name}: holdout calibration"),
         }
 
     def input_example(self, data: PreparedData) -> dict[str, np.ndarray]:
@@ -259,8 +275,15 @@ class ContentTask(ViralLabelTask):
     input_names = ("tokens", "mask")
 
     def default_params(self) -> dict[str, Any]:
-        return {"proj_dim": 16, "hidden": 128, "dropout": 0.3, "lr": 2e-3,
-                "weight_decay": 1e-4, "batch_size": 256, "aux_weight": 1.0}
+        return {
+            "proj_dim": 16,
+            "hidden": 128,
+            "dropout": 0.3,
+            "lr": 2e-3,
+            "weight_decay": 1e-4,
+            "batch_size": 256,
+            "aux_weight": 1.0,
+        }
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         # proj_dim 16 vs 32 made no measurable difference; 16 halves the convolution cost
@@ -276,8 +299,10 @@ class ContentTask(ViralLabelTask):
 
     def build_model(self, params: dict[str, Any], data: PreparedData) -> nn.Module:
         return ContentAnalyzer(
-            proj_dim=int(params["proj_dim"]), hidden=int(params["hidden"]),
-            dropout=float(params["dropout"]), n_aux=len(text_data.AUX_TARGETS),
+            proj_dim=int(params["proj_dim"]),
+            hidden=int(params["hidden"]),
+            dropout=float(params["dropout"]),
+            n_aux=len(text_data.AUX_TARGETS),
         )
 
     def heads(self, model: nn.Module, batch: dict[str, torch.Tensor]):

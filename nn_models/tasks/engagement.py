@@ -74,19 +74,19 @@ from warehouse.features import TRAJECTORY_GRID_MINUTES
 
 # The grid of features.post_trajectories.
 GRID_MINUTES = np.array(TRAJECTORY_GRID_MINUTES)
-HOURS = (1, 3, 6, 12, 24)                 # card ages reported one by one
-LENGTHS = {h: int((GRID_MINUTES <= h * 60).sum()) for h in HOURS}   # 1 h -> 4 points ...
-STEP_BUCKET = bucket_of(GRID_MINUTES)     # index into BUCKETS of every grid step
+HOURS = (1, 3, 6, 12, 24)  # card ages reported one by one
+LENGTHS = {h: int((GRID_MINUTES <= h * 60).sum()) for h in HOURS}  # 1 h -> 4 points ...
+STEP_BUCKET = bucket_of(GRID_MINUTES)  # index into BUCKETS of every grid step
 MEDIA = ("none", "photo", "video", "document", "poll", "other")
 
 HOLDOUT_SHARE = 0.15
 VALIDATION_SHARE = 0.15
-PRIOR_WINDOW_DAYS = 90         # the label's trailing window (post_features.sql)
-MIN_PRIOR_POSTS = 10           # prior posts needed before a post trains the score head
+PRIOR_WINDOW_DAYS = 90  # the label's trailing window (post_features.sql)
+MIN_PRIOR_POSTS = 10  # prior posts needed before a post trains the score head
 # Smallest history the model learns from: posts with a known 48 h count per period.
 MIN_POSTS = {"train": 100, "val": 20, "holdout": 20}
-MODEL_GROWTH_SHRINK = 3.0      # pseudo-posts of the all-channel growth in the model's input
-MIN_BOOTSTRAP_CHANNELS = 10    # resample channels from this many, else posts
+MODEL_GROWTH_SHRINK = 3.0  # pseudo-posts of the all-channel growth in the model's input
+MIN_BOOTSTRAP_CHANNELS = 10  # resample channels from this many, else posts
 N_BOOT = 500
 BOOTSTRAP_LEVEL = 0.90
 BOOTSTRAP_SEED = 0
@@ -96,8 +96,14 @@ EPOCH_CAP = 6
 ACCURACY_THRESHOLD = 0.80
 
 MODEL_INPUTS = ("sequence", "length", "static")
-TRAIN_ARRAYS = (*MODEL_INPUTS, "score_target", "score_weight", "log_views_48h",
-                "log_interactions_48h", "interactions_weight")
+TRAIN_ARRAYS = (
+    *MODEL_INPUTS,
+    "score_target",
+    "score_weight",
+    "log_views_48h",
+    "log_interactions_48h",
+    "interactions_weight",
+)
 
 # How the channel's earlier posts grew from h hours to 48 h: the mean of
 # ln(1 + views_48h) - ln(1 + views_h) over the channel's posts published at least
@@ -108,7 +114,8 @@ CURVE_HOURS = (1, 3, 6, 12)
 HOUR_BAND = 3
 MIN_CURVE_POSTS = 3
 CURVE_COLUMNS: tuple[str, ...] = tuple(
-    f"channel_{scope}growth_{h}h_48h" for scope in ("", "band_") for h in CURVE_HOURS)
+    f"channel_{scope}growth_{h}h_48h" for scope in ("", "band_") for h in CURVE_HOURS
+)
 
 
 def _curve_sql(window: str) -> str:
@@ -116,7 +123,8 @@ def _curve_sql(window: str) -> str:
         f"CASE WHEN count(views_{h}h) FILTER (WHERE views_48h IS NOT NULL) OVER {window}"
         f" >= {MIN_CURVE_POSTS} THEN avg(ln(1 + views_48h) - ln(1 + views_{h}h)) OVER {window}"
         f" END AS channel_{'band_' if window == 'band' else ''}growth_{h}h_48h"
-        for h in CURVE_HOURS)
+        for h in CURVE_HOURS
+    )
 
 
 CHANNEL_CURVE_SQL = f"""
@@ -137,26 +145,32 @@ CHANNEL_CURVE_AT_SQL = (
     "SELECT "
     + ", ".join(
         f"CASE WHEN count(views_{h}h) >= {MIN_CURVE_POSTS} THEN "
-        f"avg(ln(1 + views_48h) - ln(1 + views_{h}h)) END" for h in CURVE_HOURS)
+        f"avg(ln(1 + views_48h) - ln(1 + views_{h}h)) END"
+        for h in CURVE_HOURS
+    )
     + ", "
     + ", ".join(
         f"CASE WHEN count(views_{h}h) FILTER (WHERE hour // {HOUR_BAND} = $hour // {HOUR_BAND})"
         f" >= {MIN_CURVE_POSTS} THEN avg(ln(1 + views_48h) - ln(1 + views_{h}h))"
-        f" FILTER (WHERE hour // {HOUR_BAND} = $hour // {HOUR_BAND}) END" for h in CURVE_HOURS)
+        f" FILTER (WHERE hour // {HOUR_BAND} = $hour // {HOUR_BAND}) END"
+        for h in CURVE_HOURS
+    )
     + " FROM features.post_features WHERE channel_id = $channel AND views_48h IS NOT NULL"
-      " AND published_at <= CAST($at AS TIMESTAMP) - INTERVAL '48 hours 5 minutes'"
+    " AND published_at <= CAST($at AS TIMESTAMP) - INTERVAL '48 hours 5 minutes'"
 )
 
 
-def channel_curve_at(conn: duckdb.DuckDBPyConnection, channel_id: int, published_at,
-                     hour: int) -> dict[str, float]:
+def channel_curve_at(
+    conn: duckdb.DuckDBPyConnection, channel_id: int, published_at, hour: int
+) -> dict[str, float]:
     """``CURVE_COLUMNS`` for one post (or draft) of ``channel_id`` published at
     ``published_at`` in UTC hour ``hour``, from the warehouse as it is now."""
-    row = conn.execute(CHANNEL_CURVE_AT_SQL, {"channel": int(channel_id), "hour": int(hour),
-                                              "at": str(pd.Timestamp(published_at))}).fetchall()
+    row = conn.execute(
+        CHANNEL_CURVE_AT_SQL,
+        {"channel": int(channel_id), "hour": int(hour), "at": str(pd.Timestamp(published_at))},
+    ).fetchall()
     values = row[0] if row else (None,) * len(CURVE_COLUMNS)
-    return {c: np.nan if v is None else float(v)
-            for c, v in zip(CURVE_COLUMNS, values, strict=True)}
+    return {c: np.nan if v is None else float(v) for c, v in zip(CURVE_COLUMNS, values, strict=True)}
 
 
 def with_channel_curves(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame) -> pd.DataFrame:
@@ -167,8 +181,8 @@ def with_channel_curves(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame) ->
     base = posts.drop(columns=[c for c in CURVE_COLUMNS if c in posts.columns])
     channels = sorted({int(c) for c in base["channel_id"]})
     curves = conn.execute(
-        f"SELECT * FROM ({CHANNEL_CURVE_SQL}) WHERE list_contains(?::BIGINT[], channel_id)",
-        [channels]).df()
+        f"SELECT * FROM ({CHANNEL_CURVE_SQL}) WHERE list_contains(?::BIGINT[], channel_id)", [channels]
+    ).df()
     out = base.merge(curves.assign(_known=True), on=keys, how="left")
     for i in np.flatnonzero(out["_known"].isna().to_numpy()):
         row = out.iloc[i]
@@ -178,17 +192,21 @@ def with_channel_curves(conn: duckdb.DuckDBPyConnection, posts: pd.DataFrame) ->
     return out.drop(columns="_known")
 
 
-POSTS_SQL = """
+POSTS_SQL = (
+    """
 SELECT p.channel_id, p.post_id, p.published_at, p.weekday, p.hour, p.media_type,
        p.text_length, p.subscribers_at_publish, p.channel_prior_posts_48h,
        p.channel_prior_median_views_48h, c.* EXCLUDE (channel_id, post_id),
        p.views_1h, p.views_3h, p.views_6h, p.views_12h, p.views_24h, p.views_48h,
        p.interactions_48h, p.view_percentile_48h, p.above_channel_median
 FROM features.post_features AS p
-JOIN (""" + CHANNEL_CURVE_SQL + """) AS c USING (channel_id, post_id)
+JOIN ("""
+    + CHANNEL_CURVE_SQL
+    + """) AS c USING (channel_id, post_id)
 WHERE p.views_48h IS NOT NULL
 ORDER BY p.published_at, p.channel_id, p.post_id
 """
+)
 """Every post with a known 48 h count: the model's examples and every rule's history."""
 
 TRAJECTORY_SQL = """
@@ -215,8 +233,10 @@ def static_features(posts: pd.DataFrame) -> np.ndarray:
     """
     missing = [c for c in CURVE_COLUMNS if c not in posts.columns]
     if missing:
-        raise KeyError(f"static_features needs {missing}: join CHANNEL_CURVE_SQL on "
-                       "(channel_id, post_id) or use channel_curve_at for a single post")
+        raise KeyError(
+            f"static_features needs {missing}: join CHANNEL_CURVE_SQL on "
+            "(channel_id, post_id) or use channel_curve_at for a single post"
+        )
     published = pd.to_datetime(posts["published_at"])
     hour = (published.dt.hour + published.dt.minute / 60.0).to_numpy()
     weekday = posts["weekday"].to_numpy(dtype=np.float64)
@@ -242,12 +262,12 @@ def static_features(posts: pd.DataFrame) -> np.ndarray:
         columns[f"channel_growth_{h}h"] = np.nan_to_num(channel)
         columns[f"band_growth_{h}h"] = np.nan_to_num(np.where(np.isfinite(band), band, channel))
     columns["has_channel_growth"] = np.isfinite(
-        posts["channel_growth_3h_48h"].to_numpy(dtype=np.float64)).astype(np.float64)
+        posts["channel_growth_3h_48h"].to_numpy(dtype=np.float64)
+    ).astype(np.float64)
     return np.stack([columns[name] for name in STATIC_FEATURES], axis=1).astype(np.float32)
 
 
-def trajectory_counters(posts: pd.DataFrame, trajectories: pd.DataFrame) -> tuple[np.ndarray,
-                                                                                     np.ndarray]:
+def trajectory_counters(posts: pd.DataFrame, trajectories: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(N, T, 4) as-of counters on the grid (forward-filled, NaN before any snapshot) and
     (N,) number of grid points each post has reached."""
     keys = posts[["channel_id", "post_id"]].assign(row=np.arange(len(posts)))
@@ -268,23 +288,26 @@ def trajectory_counters(posts: pd.DataFrame, trajectories: pd.DataFrame) -> tupl
 def grid_posts(posts: pd.DataFrame, counters: np.ndarray) -> GridPosts:
     """``posts`` (columns of ``features.post_features``) and their as-of ``counters``
     (``trajectory_counters``) as the rules' ``GridPosts`` (NaN = not known at that age)."""
-    inter = counters[..., 1:].sum(axis=-1)          # NaN when any counter is unknown
-    views_48h = posts["views_48h"].to_numpy(np.float64) if "views_48h" in posts \
+    inter = counters[..., 1:].sum(axis=-1)  # NaN when any counter is unknown
+    views_48h = (
+        posts["views_48h"].to_numpy(np.float64) if "views_48h" in posts else np.full(len(posts), np.nan)
+    )
+    inter_48h = (
+        posts["interactions_48h"].to_numpy(np.float64)
+        if "interactions_48h" in posts
         else np.full(len(posts), np.nan)
-    inter_48h = posts["interactions_48h"].to_numpy(np.float64) if "interactions_48h" in posts \
-        else np.full(len(posts), np.nan)
+    )
     return GridPosts(
         channel_id=posts["channel_id"].to_numpy(np.int64),
-        published_s=pd.to_datetime(posts["published_at"]).to_numpy("datetime64[s]")
-        .astype(np.int64),
+        published_s=pd.to_datetime(posts["published_at"]).to_numpy("datetime64[s]").astype(np.int64),
         log_views=np.log1p(np.clip(counters[..., 0], 0, None)),
         log_interactions=np.log1p(np.clip(inter, 0, None)),
-        log_median=np.log1p(np.clip(
-            posts["channel_prior_median_views_48h"].to_numpy(np.float64), 0, None)),
+        log_median=np.log1p(np.clip(posts["channel_prior_median_views_48h"].to_numpy(np.float64), 0, None)),
         log_views_48h=np.log1p(np.clip(views_48h, 0, None)),
         log_interactions_48h=np.log1p(np.clip(inter_48h, 0, None)),
         above=posts["above_channel_median"].astype("float64").to_numpy()
-        if "above_channel_median" in posts else None,
+        if "above_channel_median" in posts
+        else None,
     )
 
 
@@ -296,8 +319,7 @@ def model_growth(history: GridPosts, targets: GridPosts) -> np.ndarray:
     return shrunk_growth(prior_growth(history, targets, "views"), MODEL_GROWTH_SHRINK)
 
 
-def sequence_features(counters: np.ndarray, posts: pd.DataFrame,
-                      growth: np.ndarray) -> np.ndarray:
+def sequence_features(counters: np.ndarray, posts: pd.DataFrame, growth: np.ndarray) -> np.ndarray:
     """(N, T, len(SEQUENCE_FEATURES)) model inputs from the counters and the channel's
     growth to 48 h at every grid age (``model_growth``); unknown -> 0."""
     logs = _log1p(np.nan_to_num(counters))
@@ -320,8 +342,9 @@ def sequence_features(counters: np.ndarray, posts: pd.DataFrame,
     return np.stack([columns[name] for name in SEQUENCE_FEATURES], axis=-1).astype(np.float32)
 
 
-def prior_percentile(posts: pd.DataFrame,
-                     window_days: int = PRIOR_WINDOW_DAYS) -> tuple[np.ndarray, np.ndarray]:
+def prior_percentile(
+    posts: pd.DataFrame, window_days: int = PRIOR_WINDOW_DAYS
+) -> tuple[np.ndarray, np.ndarray]:
     """Mid-rank percentile of each post's 48 h views among its channel's posts published
     >= 48 h 5 min earlier and within ``window_days`` (what was known at publication, the
     set behind ``channel_prior_median_views_48h``), and how many there were."""
@@ -378,34 +401,40 @@ def engagement_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     """BCE of the score vs the percentile target + pinball of both 48 h quantile heads,
     at every observed age of every post at once (see ``forward_steps``)."""
     sequence = batch["sequence"]
-    score, log_views, log_interactions = model.forward_steps(
-        sequence=sequence, static=batch["static"])
+    score, log_views, log_interactions = model.forward_steps(sequence=sequence, static=batch["static"])
     steps = torch.arange(sequence.shape[1], device=sequence.device)[None, :]
     observed = (steps < batch["length"].view(-1, 1)).to(score.dtype)
     weight = observed * step_weights(sequence.shape[1]).to(score.device)
     bce = F.binary_cross_entropy(
-        score.clamp(1e-6, 1 - 1e-6),
-        batch["score_target"].view(-1, 1).expand_as(score), reduction="none")
+        score.clamp(1e-6, 1 - 1e-6), batch["score_target"].view(-1, 1).expand_as(score), reduction="none"
+    )
     return (
         _weighted_mean(bce, weight * batch["score_weight"].view(-1, 1))
         + _weighted_mean(_pinball(log_views, batch["log_views_48h"]), weight)
-        + _weighted_mean(_pinball(log_interactions, batch["log_interactions_48h"]),
-                         weight * batch["interactions_weight"].view(-1, 1))
+        + _weighted_mean(
+            _pinball(log_interactions, batch["log_interactions_48h"]),
+            weight * batch["interactions_weight"].view(-1, 1),
+        )
     )
 
 
 # -------------------------------------------------------------------------- task
 
 
-def _split_arrays(posts: pd.DataFrame, sequence: np.ndarray, length: np.ndarray,
-                  static: np.ndarray, grid: GridPosts, rows: np.ndarray) -> dict[str, np.ndarray]:
+def _split_arrays(
+    posts: pd.DataFrame,
+    sequence: np.ndarray,
+    length: np.ndarray,
+    static: np.ndarray,
+    grid: GridPosts,
+    rows: np.ndarray,
+) -> dict[str, np.ndarray]:
     p = posts.iloc[rows]
     target = p["score_target"].to_numpy(np.float64)
     interactions = p["interactions_48h"].to_numpy(np.float64)
-    label = p["above_channel_median"].astype("float64").to_numpy()   # NaN = no label
+    label = p["above_channel_median"].astype("float64").to_numpy()  # NaN = no label
     steps = np.arange(len(GRID_MINUTES))[None, :]
-    scored = ((steps < length[rows, None]) & np.isfinite(grid.log_views[rows])
-              & np.isfinite(label)[:, None])
+    scored = (steps < length[rows, None]) & np.isfinite(grid.log_views[rows]) & np.isfinite(label)[:, None]
     return {
         "sequence": sequence[rows],
         "length": length[rows],
@@ -431,8 +460,9 @@ def _split_arrays(posts: pd.DataFrame, sequence: np.ndarray, length: np.ndarray,
     }
 
 
-def predict(model: nn.Module, split: dict[str, np.ndarray], hours: int,
-            batch_size: int = 2048) -> dict[str, np.ndarray]:
+def predict(
+    model: nn.Module, split: dict[str, np.ndarray], hours: int, batch_size: int = 2048
+) -> dict[str, np.ndarray]:
     """Score every post of ``split`` as if it were ``hours`` old."""
     model.eval()
     device = next(model.parameters()).device
@@ -441,16 +471,19 @@ def predict(model: nn.Module, split: dict[str, np.ndarray], hours: int,
     with torch.no_grad():
         for start in range(0, len(length), batch_size):
             sl = slice(start, start + batch_size)
-            out = model(sequence=torch.as_tensor(split["sequence"][sl], device=device),
-                        length=torch.as_tensor(length[sl], device=device),
-                        static=torch.as_tensor(split["static"][sl], device=device))
+            out = model(
+                sequence=torch.as_tensor(split["sequence"][sl], device=device),
+                length=torch.as_tensor(length[sl], device=device),
+                static=torch.as_tensor(split["static"][sl], device=device),
+            )
             parts.append(tuple(t.float().cpu().numpy() for t in out))
     score, views, interactions = (np.concatenate(p) for p in zip(*parts, strict=True))
     return {"score": score, "log_views": views, "log_interactions": interactions}
 
 
-def predict_steps(model: nn.Module, split: dict[str, np.ndarray],
-                  batch_size: int = 1024) -> dict[str, np.ndarray]:
+def predict_steps(
+    model: nn.Module, split: dict[str, np.ndarray], batch_size: int = 1024
+) -> dict[str, np.ndarray]:
     """Every post of ``split`` scored at every grid age at once (the LSTM is causal):
     score (N, T), log views and interactions quantiles (N, T, 3)."""
     model.eval()
@@ -461,7 +494,8 @@ def predict_steps(model: nn.Module, split: dict[str, np.ndarray],
             sl = slice(start, start + batch_size)
             out = model.forward_steps(
                 sequence=torch.as_tensor(split["sequence"][sl], device=device),
-                static=torch.as_tensor(split["static"][sl], device=device))
+                static=torch.as_tensor(split["static"][sl], device=device),
+            )
             parts.append(tuple(t.float().cpu().numpy() for t in out))
     score, views, interactions = (np.concatenate(p) for p in zip(*parts, strict=True))
     return {"score": score, "log_views": views, "log_interactions": interactions}
@@ -472,8 +506,7 @@ def _mape(actual: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(np.abs(predicted[keep] - actual[keep]) / actual[keep]))
 
 
-def _clustered_margin(correct_model: np.ndarray, correct_base: np.ndarray,
-                      clusters: np.ndarray) -> Margin:
+def _clustered_margin(correct_model: np.ndarray, correct_base: np.ndarray, clusters: np.ndarray) -> Margin:
     """Accuracy margin with a paired bootstrap over whole clusters: per cluster the sums
     of correct examples and the example count, resampled together (ratio estimator;
     the same as resampling the clusters' rows)."""
@@ -484,12 +517,15 @@ def _clustered_margin(correct_model: np.ndarray, correct_base: np.ndarray,
     return bootstrap_margin(
         lambda i: float(ours[i].sum() / max(n[i].sum(), 1.0)),
         lambda i: float(theirs[i].sum() / max(n[i].sum(), 1.0)),
-        len(labels), higher_is_better=True, n_boot=N_BOOT, level=BOOTSTRAP_LEVEL,
-        seed=BOOTSTRAP_SEED)
+        len(labels),
+        higher_is_better=True,
+        n_boot=N_BOOT,
+        level=BOOTSTRAP_LEVEL,
+        seed=BOOTSTRAP_SEED,
+    )
 
 
-def load_labelled(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray,
-                                                            np.ndarray]:
+def load_labelled(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Posts with a known 48 h count (``POSTS_SQL``), their as-of counters on the grid and
     the grid points they reached; ``InsufficientData`` when the feature tables are missing."""
     try:
@@ -501,8 +537,9 @@ def load_labelled(conn: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, np.nda
     return posts, counters, length
 
 
-def split_by_time(published_s: np.ndarray, observed: np.ndarray) -> tuple[dict[str, np.ndarray],
-                                                                           dict[str, Any]]:
+def split_by_time(
+    published_s: np.ndarray, observed: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Row indices of train / val / holdout by publish time, and the boundaries."""
     t = published_s
     t0, t1 = int(t.min()), int(t.max())
@@ -514,8 +551,7 @@ def split_by_time(published_s: np.ndarray, observed: np.ndarray) -> tuple[dict[s
         "holdout": np.flatnonzero(observed & (t >= holdout_from)),
     }
     fmt = lambda s: str(np.datetime64(int(s), "s"))  # noqa: E731
-    return rows, {"val_from": fmt(val_from), "holdout_from": fmt(holdout_from),
-                  "data_until": fmt(t1)}
+    return rows, {"val_from": fmt(val_from), "holdout_from": fmt(holdout_from), "data_until": fmt(t1)}
 
 
 class EngagementTask(ModelTask):
@@ -525,7 +561,7 @@ class EngagementTask(ModelTask):
     higher_is_better = True
 
     def __init__(self) -> None:
-        self.strongest: dict[str, str] = {}      # bucket -> rule, set by load
+        self.strongest: dict[str, str] = {}  # bucket -> rule, set by load
 
     # ------------------------------------------------------------------ data
     def load(self, conn: duckdb.DuckDBPyConnection) -> PreparedData:
@@ -535,7 +571,8 @@ class EngagementTask(ModelTask):
             raise InsufficientData(
                 f"engagement: needs at least {need} posts with known 48 h views "
                 f"({MIN_POSTS['train']} train / {MIN_POSTS['val']} validation / "
-                f"{MIN_POSTS['holdout']} holdout by time), has {len(posts)}")
+                f"{MIN_POSTS['holdout']} holdout by time), has {len(posts)}"
+            )
         posts["score_target"], posts["prior_posts"] = prior_percentile(posts)
         posts.loc[posts["prior_posts"] < MIN_PRIOR_POSTS, "score_target"] = np.nan
         grid = grid_posts(posts, counters)
@@ -548,26 +585,34 @@ class EngagementTask(ModelTask):
                 raise InsufficientData(
                     f"engagement: needs at least {need_split} {split} posts with known 48 h "
                     f"views and a trajectory, has {len(rows[split])}; the warehouse covers "
-                    "too little time")
+                    "too little time"
+                )
         trained = int(np.isfinite(posts["score_target"].to_numpy()[rows["train"]]).sum())
         if trained < MIN_POSTS["train"] // 2:
             raise InsufficientData(
                 f"engagement: needs at least {MIN_POSTS['train'] // 2} training posts with "
                 f">= {MIN_PRIOR_POSTS} earlier posts of their channel to rank against, "
-                f"has {trained}")
+                f"has {trained}"
+            )
         holdout_labels = posts["above_channel_median"].to_numpy()[rows["holdout"]]
         holdout_labels = holdout_labels[pd.notna(holdout_labels)].astype(bool)
         if len(np.unique(holdout_labels)) < 2:
             raise InsufficientData(
                 f"engagement: needs both classes of above_channel_median in the holdout, has "
-                f"{len(holdout_labels)} labelled holdout posts of one class")
+                f"{len(holdout_labels)} labelled holdout posts of one class"
+            )
 
         above = posts["above_channel_median"].astype("float64").to_numpy()
-        baselines = fit_baselines(grid, above, GRID_MINUTES, rows["train"], rows["val"],
-                                  np.concatenate([rows["train"], rows["val"]]))
+        baselines = fit_baselines(
+            grid,
+            above,
+            GRID_MINUTES,
+            rows["train"],
+            rows["val"],
+            np.concatenate([rows["train"], rows["val"]]),
+        )
         self.strongest = dict(baselines.strongest)
-        splits = {k: _split_arrays(posts, sequence, length, static, grid, v)
-                  for k, v in rows.items()}
+        splits = {k: _split_arrays(posts, sequence, length, static, grid, v) for k, v in rows.items()}
         hold = splits["holdout"]
         target = grid.take(rows["holdout"])
         for rule in (None, *RULES):
@@ -579,20 +624,24 @@ class EngagementTask(ModelTask):
                 hold["baseline_views_lo"], hold["baseline_views_hi"] = out["lo"], out["hi"]
         n_channels = int(np.unique(hold["channel_id"]).size)
         info = {
-            "posts": len(posts), "channels": int(posts["channel_id"].nunique()),
-            "train_posts": len(rows["train"]), "val_posts": len(rows["val"]),
+            "posts": len(posts),
+            "channels": int(posts["channel_id"].nunique()),
+            "train_posts": len(rows["train"]),
+            "val_posts": len(rows["val"]),
             "holdout_posts": len(rows["holdout"]),
             "holdout_labelled_posts": int(hold["has_label"].sum()),
             **bounds,
             "holdout_above_median_share": float(holdout_labels.mean()),
             "min_posts": f"{MIN_POSTS['train']}/{MIN_POSTS['val']}/{MIN_POSTS['holdout']} "
-                         "posts with known 48 h views (train/validation/holdout)",
+            "posts with known 48 h views (train/validation/holdout)",
             "grid_hours_max": float(GRID_MINUTES[-1] / 60),
             "bootstrap_clusters": "channel" if n_channels >= MIN_BOOTSTRAP_CHANNELS else "post",
             "score_target": "percentile among the channel's posts known at publication "
-                            f"(within {PRIOR_WINDOW_DAYS} days)",
-            **{f"holdout_examples_{b}": int((hold["scored"] & (STEP_BUCKET == i)).sum())
-               for i, b in enumerate(BUCKETS)},
+            f"(within {PRIOR_WINDOW_DAYS} days)",
+            **{
+                f"holdout_examples_{b}": int((hold["scored"] & (STEP_BUCKET == i)).sum())
+                for i, b in enumerate(BUCKETS)
+            },
             **baselines.describe(),
         }
         data = PreparedData(splits["train"], splits["val"], hold, info)
@@ -601,8 +650,16 @@ class EngagementTask(ModelTask):
 
     # ----------------------------------------------------------------- model
     def default_params(self) -> dict[str, Any]:
-        return {"hidden": 128, "layers": 2, "dropout": 0.2, "dense": 64, "dense2": 32,
-                "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 64}
+        return {
+            "hidden": 128,
+            "layers": 2,
+            "dropout": 0.2,
+            "dense": 64,
+            "dense2": 32,
+            "lr": 2e-3,
+            "weight_decay": 1e-4,
+            "batch_size": 64,
+        }
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         params = self.default_params()
@@ -615,18 +672,34 @@ class EngagementTask(ModelTask):
         return params
 
     def build(self, params: dict[str, Any]) -> EngagementPredictor:
-        return EngagementPredictor(hidden=params["hidden"], layers=params["layers"],
-                                   dropout=params["dropout"], dense=params["dense"],
-                                   dense2=params["dense2"])
+        return EngagementPredictor(
+            hidden=params["hidden"],
+            layers=params["layers"],
+            dropout=params["dropout"],
+            dense=params["dense"],
+            dense2=params["dense2"],
+        )
 
-    def train(self, params: dict[str, Any], data: PreparedData, choice: DeviceChoice,
-              max_epochs: int, seed: int, on_epoch=None) -> TrainResult:
+    def train(
+        self,
+        params: dict[str, Any],
+        data: PreparedData,
+        choice: DeviceChoice,
+        max_epochs: int,
+        seed: int,
+        on_epoch=None,
+    ) -> TrainResult:
         seed_everything(seed)
         model = self.build(params)
         model.set_normalisation(*(torch.as_tensor(data.train[k]) for k in MODEL_INPUTS))
-        cfg = TrainConfig(max_epochs=min(max_epochs, EPOCH_CAP), lr=params["lr"],
-                          weight_decay=params["weight_decay"], batch_size=params["batch_size"],
-                          patience=2, seed=seed)
+        cfg = TrainConfig(
+            max_epochs=min(max_epochs, EPOCH_CAP),
+            lr=params["lr"],
+            weight_decay=params["weight_decay"],
+            batch_size=params["batch_size"],
+            patience=2,
+            seed=seed,
+        )
         train = {k: data.train[k] for k in TRAIN_ARRAYS}
         val = {k: data.val[k] for k in TRAIN_ARRAYS}
         return fit(model, train, val, engagement_loss, cfg, choice, on_epoch)
@@ -635,8 +708,9 @@ class EngagementTask(ModelTask):
     def _clusters(self, data: PreparedData) -> np.ndarray:
         h = data.holdout
         by_channel = data.info.get("bootstrap_clusters") == "channel"
-        return np.broadcast_to((h["channel_id"] if by_channel else np.arange(len(h["length"])))
-                               [:, None], h["scored"].shape)
+        return np.broadcast_to(
+            (h["channel_id"] if by_channel else np.arange(len(h["length"])))[:, None], h["scored"].shape
+        )
 
     def evaluate(self, model: nn.Module, data: PreparedData) -> dict[str, float]:
         """Per age bucket: accuracy, 48 h views MAPE and 80 % coverage of the model on the
@@ -658,7 +732,8 @@ class EngagementTask(ModelTask):
             out[f"examples_{bucket}"] = float(mask.sum())
             out[f"views_mape_{bucket}"] = _mape(actual[mask], views[..., 1][mask])
             out[f"views_coverage_80_{bucket}"] = M.interval_coverage(
-                actual[mask], views[..., 0][mask], views[..., 2][mask])
+                actual[mask], views[..., 0][mask], views[..., 2][mask]
+            )
             margin = _clustered_margin(ours[mask], theirs[mask], clusters[mask])
             out.update(margin.as_metrics(f"accuracy_{bucket}"))
         known = np.isfinite(h["interactions_48h"])
@@ -666,16 +741,18 @@ class EngagementTask(ModelTask):
         for hours in HOURS:
             step = LENGTHS[hours] - 1
             rows = scored[:, step]
-            out[f"accuracy_{hours}h"] = float(ours[rows, step].mean()) if rows.any() \
-                else float("nan")
+            out[f"accuracy_{hours}h"] = float(ours[rows, step].mean()) if rows.any() else float("nan")
             out[f"views_mape_{hours}h"] = _mape(h["views_48h"][rows], views[rows, step, 1])
             out[f"views_coverage_80_{hours}h"] = M.interval_coverage(
-                h["views_48h"][rows], views[rows, step, 0], views[rows, step, 2])
+                h["views_48h"][rows], views[rows, step, 0], views[rows, step, 2]
+            )
             both = rows & known
             out[f"interactions_coverage_80_{hours}h"] = M.interval_coverage(
-                h["interactions_48h"][both], inter[both, step, 0], inter[both, step, 2])
-            out[f"score_percentile_mae_{hours}h"] = float(np.nanmean(
-                np.abs(pred["score"][rows, step] - h["view_percentile_48h"][rows])))
+                h["interactions_48h"][both], inter[both, step, 0], inter[both, step, 2]
+            )
+            out[f"score_percentile_mae_{hours}h"] = float(
+                np.nanmean(np.abs(pred["score"][rows, step] - h["view_percentile_48h"][rows]))
+            )
         return out
 
     def baseline(self, data: PreparedData) -> dict[str, float]:
@@ -693,24 +770,22 @@ class EngagementTask(ModelTask):
                 suffix = f"_{rule}" if rule else ""
                 right = h[f"baseline_above{suffix}"] == y
                 name = f"baseline{suffix}"
-                out[f"{name}_accuracy_{bucket}"] = float(right[mask].mean()) if mask.any() \
-                    else float("nan")
+                out[f"{name}_accuracy_{bucket}"] = float(right[mask].mean()) if mask.any() else float("nan")
                 views = np.expm1(h[f"baseline_log_views{suffix}"])
                 out[f"{name}_views_mape_{bucket}"] = _mape(actual[mask], views[mask])
                 if rule and baselines is not None:
-                    out[f"{name}_val_accuracy_{bucket}"] = \
-                        baselines.fits[rule][bucket].val_accuracy
+                    out[f"{name}_val_accuracy_{bucket}"] = baselines.fits[rule][bucket].val_accuracy
             out[f"baseline_views_coverage_80_{bucket}"] = M.interval_coverage(
-                actual[mask], np.expm1(h["baseline_views_lo"])[mask],
-                np.expm1(h["baseline_views_hi"])[mask])
+                actual[mask], np.expm1(h["baseline_views_lo"])[mask], np.expm1(h["baseline_views_hi"])[mask]
+            )
         for hours in HOURS:
             step = LENGTHS[hours] - 1
             rows = scored[:, step]
             right = h["baseline_above"][:, step] == h["above_median"]
-            out[f"baseline_accuracy_{hours}h"] = float(right[rows].mean()) if rows.any() \
-                else float("nan")
+            out[f"baseline_accuracy_{hours}h"] = float(right[rows].mean()) if rows.any() else float("nan")
             out[f"baseline_views_mape_{hours}h"] = _mape(
-                h["views_48h"][rows], np.expm1(h["baseline_log_views"][rows, step]))
+                h["views_48h"][rows], np.expm1(h["baseline_log_views"][rows, step])
+            )
         return out
 
     def gates(self, metrics: dict[str, float], baseline: dict[str, float]) -> list[Gate]:
@@ -720,19 +795,35 @@ class EngagementTask(ModelTask):
         for bucket, (lo, hi) in BUCKETS.items():
             ages = f"scored at ages in ({lo / 60:g} h, {hi / 60:g} h]"
             acc = metrics[f"accuracy_{bucket}"]
-            gates.append(Gate(
-                f"accuracy_{bucket}_min", bool(np.isfinite(acc) and acc >= ACCURACY_THRESHOLD),
-                acc, ACCURACY_THRESHOLD,
-                f"above/below the channel's prior median, holdout posts {ages}: accuracy >= "
-                f"{ACCURACY_THRESHOLD:.2f} (model card)"))
+            gates.append(
+                Gate(
+                    f"accuracy_{bucket}_min",
+                    bool(np.isfinite(acc) and acc >= ACCURACY_THRESHOLD),
+                    acc,
+                    ACCURACY_THRESHOLD,
+                    f"above/below the channel's prior median, holdout posts {ages}: accuracy >= "
+                    f"{ACCURACY_THRESHOLD:.2f} (model card)",
+                )
+            )
             key = f"accuracy_{bucket}"
-            margin = Margin(metrics[f"margin_{key}"], metrics[f"margin_{key}_lo"],
-                            metrics[f"margin_{key}_hi"], BOOTSTRAP_LEVEL, N_BOOT)
+            margin = Margin(
+                metrics[f"margin_{key}"],
+                metrics[f"margin_{key}_lo"],
+                metrics[f"margin_{key}_hi"],
+                BOOTSTRAP_LEVEL,
+                N_BOOT,
+            )
             rule = self.strongest.get(bucket)
-            gates.append(Gate.beats(
-                f"accuracy_{bucket}_vs_baseline", margin, f"holdout accuracy {ages}",
-                f"strongest baseline on validation ({LABELS[rule]})" if rule
-                else "the strongest baseline on validation"))
+            gates.append(
+                Gate.beats(
+                    f"accuracy_{bucket}_vs_baseline",
+                    margin,
+                    f"holdout accuracy {ages}",
+                    f"strongest baseline on validation ({LABELS[rule]})"
+                    if rule
+                    else "the strongest baseline on validation",
+                )
+            )
         return gates
 
     # ------------------------------------------------------------- reporting
@@ -741,28 +832,43 @@ class EngagementTask(ModelTask):
         pred = predict(model, h, 3)
         return {
             "score_calibration_3h": plots.calibration_plot(
-                h["above_median"][h["has_label"]].astype(float), pred["score"][h["has_label"]],
-                "engagement score at 3 h vs share above channel median"),
+                h["above_median"][h["has_label"]].astype(float),
+                pred["score"][h["has_label"]],
+                "engagement score at 3 h vs share above channel median",
+            ),
             "views_48h_predicted_vs_actual_3h": plots.scatter_plot(
-                h["views_48h"], np.expm1(pred["log_views"][:, 1]),
-                "48 h views: p50 predicted at 3 h vs actual"),
+                h["views_48h"],
+                np.expm1(pred["log_views"][:, 1]),
+                "48 h views: p50 predicted at 3 h vs actual",
+            ),
         }
 
     def input_example(self, data: PreparedData) -> dict[str, np.ndarray]:
         h = data.holdout
-        return {"sequence": h["sequence"][:3],
-                "length": np.minimum(h["length"][:3], LENGTHS[3]),
-                "static": h["static"][:3]}
+        return {
+            "sequence": h["sequence"][:3],
+            "length": np.minimum(h["length"][:3], LENGTHS[3]),
+            "static": h["static"][:3],
+        }
 
     def onnx_examples(self, data: PreparedData) -> list[dict[str, np.ndarray]]:
         """Posts at every card age, and sequences cut to fewer grid steps."""
         h = data.holdout
         out = []
         for n, hours in ((1, 1), (3, 3), (5, 6), (4, 12), (2, 24)):
-            out.append({"sequence": h["sequence"][:n],
-                        "length": np.minimum(h["length"][:n], LENGTHS[hours]),
-                        "static": h["static"][:n]})
+            out.append(
+                {
+                    "sequence": h["sequence"][:n],
+                    "length": np.minimum(h["length"][:n], LENGTHS[hours]),
+                    "static": h["static"][:n],
+                }
+            )
         short = LENGTHS[3]
-        out.append({"sequence": np.ascontiguousarray(h["sequence"][:2, :short]),
-                    "length": np.minimum(h["length"][:2], short), "static": h["static"][:2]})
+        out.append(
+            {
+                "sequence": np.ascontiguousarray(h["sequence"][:2, :short]),
+                "length": np.minimum(h["length"][:2], short),
+                "static": h["static"][:2],
+            }
+        )
         return out

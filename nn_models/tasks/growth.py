@@ -45,13 +45,13 @@ from nn_models.models.growth import QUANTILES, RAW_FEATURES, TABLE_FEATURES, Gro
 from nn_models.task import Gate, InsufficientData, ModelTask, PreparedData
 from nn_models.training import TrainConfig, TrainResult, fit, seed_everything
 
-HORIZON = 30                # days forecast for every channel
-MIN_HISTORY_DAYS = 28       # the least subscriber history a channel is forecast from
-HISTORY_DAYS = 28           # the model's window: it can score any channel it can forecast
-MIN_EVAL_DAYS = 7           # the shortest holdout / validation horizon (one week, m = 7)
-MIN_TRAIN_DAYS = HISTORY_DAYS + 4 * MIN_EVAL_DAYS     # 56: window + train, val, holdout
+HORIZON = 30  # days forecast for every channel
+MIN_HISTORY_DAYS = 28  # the least subscriber history a channel is forecast from
+HISTORY_DAYS = 28  # the model's window: it can score any channel it can forecast
+MIN_EVAL_DAYS = 7  # the shortest holdout / validation horizon (one week, m = 7)
+MIN_TRAIN_DAYS = HISTORY_DAYS + 4 * MIN_EVAL_DAYS  # 56: window + train, val, holdout
 VAL_ORIGINS = 14
-VAL_STRIDE = 2              # when there are more than 7 validation origins
+VAL_STRIDE = 2  # when there are more than 7 validation origins
 SEASON = 7
 COVERAGE_RANGE = (0.70, 0.90)
 MIN_WINDOWS = {"train": 12, "val": 3}
@@ -99,8 +99,7 @@ def split_plan(days: int, history: int = HISTORY_DAYS) -> tuple[int, int, int]:
     return h, origins, VAL_STRIDE if origins > 7 else 1
 
 
-def _windows(values: np.ndarray, origins: list[int], history: int,
-             horizon: int) -> tuple[np.ndarray, ...]:
+def _windows(values: np.ndarray, origins: list[int], history: int, horizon: int) -> tuple[np.ndarray, ...]:
     x = np.stack([values[o - history + 1 : o + 1] for o in origins])
     y = np.stack([values[o + 1 : o + 1 + horizon, 0] for o in origins])
     return x.astype(np.float32), y.astype(np.float32)
@@ -119,8 +118,9 @@ def growth_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 def _mase_rows(future: np.ndarray, insample: np.ndarray, point: np.ndarray) -> np.ndarray:
     """MASE (m = 7) per channel; ``insample`` rows are NaN-padded on the left."""
-    return np.array([M.mase(f, p, s[~np.isnan(s)], m=SEASON)
-                     for f, p, s in zip(future, point, insample, strict=True)])
+    return np.array(
+        [M.mase(f, p, s[~np.isnan(s)], m=SEASON) for f, p, s in zip(future, point, insample, strict=True)]
+    )
 
 
 class GrowthTask(ModelTask):
@@ -146,7 +146,8 @@ class GrowthTask(ModelTask):
             longest = max((len(s) for s in series.values()), default=0)
             raise InsufficientData(
                 f"growth: needs at least {MIN_HISTORY_DAYS} days of subscriber counts in a "
-                f"channel to forecast it, has {longest} (longest channel)")
+                f"channel to forecast it, has {longest} (longest channel)"
+            )
         plan_days = int(np.median([len(s) for s in eligible.values()]))
         h, n_val, stride = split_plan(plan_days, history)
         if h < MIN_EVAL_DAYS:
@@ -154,13 +155,19 @@ class GrowthTask(ModelTask):
                 f"growth: needs at least {min_train} days of subscriber counts per channel to "
                 f"train ({history}-day window, then training, validation and holdout periods "
                 f"of >= {MIN_EVAL_DAYS} days each), has {plan_days} (median channel); channels "
-                f"with >= {MIN_HISTORY_DAYS} days are forecast by the strongest baseline")
+                f"with >= {MIN_HISTORY_DAYS} days are forecast by the strongest baseline"
+            )
         usable = {c: s for c, s in eligible.items() if len(s) >= history + h}
         parts: dict[str, list] = {"train": [], "val": []}
         val_insample: list[np.ndarray] = []
         val_actual: list[np.ndarray] = []
-        holdout: dict[str, list] = {"history": [], "insample": [], "future": [],
-                                    "channel_id": [], "origin_day": []}
+        holdout: dict[str, list] = {
+            "history": [],
+            "insample": [],
+            "future": [],
+            "channel_id": [],
+            "origin_day": [],
+        }
         longest = max(len(s) for s in usable.values()) - h
         for channel, frame in usable.items():
             values = frame.to_numpy()
@@ -189,9 +196,12 @@ class GrowthTask(ModelTask):
                 raise InsufficientData(
                     f"growth: {n} {split} windows (need {need_windows}); needs at least "
                     f"{min_train} days of subscriber counts in several channels, has "
-                    f"{plan_days} (median) in {len(usable)} channel(s)")
-            splits[split] = {"history": np.concatenate([x for x, _ in parts[split]]),
-                             "future": np.concatenate([y for _, y in parts[split]])}
+                    f"{plan_days} (median) in {len(usable)} channel(s)"
+                )
+            splits[split] = {
+                "history": np.concatenate([x for x, _ in parts[split]]),
+                "future": np.concatenate([y for _, y in parts[split]]),
+            }
         # the strongest baseline, tuned and chosen on the validation windows only
         choice = B.choose(val_insample, np.asarray(val_actual))
         insamples = [s[~np.isnan(s)] for s in holdout["insample"]]
@@ -202,28 +212,44 @@ class GrowthTask(ModelTask):
             "channel_id": np.array(holdout["channel_id"], dtype=np.int64),
             "origin_day": np.array(holdout["origin_day"], dtype="datetime64[D]").astype(np.int64),
         }
-        for name in B.BASELINES:     # (channels, h, 3): fitted before each holdout origin
+        for name in B.BASELINES:  # (channels, h, 3): fitted before each holdout origin
             hold[f"baseline_{name}"] = B.quantile_forecast(choice, insamples, h, name)
         info = {
-            "channels": len(usable), "channels_too_short": len(series) - len(usable),
+            "channels": len(usable),
+            "channels_too_short": len(series) - len(usable),
             "train_windows": len(splits["train"]["future"]),
             "val_windows": len(splits["val"]["future"]),
-            "history_days": history, "min_history_days": MIN_HISTORY_DAYS,
-            "min_train_days": min_train, "median_channel_days": plan_days,
-            "horizon_days": HORIZON, "holdout_days": h, "val_horizon_days": h,
+            "history_days": history,
+            "min_history_days": MIN_HISTORY_DAYS,
+            "min_train_days": min_train,
+            "median_channel_days": plan_days,
+            "horizon_days": HORIZON,
+            "holdout_days": h,
+            "val_horizon_days": h,
             "horizon_shrunk_by_days": HORIZON - h,
-            "split_note": (f"holdout and validation horizon {h} of {HORIZON} days (shrunk by "
-                           f"{HORIZON - h}) for a median channel of {plan_days} days"
-                           if h < HORIZON else f"full {HORIZON}-day holdout"),
+            "split_note": (
+                f"holdout and validation horizon {h} of {HORIZON} days (shrunk by "
+                f"{HORIZON - h}) for a median channel of {plan_days} days"
+                if h < HORIZON
+                else f"full {HORIZON}-day holdout"
+            ),
             "holdout_origin_last": str(max(holdout["origin_day"]))[:10],
-            **choice.as_info(), "baseline_choice": choice.describe(),
+            **choice.as_info(),
+            "baseline_choice": choice.describe(),
         }
         return PreparedData(splits["train"], splits["val"], hold, info)
 
     # ----------------------------------------------------------------- model
     def default_params(self) -> dict[str, Any]:
-        return {"hidden": 256, "layers": 2, "dropout": 0.2, "dense": 128, "lr": 3e-4,
-                "weight_decay": 1e-3, "batch_size": 64}
+        return {
+            "hidden": 256,
+            "layers": 2,
+            "dropout": 0.2,
+            "dense": 128,
+            "lr": 3e-4,
+            "weight_decay": 1e-3,
+            "batch_size": 64,
+        }
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         params = self.default_params()
@@ -235,22 +261,40 @@ class GrowthTask(ModelTask):
         )
         return params
 
-    def train(self, params: dict[str, Any], data: PreparedData, choice: DeviceChoice,
-              max_epochs: int, seed: int, on_epoch=None) -> TrainResult:
+    def train(
+        self,
+        params: dict[str, Any],
+        data: PreparedData,
+        choice: DeviceChoice,
+        max_epochs: int,
+        seed: int,
+        on_epoch=None,
+    ) -> TrainResult:
         seed_everything(seed)
         history = data.train["history"].shape[1]
-        model = GrowthForecaster(history_days=history, horizon=HORIZON, hidden=params["hidden"],
-                                 layers=params["layers"], dropout=params["dropout"],
-                                 dense=params["dense"])
+        model = GrowthForecaster(
+            history_days=history,
+            horizon=HORIZON,
+            hidden=params["hidden"],
+            layers=params["layers"],
+            dropout=params["dropout"],
+            dense=params["dense"],
+        )
         model.set_normalisation(torch.as_tensor(data.train["history"]))
-        cfg = TrainConfig(max_epochs=max_epochs, lr=params["lr"],
-                          weight_decay=params["weight_decay"], batch_size=params["batch_size"],
-                          patience=3, seed=seed)
+        cfg = TrainConfig(
+            max_epochs=max_epochs,
+            lr=params["lr"],
+            weight_decay=params["weight_decay"],
+            batch_size=params["batch_size"],
+            patience=3,
+            seed=seed,
+        )
         result = fit(model, data.train, data.val, growth_loss, cfg, choice, on_epoch)
         device = next(result.model.parameters()).device
         scale = result.model.calibrate_intervals(
             torch.as_tensor(data.val["history"], device=device),
-            torch.as_tensor(data.val["future"], device=device))
+            torch.as_tensor(data.val["future"], device=device),
+        )
         result.note = f"{result.note} p10-p90 band x{scale:.3f} (split-conformal on validation)"
         return result
 
@@ -261,8 +305,10 @@ class GrowthTask(ModelTask):
         h = data.holdout
         history = h["history"][:, -model.history_days :]
         if np.isnan(history).any():
-            raise ValueError(f"model needs {model.history_days} days of history before the "
-                             "origin; some holdout channels have fewer")
+            raise ValueError(
+                f"model needs {model.history_days} days of history before the "
+                "origin; some holdout channels have fewer"
+            )
         model.eval()
         device = next(model.parameters()).device
         with torch.no_grad():
@@ -290,15 +336,21 @@ class GrowthTask(ModelTask):
         h = data.holdout
         q = self.forecast(model, data)
         out = self._scores(h["future"], h["insample"], q)
-        out["pinball_p50_relative"] = float(np.mean(np.abs(q[..., 1] - h["future"]) /
-                                                    h["future"].clip(1.0)) / 2)
+        out["pinball_p50_relative"] = float(
+            np.mean(np.abs(q[..., 1] - h["future"]) / h["future"].clip(1.0)) / 2
+        )
         name = self.strongest(data)
         model_rows = _mase_rows(h["future"], h["insample"], q[..., 1])
         base_rows = _mase_rows(h["future"], h["insample"], h[f"baseline_{name}"][..., 1])
         margin = M.bootstrap_margin(
-            lambda idx: float(model_rows[idx].mean()), lambda idx: float(base_rows[idx].mean()),
-            len(model_rows), higher_is_better=False, clusters=h["channel_id"], n_boot=N_BOOT,
-            seed=0)
+            lambda idx: float(model_rows[idx].mean()),
+            lambda idx: float(base_rows[idx].mean()),
+            len(model_rows),
+            higher_is_better=False,
+            clusters=h["channel_id"],
+            n_boot=N_BOOT,
+            seed=0,
+        )
         out.update(margin.as_metrics(f"mase_vs_{name}"))
         return out
 
@@ -312,18 +364,21 @@ class GrowthTask(ModelTask):
         return out
 
     def gates(self, metrics: dict[str, float], baseline: dict[str, float]) -> list[Gate]:
-        keys = [k for k in metrics if k.startswith(MARGIN_PREFIX)
-                and not k.endswith(("_lo", "_hi"))]
+        keys = [k for k in metrics if k.startswith(MARGIN_PREFIX) and not k.endswith(("_lo", "_hi"))]
         if len(keys) != 1:
             raise ValueError(f"growth: expected one {MARGIN_PREFIX}<baseline> metric, got {keys}")
         key = keys[0]
-        name = key[len(MARGIN_PREFIX):]
+        name = key[len(MARGIN_PREFIX) :]
         margin = M.Margin(metrics[key], metrics[f"{key}_lo"], metrics[f"{key}_hi"], 0.90, N_BOOT)
         cov = metrics["coverage_80"]
         lo, hi = COVERAGE_RANGE
         return [
-            Gate.beats("mase_vs_strongest_baseline", margin,
-                       "MASE (m=7) on the holdout, per channel, clusters = channels", name),
+            Gate.beats(
+                "mase_vs_strongest_baseline",
+                margin,
+                "MASE (m=7) on the holdout, per channel, clusters = channels",
+                name,
+            ),
             Gate("coverage_80_min", cov >= lo, cov, lo, "p10–p90 coverage >= 0.70"),
             Gate("coverage_80_max", cov <= hi, cov, hi, "p10–p90 coverage <= 0.90"),
         ]
@@ -344,8 +399,7 @@ class GrowthTask(ModelTask):
             ax.plot(t_past, past, color="black", lw=1, label="history")
             ax.plot(t_future, h["future"][i], color="black", ls="--", lw=1, label="actual")
             ax.plot(t_future, q[i, :, 1], color="C0", label="p50")
-            ax.fill_between(t_future, q[i, :, 0], q[i, :, 2], color="C0", alpha=0.25,
-                            label="p10–p90")
+            ax.fill_between(t_future, q[i, :, 0], q[i, :, 2], color="C0", alpha=0.25, label="p10–p90")
             ax.set_title(f"channel {h['channel_id'][i]}")
             ax.set_xlabel("days from origin")
         axes[0][0].set_ylabel("subscribers")

@@ -47,11 +47,11 @@ from warehouse.schema import MEDIA_TYPES
 
 HOLDOUT_SHARE = 0.20
 VAL_SHARE = 0.12
-MIN_TRAIN_POSTS = 150          # the smallest history the model learns from (all channels)
+MIN_TRAIN_POSTS = 150  # the smallest history the model learns from (all channels)
 MIN_HOLDOUT_POSTS = 40
-MIN_CHANNEL_TRAIN_POSTS = 20   # a channel's own training posts for its embedding
-MIN_HOLDOUT_CHANNELS = 2       # per-channel scores to compare at all
-MIN_GATE_CHANNELS = 5          # fewer clusters make a bootstrap interval too narrow to trust
+MIN_CHANNEL_TRAIN_POSTS = 20  # a channel's own training posts for its embedding
+MIN_HOLDOUT_CHANNELS = 2  # per-channel scores to compare at all
+MIN_GATE_CHANNELS = 5  # fewer clusters make a bootstrap interval too narrow to trust
 INPUTS = ("channel", "weekday", "hour", "media")
 BOOTSTRAP_SEED = 0
 
@@ -106,10 +106,8 @@ def relative_log_reach(frame, reference: np.ndarray) -> tuple[np.ndarray, int]:
     has_subs = np.isfinite(subs) & (subs > 0)
     full = {c: bool(has_subs[channel == c].all()) for c in np.unique(channel)}
     use_reach = np.array([full[c] for c in channel], dtype=bool) & has_subs
-    raw = np.where(use_reach, np.log1p(views) - np.log(np.where(has_subs, subs, 1.0)),
-                   np.log1p(views))
-    medians = {c: float(np.median(raw[reference & (channel == c)]))
-               for c in np.unique(channel[reference])}
+    raw = np.where(use_reach, np.log1p(views) - np.log(np.where(has_subs, subs, 1.0)), np.log1p(views))
+    medians = {c: float(np.median(raw[reference & (channel == c)])) for c in np.unique(channel[reference])}
     target = raw - np.array([medians.get(c, np.nan) for c in channel])
     return target, int(sum(not v for v in full.values()))
 
@@ -145,8 +143,7 @@ class ScheduleTask(ModelTask):
             "target": target.astype(np.float32),
             "percentile": frame["view_percentile_48h"].to_numpy(np.float64),
         }
-        train, val, holdout = ({k: v[keep & (split == s)] for k, v in arrays.items()}
-                               for s in range(3))
+        train, val, holdout = ({k: v[keep & (split == s)] for k, v in arrays.items()} for s in range(3))
         if len(train["target"]) < MIN_TRAIN_POSTS or len(holdout["target"]) < MIN_HOLDOUT_POSTS:
             raise InsufficientData(
                 f"needs at least {MIN_TRAIN_POSTS} training and {MIN_HOLDOUT_POSTS} holdout "
@@ -155,26 +152,27 @@ class ScheduleTask(ModelTask):
             )
         if len(val["target"]) == 0:
             raise InsufficientData("needs validation posts between training and holdout, has 0")
-        scored = bs.channel_scores(holdout["channel_id"], holdout["percentile"],
-                                   holdout["percentile"]).channel_ids
+        scored = bs.channel_scores(
+            holdout["channel_id"], holdout["percentile"], holdout["percentile"]
+        ).channel_ids
         if len(scored) < MIN_HOLDOUT_CHANNELS:
             raise InsufficientData(
                 f"needs at least {MIN_HOLDOUT_CHANNELS} channels with >= "
                 f"{bs.MIN_CHANNEL_HOLDOUT_POSTS} holdout posts to compare rankings per channel, "
-                f"has {len(scored)}")
+                f"has {len(scored)}"
+            )
 
         # baselines: tuned and chosen on validation, refitted on train + validation
         choice = bs.choose(train, val)
         pre = {k: np.concatenate([train[k], val[k]]) for k in train}
         slot_h = slot_of(holdout["weekday"], holdout["hour"])
         for rule in bs.BASELINES:
-            holdout[f"pred_{rule}"] = bs.lookup(bs.fit(rule, choice, pre), holdout["channel_id"],
-                                                slot_h)
+            holdout[f"pred_{rule}"] = bs.lookup(bs.fit(rule, choice, pre), holdout["channel_id"], slot_h)
         seen = np.zeros(len(slot_h), dtype=bool)
-        pre_keys = set(zip(pre["channel_id"].tolist(), slot_of(pre["weekday"], pre["hour"]).tolist(),
-                           strict=True))
-        seen[:] = [(int(c), int(s)) in pre_keys for c, s in zip(holdout["channel_id"], slot_h,
-                                                                  strict=True)]
+        pre_keys = set(
+            zip(pre["channel_id"].tolist(), slot_of(pre["weekday"], pre["hour"]).tolist(), strict=True)
+        )
+        seen[:] = [(int(c), int(s)) in pre_keys for c, s in zip(holdout["channel_id"], slot_h, strict=True)]
         holdout["slot_seen"] = seen
         truth = self._truth(conn)
         if truth:
@@ -207,9 +205,7 @@ class ScheduleTask(ModelTask):
         """channel_id -> 168 true slot effects (synthetic source only; reported, never gated)."""
         if not _table_exists(conn, "truth", "slot_effects"):
             return {}
-        rows = conn.execute(
-            "SELECT channel_id, weekday, hour, effect FROM truth.slot_effects"
-        ).fetchall()
+        rows = conn.execute("SELECT channel_id, weekday, hour, effect FROM truth.slot_effects").fetchall()
         table: dict[int, np.ndarray] = {}
         for channel, weekday, hour, effect in rows:
             grid = table.setdefault(int(channel), np.full(N_SLOTS, np.nan))
@@ -218,8 +214,16 @@ class ScheduleTask(ModelTask):
 
     # ---------------------------------------------------------------- search
     def default_params(self) -> dict[str, Any]:
-        return {"embedding_dim": 8, "hidden": [128, 64], "hour_order": 3, "weekday_order": 2,
-                "dropout": 0.1, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 128}
+        return {
+            "embedding_dim": 8,
+            "hidden": [128, 64],
+            "hour_order": 3,
+            "weekday_order": 2,
+            "dropout": 0.1,
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "batch_size": 128,
+        }
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         width = trial.suggest_categorical("width", [64, 128])
@@ -282,9 +286,14 @@ class ScheduleTask(ModelTask):
             pred = m(**{k: batch[k] for k in INPUTS})
             return torch.mean((pred - batch["target"]) ** 2)
 
-        cfg = TrainConfig(max_epochs=max_epochs, lr=float(params["lr"]),
-                          weight_decay=float(params["weight_decay"]),
-                          batch_size=int(params["batch_size"]), patience=6, seed=seed)
+        cfg = TrainConfig(
+            max_epochs=max_epochs,
+            lr=float(params["lr"]),
+            weight_decay=float(params["weight_decay"]),
+            batch_size=int(params["batch_size"]),
+            patience=6,
+            seed=seed,
+        )
         return fit(model, train_in, val_in, loss_fn, cfg, choice, on_epoch)
 
     # --------------------------------------------------------------- scoring
@@ -296,18 +305,22 @@ class ScheduleTask(ModelTask):
         return {c: grids[i] for i, c in enumerate(model.channel_ids)}
 
     @staticmethod
-    def _scores(data: PreparedData, pred: np.ndarray, rows: np.ndarray,
-                channels: np.ndarray | None = None) -> bs.ChannelScores:
+    def _scores(
+        data: PreparedData, pred: np.ndarray, rows: np.ndarray, channels: np.ndarray | None = None
+    ) -> bs.ChannelScores:
         h = data.holdout
-        return bs.channel_scores(h["channel_id"][rows], pred[rows], h["percentile"][rows],
-                                 channels)
+        return bs.channel_scores(h["channel_id"][rows], pred[rows], h["percentile"][rows], channels)
 
     @staticmethod
     def margin(model: bs.ChannelScores, base: bs.ChannelScores, metric: str) -> Margin:
         """Paired bootstrap over channels (each channel = the cluster of its holdout posts)."""
-        return bootstrap_margin(lambda i: model.mean(metric, i), lambda i: base.mean(metric, i),
-                                len(model.channel_ids), higher_is_better=True,
-                                seed=BOOTSTRAP_SEED)
+        return bootstrap_margin(
+            lambda i: model.mean(metric, i),
+            lambda i: base.mean(metric, i),
+            len(model.channel_ids),
+            higher_is_better=True,
+            seed=BOOTSTRAP_SEED,
+        )
 
     def evaluate(self, model: nn.Module, data: PreparedData) -> dict[str, float]:
         h = data.holdout
@@ -332,11 +345,10 @@ class ScheduleTask(ModelTask):
         unseen = known & ~h["slot_seen"]
         metrics["unseen_slot_posts"] = float(unseen.sum())
         truth = self._truth_of(data)
-        if truth:   # synthetic only: reported, never gated
+        if truth:  # synthetic only: reported, never gated
             ratio, per_channel = bs.top_slot_ratio(grids, truth)
             metrics["top_slot_ratio"] = ratio
-            metrics["top_slot_ratio_min"] = float(min(per_channel.values())) if per_channel \
-                else float("nan")
+            metrics["top_slot_ratio_min"] = float(min(per_channel.values())) if per_channel else float("nan")
         return metrics
 
     def baseline(self, data: PreparedData) -> dict[str, float]:
@@ -344,19 +356,20 @@ class ScheduleTask(ModelTask):
         h = data.holdout
         out: dict[str, float] = {}
         pre = {k: np.concatenate([data.train[k], data.val[k]]) for k in data.train}
-        choice = bs.BaselineChoice(float(data.info.get("baseline_alpha", 0.0)),
-                                   float(data.info.get("baseline_beta", 0.0)), {}, "")
+        choice = bs.BaselineChoice(
+            float(data.info.get("baseline_alpha", 0.0)), float(data.info.get("baseline_beta", 0.0)), {}, ""
+        )
         truth = self._truth_of(data)
         for rule in bs.BASELINES:
             pred = h[f"pred_{rule}"]
             scores = self._scores(data, pred, np.isfinite(pred))
             out[f"baseline_{rule}_spearman"] = scores.mean("spearman")
             out[f"baseline_{rule}_lift"] = scores.mean("lift")
-            out[f"baseline_{rule}_val_spearman"] = float(
-                data.info.get(f"val_spearman_{rule}", float("nan")))
+            out[f"baseline_{rule}_val_spearman"] = float(data.info.get(f"val_spearman_{rule}", float("nan")))
             if truth:
-                out[f"baseline_{rule}_top_slot_ratio"] = bs.top_slot_ratio(
-                    bs.fit(rule, choice, pre), truth)[0]
+                out[f"baseline_{rule}_top_slot_ratio"] = bs.top_slot_ratio(bs.fit(rule, choice, pre), truth)[
+                    0
+                ]
         out["baseline_alpha"] = choice.alpha
         out["baseline_beta"] = choice.beta
         return out
@@ -365,31 +378,55 @@ class ScheduleTask(ModelTask):
         strongest = getattr(self, "_strongest", "strongest baseline")
         rho, lift = metrics.get("spearman", float("nan")), metrics.get("lift", float("nan"))
         n_channels = float(metrics.get("channels_scored", 0.0))
-        margin = Margin(metrics.get("margin_spearman", float("nan")),
-                        metrics.get("margin_spearman_lo", float("nan")),
-                        metrics.get("margin_spearman_hi", float("nan")), 0.90, 500)
+        margin = Margin(
+            metrics.get("margin_spearman", float("nan")),
+            metrics.get("margin_spearman_lo", float("nan")),
+            metrics.get("margin_spearman_hi", float("nan")),
+            0.90,
+            500,
+        )
         return [
-            Gate("spearman_positive", bool(np.isfinite(rho) and rho > 0), rho, 0.0,
-                 "mean per-channel Spearman ρ of predicted slot effect vs the holdout posts' "
-                 "observed 48 h view percentile > 0 (the ranking points the right way)"),
-            Gate("lift_positive", bool(np.isfinite(lift) and lift > 0), lift, 0.0,
-                 "mean percentile of holdout posts in the model's top-quartile slots minus "
-                 "its bottom quartile's > 0"),
-            Gate.beats(f"spearman_vs_{strongest}", margin,
-                       "mean per-channel Spearman (bootstrap over channels)", strongest),
-            Gate("channels_scored", bool(n_channels >= MIN_GATE_CHANNELS), n_channels,
-                 float(MIN_GATE_CHANNELS),
-                 f"at least {MIN_GATE_CHANNELS} channels with >= {bs.MIN_CHANNEL_HOLDOUT_POSTS} "
-                 "holdout posts: with fewer, resampling channels cannot say whether the margin "
-                 "is more than the noise"),
+            Gate(
+                "spearman_positive",
+                bool(np.isfinite(rho) and rho > 0),
+                rho,
+                0.0,
+                "mean per-channel Spearman ρ of predicted slot effect vs the holdout posts' "
+                "observed 48 h view percentile > 0 (the ranking points the right way)",
+            ),
+            Gate(
+                "lift_positive",
+                bool(np.isfinite(lift) and lift > 0),
+                lift,
+                0.0,
+                "mean percentile of holdout posts in the model's top-quartile slots minus "
+                "its bottom quartile's > 0",
+            ),
+            Gate.beats(
+                f"spearman_vs_{strongest}",
+                margin,
+                "mean per-channel Spearman (bootstrap over channels)",
+                strongest,
+            ),
+            Gate(
+                "channels_scored",
+                bool(n_channels >= MIN_GATE_CHANNELS),
+                n_channels,
+                float(MIN_GATE_CHANNELS),
+                f"at least {MIN_GATE_CHANNELS} channels with >= {bs.MIN_CHANNEL_HOLDOUT_POSTS} "
+                "holdout posts: with fewer, resampling channels cannot say whether the margin "
+                "is more than the noise",
+            ),
         ]
 
     @staticmethod
     def _truth_of(data: PreparedData) -> dict[int, np.ndarray]:
         if "truth_channel_id" not in data.holdout:
             return {}
-        return {int(c): e for c, e in zip(data.holdout["truth_channel_id"],
-                                          data.holdout["truth_effect"], strict=True)}
+        return {
+            int(c): e
+            for c, e in zip(data.holdout["truth_channel_id"], data.holdout["truth_effect"], strict=True)
+        }
 
     # ------------------------------------------------------------ artefacts
     def plots(self, model: nn.Module, data: PreparedData, result: TrainResult) -> dict:
@@ -401,8 +438,9 @@ class ScheduleTask(ModelTask):
         counts = {c: int((data.train["channel_id"] == c).sum()) for c in channels}
         channel = max(channels, key=counts.get)
         pre = {k: np.concatenate([data.train[k], data.val[k]]) for k in data.train}
-        choice = bs.BaselineChoice(float(data.info.get("baseline_alpha", 0.0)),
-                                   float(data.info.get("baseline_beta", 0.0)), {}, "")
+        choice = bs.BaselineChoice(
+            float(data.info.get("baseline_alpha", 0.0)), float(data.info.get("baseline_beta", 0.0)), {}, ""
+        )
         shrunk = bs.fit("shrunk_slot_mean", choice, pre)
         panels = {"model (predicted)": grids[channel]}
         if channel in shrunk:

@@ -34,8 +34,17 @@ class ViralTask(ViralLabelTask):
     baseline_names = ("tfidf", "context", "tfidf_context")
 
     def default_params(self) -> dict[str, Any]:
-        return {"d_model": 64, "n_heads": 4, "n_layers": 1, "dropout": 0.1, "pooling": "cls",
-                "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 256, "aux_weight": 1.0}
+        return {
+            "d_model": 64,
+            "n_heads": 4,
+            "n_layers": 1,
+            "dropout": 0.1,
+            "pooling": "cls",
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "batch_size": 256,
+            "aux_weight": 1.0,
+        }
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         # one layer: a second doubled the step time and did not raise validation AUC
@@ -63,8 +72,7 @@ class ViralTask(ViralLabelTask):
             pooling=str(params["pooling"]),
             n_aux=len(text_data.AUX_TARGETS),
         )
-        model.set_context_stats(torch.as_tensor(context.mean(axis=0)),
-                                torch.as_tensor(context.std(axis=0)))
+        model.set_context_stats(torch.as_tensor(context.mean(axis=0)), torch.as_tensor(context.std(axis=0)))
         return model
 
     def heads(self, model: nn.Module, batch: dict[str, torch.Tensor]):

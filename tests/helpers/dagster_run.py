@@ -64,15 +64,17 @@ def main() -> None:
     from resources.telegram_collector import TelegramCollector
     from resources.warehouse import DuckDBWarehouse, PublishedTables
 
-    settings = load_settings({"PULSE_DATA_DIR": data_dir, "PULSE_SIZE": "tiny",
-                              "PULSE_PROFILE": "tiny", "PULSE_DEVICE": "cpu"})
+    settings = load_settings(
+        {"PULSE_DATA_DIR": data_dir, "PULSE_SIZE": "tiny", "PULSE_PROFILE": "tiny", "PULSE_DEVICE": "cpu"}
+    )
     # the resources build_resources() wires, minus the ML ones these assets don't use
     # (importing channel_assets.definitions pulls in every model: ~20 s more per process)
     resources = {
         "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),  # default lock retry
         "published": PublishedTables(root=settings.parquet_uri),
-        "data_source": ChannelDataSource(source="synthetic", size="tiny", seed=settings.seed,
-                                         landing_dir=str(settings.landing_dir)),
+        "data_source": ChannelDataSource(
+            source="synthetic", size="tiny", seed=settings.seed, landing_dir=str(settings.landing_dir)
+        ),
         "telegram": TelegramCollector(channels=[]),
     }
     by_name = {a.key.to_user_string(): a for a in feature_table_assets}
@@ -86,10 +88,13 @@ def main() -> None:
     end = time.time()
     failures = [
         f"{event.step_key}: {event.event_specific_data.error.message[:500]}"
-        for event in result.all_events if event.event_type_value == "STEP_FAILURE"
+        for event in result.all_events
+        if event.event_type_value == "STEP_FAILURE"
     ]
-    signal(result_path, json.dumps({"success": result.success, "start": start, "end": end,
-                                    "failures": failures, **stats}))
+    signal(
+        result_path,
+        json.dumps({"success": result.success, "start": start, "end": end, "failures": failures, **stats}),
+    )
 
 
 if __name__ == "__main__":

@@ -62,9 +62,15 @@ def main() -> None:
         from warehouse.forecast_tables import write_forecast
 
         ids = np.arange(FORECAST_ROWS)
-        frame = pd.DataFrame({"channel_id": ids % 50, "post_id": ids,
-                              "engagement_score": (ids % 1000) / 1000.0,
-                              "model_name": "crash_test", "model_version": "new"})
+        frame = pd.DataFrame(
+            {
+                "channel_id": ids % 50,
+                "post_id": ids,
+                "engagement_score": (ids % 1000) / 1000.0,
+                "model_name": "crash_test",
+                "model_version": "new",
+            }
+        )
         write_forecast(frozen, "engagement_check", frame)
     elif mode == "feature":
         from warehouse.features import build_feature_table

@@ -44,14 +44,16 @@ def _warm_up(folder: Path) -> None:
     from warehouse.landing import load_landing
 
     folder.mkdir()
-    (folder / "posts.csv").write_text("channel_id,post_id,published_at,text\n"
-                                      "1,1,2026-01-01T10:00:00Z,hello\n1,2,x,bad\n")
-    (folder / "post_snapshots.csv").write_text("channel_id,post_id,observed_at,views\n"
-                                               "1,1,2026-01-01 11:00:00,5\n"
-                                               "1,1,2026-01-01 12:00:00,3\n")
-    pq.write_table(pa.table({"channel_id": [1], "post_id": [3],
-                             "published_at": pa.array([1767261600], pa.int64())}),
-                   folder / "posts.parquet")
+    (folder / "posts.csv").write_text(
+        "channel_id,post_id,published_at,text\n1,1,2026-01-01T10:00:00Z,hello\n1,2,x,bad\n"
+    )
+    (folder / "post_snapshots.csv").write_text(
+        "channel_id,post_id,observed_at,views\n1,1,2026-01-01 11:00:00,5\n1,1,2026-01-01 12:00:00,3\n"
+    )
+    pq.write_table(
+        pa.table({"channel_id": [1], "post_id": [3], "published_at": pa.array([1767261600], pa.int64())}),
+        folder / "posts.parquet",
+    )
     with duckdb.connect() as conn:
         load_landing(conn, folder)
 
@@ -77,11 +79,17 @@ def main() -> None:
     report = load_landing(conn, folder)
     peak = _status_bytes("VmHWM")
     conn.close()
-    print(json.dumps({
-        "baseline_bytes": baseline, "peak_bytes": peak, "data_bytes": data_bytes,
-        "peak_reset": reset,
-        "rows_loaded": sum(t.rows_loaded for t in report.tables.values()),
-    }))
+    print(
+        json.dumps(
+            {
+                "baseline_bytes": baseline,
+                "peak_bytes": peak,
+                "data_bytes": data_bytes,
+                "peak_reset": reset,
+                "rows_loaded": sum(t.rows_loaded for t in report.tables.values()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 def spawn(module: str, *args: str, log: Path) -> subprocess.Popen:
     """``python -m module args…`` from the repository root, output to ``log``."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
     proc.log_path = Path(log)  # type: ignore[attr-defined]
     return proc
 
@@ -49,11 +50,15 @@ def wait_for(path: str | Path, timeout: float, proc=None, what: str = "") -> Non
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what or path.name}: process exited with {proc.returncode} "
-                                 f"before signalling\n{output(proc)}")
+            raise AssertionError(
+                f"{what or path.name}: process exited with {proc.returncode} "
+                f"before signalling\n{output(proc)}"
+            )
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {path}"
-                                 + (f"\n{output(proc)}" if proc is not None else ""))
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {path}"
+                + (f"\n{output(proc)}" if proc is not None else "")
+            )
         time.sleep(0.05)
 
 

@@ -35,8 +35,7 @@ def main() -> None:
             def freeze(epoch: int, val_loss: float) -> None:
                 if on_epoch is not None:
                     on_epoch(epoch, val_loss)
-                signal(f"{ready}.training", json.dumps({"call": FreezingToyTask.calls,
-                                                        "epoch": epoch}))
+                signal(f"{ready}.training", json.dumps({"call": FreezingToyTask.calls, "epoch": epoch}))
                 while True:  # wait for SIGKILL
                     time.sleep(1)
 
@@ -45,10 +44,14 @@ def main() -> None:
     stores = json.loads(stores_json)
     signal(ready, "imported")
     wait_for(go, timeout=600)
-    train_and_register(FreezingToyTask(toy_data()), data=toy_data(), choice=choose_device("cpu"),
-                       profile=Profile("crash", n_trials=int(n_trials), max_epochs=3,
-                                       final_epochs=4),
-                       seed=int(seed), **stores)
+    train_and_register(
+        FreezingToyTask(toy_data()),
+        data=toy_data(),
+        choice=choose_device("cpu"),
+        profile=Profile("crash", n_trials=int(n_trials), max_epochs=3, final_epochs=4),
+        seed=int(seed),
+        **stores,
+    )
     signal(f"{ready}.finished", "not killed")  # should never happen
 
 
