@@ -11,7 +11,10 @@ Encoding ~10 k texts costs minutes of CPU, so the states are computed once
 and cached on disk as float16, keyed by ``md5(text)`` (the same key as
 ``features.post_text_embeddings``), under ``$PULSE_DATA_DIR/cache/text_tokens/`` when
 that variable is set; the content model, the viral model and every re-run share them.
-Without the variable nothing is cached (each load encodes its texts again).
+Without the variable nothing is cached (each load encodes its texts again). The
+``post_text_embeddings`` asset fills this cache in the same MiniLM pass that gives its
+sentence embeddings (``embed_via_cache``: the mean of the cached real-token states,
+L2-normalised), so the models' loads normally encode nothing.
 
 Smallest history: ``MIN_LABELLED_POSTS`` labelled posts, and every split (train,
 validation, holdout) with at least ``MIN_CLASS_PER_SPLIT`` viral and as many non-viral
@@ -212,6 +215,7 @@ def _encode_missing(
     batch_size: int,
     on_chunk: Callable[[list[int], list[np.ndarray]], None],
     encoder=None,
+    flush_every: int = 2048,
 ) -> None:
     """Encode with ``MiniLMEncoder.encode_tokens``, shortest texts first.
 
@@ -229,7 +233,6 @@ def _encode_missing(
     )
     order = np.argsort(lengths, kind="stable")
     saved_length = encoder.max_length
-    flush_every = 2048
     done_idx: list[int] = []
     done_states: list[np.ndarray] = []
     try:
@@ -248,6 +251,59 @@ def _encode_missing(
             on_chunk(done_idx, done_states)
     finally:
         encoder.max_length = saved_length
+
+
+def embed_via_cache(
+    texts: Sequence[str],
+    max_length: int = TOKEN_MAX_LENGTH,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    encoder=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """Sentence embeddings of ``texts`` from one MiniLM pass that also fills the token cache.
+
+    Texts already in the cache are pooled from their stored states; the others are
+    encoded once (as ``encode_texts`` does) and written to the cache. Every embedding is
+    pooled from the float16 states the cache holds, so it is the same whichever process
+    encoded the text (vs pooling the float32 states: max abs diff ~1e-4, see
+    tests/test_text_encoder.py). ``progress(done, total)`` counts texts. Returns
+    ``(embeddings (n, 384) float32, n_encoded, n_cached)``.
+    """
+    from nn_models.text_encoder import pool
+
+    texts = [t or "" for t in texts]
+    hashes = [text_hash(t) for t in texts]
+    cache = TokenCache(cache_dir, max_length)
+    states = cache.load(set(hashes))
+    n_cached = len(states)
+    missing: dict[str, str] = {}
+    for h, t in zip(hashes, texts, strict=True):
+        if h not in states:
+            missing.setdefault(h, t)
+    total = n_cached + len(missing)
+    if progress and n_cached:
+        progress(n_cached, total)
+    if missing:
+        todo_hashes, todo_texts = list(missing), list(missing.values())
+
+        def on_chunk(idx: list[int], chunk: list[np.ndarray]) -> None:
+            for i, s in zip(idx, chunk, strict=True):
+                states[todo_hashes[i]] = s
+            cache.save([todo_hashes[i] for i in idx], chunk)
+            if progress:
+                progress(len(states), total)
+
+        started = time.perf_counter()
+        _encode_missing(todo_texts, max_length, batch_size, on_chunk, encoder, flush_every=1024)
+        log.info(
+            "encoded %d texts with %s in %.1fs", len(todo_texts), ENCODER_NAME, time.perf_counter() - started
+        )
+    out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+    for row, h in enumerate(hashes):
+        s = states[h]
+        out[row] = pool(s[None], np.ones((1, len(s)), dtype=np.float32))[0]
+    return out, len(missing), n_cached
 
 
 def encode_texts(

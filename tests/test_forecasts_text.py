@@ -604,3 +604,35 @@ def _without_forecasts(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnec
         other.execute(f"CREATE TABLE features.{table} AS SELECT * FROM f")
         other.unregister("f")
     return other
+
+
+def test_scoring_baselines_persist_across_processes(conn, monkeypatch, tmp_path):
+    """Tuned once per labelled history: a second call (another process: empty in-process
+    cache) reads the file; a different history tunes again."""
+    monkeypatch.setenv("PULSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(viral, "_baseline_cache", {})
+    tuned = []
+    real = viral._tune_scoring_baselines
+
+    def counting(posts, seed):
+        tuned.append(len(posts))
+        return real(posts, seed)
+
+    monkeypatch.setattr(viral, "_tune_scoring_baselines", counting)
+    first = viral.scoring_baselines(conn)
+    assert len(tuned) == 1 and len(list((tmp_path / "cache" / "scoring_baselines").glob("*.joblib"))) == 1
+    viral._baseline_cache.clear()  # as in a fresh process
+    second = viral.scoring_baselines(conn)
+    assert len(tuned) == 1
+    assert second.viral.label == first.viral.label and second.selection == first.selection
+    texts = ["big news today", "quiet day"]
+    np.testing.assert_array_equal(second.content_scores(texts), first.content_scores(texts))
+    # a shorter history (the latest 30 labelled posts not there yet) is another key
+    shorter = duckdb.connect()
+    shorter.execute("CREATE SCHEMA features")
+    frame = conn.execute("SELECT * FROM features.post_features ORDER BY published_at").fetchdf()
+    labelled = frame[frame["is_viral"].notna() & frame["forwards_48h"].notna()]
+    shorter.register("f", frame.drop(labelled.index[-30:]))
+    shorter.execute("CREATE TABLE features.post_features AS SELECT * FROM f")
+    viral.scoring_baselines(shorter)
+    assert len(tuned) == 2 and tuned[1] < tuned[0]

@@ -259,6 +259,30 @@ def test_tfidf_baseline_learns_a_word_and_its_bigram():
     assert scores[0] > 0.5 > scores[1]
 
 
+@pytest.mark.parametrize("name", baselines_text.BASELINE_NAMES)
+def test_fast_tuning_chooses_what_grid_search_chooses(viral_data, name):
+    """Vectoriser fitted once per n-gram set, C searched on the matrices: the same
+    candidates, validation AUCs, choice and fitted model as GridSearchCV over the pipeline."""
+    frames = viral_data.frames
+    args = (
+        frames["train"],
+        viral_data.train["is_viral"],
+        frames["val"],
+        viral_data.val["is_viral"],
+        text_data.CONTEXT_FEATURES,
+    )
+    fast = baselines_text.tune_baseline(name, *args)
+    reference = baselines_text.grid_search_baseline(name, *args)
+    assert fast.params == reference.params and fast.val_roc_auc == reference.val_roc_auc
+    assert [{k: v for k, v in c.items() if k != "val_roc_auc"} for c in fast.grid] == [
+        {k: v for k, v in c.items() if k != "val_roc_auc"} for c in reference.grid
+    ]
+    np.testing.assert_array_equal(
+        [c["val_roc_auc"] for c in fast.grid], [c["val_roc_auc"] for c in reference.grid]
+    )
+    np.testing.assert_array_equal(fast.scores(frames["holdout"]), reference.scores(frames["holdout"]))
+
+
 # ---------------------------------------------------------------------- data
 
 

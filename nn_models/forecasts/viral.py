@@ -25,19 +25,31 @@ for ``content_score`` the tuned TF-IDF LR (text only, like the content model). R
 then carry ``source = baseline`` and the ``fallback_reason``; with too little
 labelled history even for that (``text_data.check_history``), the channel's observed
 viral rate serves, and the reason says so. ``detect`` falls back the same way.
+The tuned scoring baselines are persisted under ``$PULSE_DATA_DIR/cache/scoring_baselines``
+(keyed by the labelled history, the seed, scikit-learn and the tuning code; written
+atomically under a file lock), so ``post_viral_scores``, ``content_patterns`` and
+``content_recommendations`` — separate processes under a multiprocess executor — tune
+once per history. They are not the training step's tuned baselines: those are chosen on
+a different split (train → validation, holdout left out) and fitted on training rows only.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import inspect
 import math
+import os
 import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
+import joblib
 import numpy as np
 import pandas as pd
 import torch
@@ -64,6 +76,7 @@ SCORE_BATCH = 256
 MAX_TEXT_CHARS = 10_000  # Telegram caps a message at 4096 characters (captions 1024)
 LABEL_DEFINITION = "top decile of 48 h forwards among the channel's earlier posts (90 days)"
 SELECTION_FRACTION = 0.20  # scoring-time baselines: chosen on the latest 20 % of labelled posts
+BASELINE_CACHE_VERSION = 1  # bump when ScoringBaselines or the tuning changes
 CHANNEL_FEATURES = (
     "log_subscribers",
     "prior_log_median_views",
@@ -356,11 +369,42 @@ def selection_split(published_at: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return ts < start, ts >= start
 
 
+def baseline_cache_dir() -> Path | None:
+    """``$PULSE_DATA_DIR/cache/scoring_baselines`` when the variable is set, else no disk cache."""
+    root = os.environ.get("PULSE_DATA_DIR")
+    return Path(root) / "cache" / "scoring_baselines" if root else None
+
+
+def _baseline_file(key: tuple) -> Path | None:
+    directory = baseline_cache_dir()
+    if directory is None:
+        return None
+    import sklearn
+
+    # the tuning code is part of the key: an edited baselines_text never reads an old fit
+    code = hashlib.sha1(inspect.getsource(baselines_text).encode()).hexdigest()
+    digest = hashlib.sha1(repr((BASELINE_CACHE_VERSION, sklearn.__version__, code, key)).encode()).hexdigest()
+    return directory / f"baselines-{digest[:20]}.joblib"
+
+
+@contextmanager
+def _locked(path: Path):
+    """Exclusive lock on ``path`` + ``.lock`` (one process tunes, the others wait and read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> ScoringBaselines:
     """Tune, choose and fit the baselines on the warehouse's labelled posts (see module doc).
 
-    Cached per process on the labelled history (post count, latest post, label count),
-    so the three forecast tables and repeated requests share one fit. A missing
+    Cached on the labelled history (post count, latest post, post-id sum, label count)
+    and the seed: in the process, and on disk when ``PULSE_DATA_DIR`` is set, so the
+    three forecast tables and repeated requests share one fit. A missing
     ``features.post_features`` raises ``duckdb.CatalogException`` (callers map it).
     """
     posts = conn.execute(text_data.POSTS_SQL).fetchdf()
@@ -374,44 +418,61 @@ def scoring_baselines(conn: duckdb.DuckDBPyConnection, seed: int = 0) -> Scoring
     with _baseline_lock:
         if key in _baseline_cache:
             return _baseline_cache[key]
-        labels = posts[text_data.LABEL].astype(bool).to_numpy()
-        rates = posts.assign(v=labels.astype(float)).groupby("channel_id")["v"].mean()
-        frame = text_data.baseline_frame(posts)
-        out = ScoringBaselines(
-            None,
-            None,
-            len(posts),
-            viral_rates={int(c): float(r) for c, r in rates.items()},
-            network_rate=float(labels.mean()) if len(labels) else None,
-            context_mean=(
-                frame[list(text_data.CONTEXT_FEATURES)].to_numpy().mean(axis=0) if len(frame) else None
-            ),
-        )
-        fit, val = selection_split(posts["published_at"])
-        try:
-            text_data.check_history(posts, {"fit": fit, "validation": val})
-        except InsufficientData as exc:
-            out.reason = str(exc)
+        path = _baseline_file(key)
+        if path is None:
+            out = _tune_scoring_baselines(posts, seed)
         else:
-            tuned = baselines_text.tune_baselines(
-                baselines_text.BASELINE_NAMES,
-                frame[fit],
-                labels[fit],
-                frame[val],
-                labels[val],
-                text_data.CONTEXT_FEATURES,
-                seed=seed,
-            )
-            best = baselines_text.strongest(tuned)
-            out.selection = {n: round(b.val_roc_auc, 4) for n, b in tuned.items()}
-            out.viral = tuned[best].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
-            out.content = tuned["tfidf"].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
-            out.term_weights, out.term_analyzer, out.term_note = baselines_text.word_term_weights(
-                out.content, frame, labels, seed
-            )
+            with _locked(path):
+                if path.exists():
+                    out = joblib.load(path)
+                else:
+                    out = _tune_scoring_baselines(posts, seed)
+                    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
+                    joblib.dump(out, tmp)
+                    os.replace(tmp, path)
         _baseline_cache.clear()  # one history per process is enough
         _baseline_cache[key] = out
         return out
+
+
+def _tune_scoring_baselines(posts: pd.DataFrame, seed: int) -> ScoringBaselines:
+    """The tuning behind ``scoring_baselines`` (no caching)."""
+    labels = posts[text_data.LABEL].astype(bool).to_numpy()
+    rates = posts.assign(v=labels.astype(float)).groupby("channel_id")["v"].mean()
+    frame = text_data.baseline_frame(posts)
+    out = ScoringBaselines(
+        None,
+        None,
+        len(posts),
+        viral_rates={int(c): float(r) for c, r in rates.items()},
+        network_rate=float(labels.mean()) if len(labels) else None,
+        context_mean=(
+            frame[list(text_data.CONTEXT_FEATURES)].to_numpy().mean(axis=0) if len(frame) else None
+        ),
+    )
+    fit, val = selection_split(posts["published_at"])
+    try:
+        text_data.check_history(posts, {"fit": fit, "validation": val})
+    except InsufficientData as exc:
+        out.reason = str(exc)
+    else:
+        tuned = baselines_text.tune_baselines(
+            baselines_text.BASELINE_NAMES,
+            frame[fit],
+            labels[fit],
+            frame[val],
+            labels[val],
+            text_data.CONTEXT_FEATURES,
+            seed=seed,
+        )
+        best = baselines_text.strongest(tuned)
+        out.selection = {n: round(b.val_roc_auc, 4) for n, b in tuned.items()}
+        out.viral = tuned[best].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
+        out.content = tuned["tfidf"].refit(frame, labels, text_data.CONTEXT_FEATURES, seed)
+        out.term_weights, out.term_analyzer, out.term_note = baselines_text.word_term_weights(
+            out.content, frame, labels, seed
+        )
+    return out
 
 
 def baseline_info(baselines: ScoringBaselines, which: str) -> dict[str, Any]:
