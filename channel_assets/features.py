@@ -77,14 +77,21 @@ feature_table_assets = [_feature_asset(name) for name in features.FEATURE_TABLES
 def post_text_embeddings(
     context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse, published: PublishedTables
 ):
-    """all-MiniLM-L6-v2 sentence embeddings of post texts, keyed by text hash (incremental)."""
+    """all-MiniLM-L6-v2 sentence embeddings of post texts, keyed by text hash (incremental).
+
+    The same MiniLM pass fills the text models' token cache (``embeddings.embed_texts``),
+    and no warehouse connection is held while MiniLM runs: read the missing texts,
+    close, encode, reopen to write.
+    """
 
     def progress(done: int, total: int) -> None:
-        if done == total or done % 1024 == 0:
-            context.log.info(f"embedded {done}/{total} texts")
+        context.log.info(f"embedded {done}/{total} texts")
 
     with warehouse.connect() as conn:
-        added = embeddings.embed_new_texts(conn, progress=progress)
+        todo = embeddings.missing_texts(conn)
+    rows = embeddings.embed_texts(todo, progress=progress)
+    with warehouse.connect() as conn:
+        added = embeddings.write_embeddings(conn, rows)
         meta = table_metadata(conn, "features.post_text_embeddings")
         meta["published_parquet"] = dg.MetadataValue.path(
             published.publish(conn, "features", "post_text_embeddings")
