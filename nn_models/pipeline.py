@@ -27,16 +27,17 @@ import numpy as np
 import optuna
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
-from optuna_integration.mlflow import MLflowCallback
 
 from nn_models import plots
 from nn_models.device import DeviceChoice
 from nn_models.onnx_export import ParityReport, check_parity, export_onnx
 from nn_models.registry import CHALLENGER, CHAMPION, version_by_alias
 from nn_models.task import Gate, InsufficientData, ModelTask, PreparedData, Profile
+from nn_models.training import TrainResult
 from nn_models.tuning import pruning_reporter, run_study
 
 log = logging.getLogger(__name__)
+EPOCH_LINE_S = 10.0  # at most one progress line per final-fit epoch this often
 
 
 @dataclass
@@ -102,28 +103,125 @@ def _flat(prefix: str, values: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _tune(task, data, choice, profile, seed, optuna_uri, tracking_uri, progress) -> optuna.Study:
+@dataclass
+class _Tuned:
+    study: optuna.Study
+    # the TrainResult of the best trial run in this process (None after a resume that ran
+    # no better trial); reused as the final fit when that fit would be the same computation
+    best_result: TrainResult | None = None
+    best_trial: int | None = None
+
+
+def _short(params: dict[str, Any]) -> str:
+    """``hidden=128 lr=0.0023``: a parameter set on one short line."""
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One nested MLflow run per finished trial: its params, val_loss, state, epochs, seconds
+    (what Optuna's deprecated ``MLflowCallback`` logged, written directly)."""
+    with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+        mlflow.log_params(trial.params)
+        if trial.value is not None:
+            mlflow.log_metric("val_loss", float(trial.value))
+        for key in ("epochs", "seconds"):
+            if key in trial.user_attrs:
+                mlflow.log_metric(key, float(trial.user_attrs[key]))
+        mlflow.set_tags(
+            {
+                "trial_number": str(trial.number),
+                "trial_state": trial.state.name,
+                "study_name": study.study_name,
+                "direction": study.direction.name,
+            }
+        )
+
+
+def _tune(task, data, choice, profile, seed, optuna_uri, progress) -> _Tuned:
+    tuned = _Tuned(study=None)  # type: ignore[arg-type]
+    total = profile.n_trials
+
     def objective(trial: optuna.Trial) -> float:
         params = task.suggest(trial)
         trial.set_user_attr("params", params)
-        result = task.train(params, data, choice, profile.max_epochs, seed, on_epoch=pruning_reporter(trial))
-        progress(f"{task.name}: trial {trial.number} val_loss={result.best_val_loss:.5f}")
-        return result.best_val_loss
+        report = pruning_reporter(trial)
+        epochs = [0]
+        started = time.perf_counter()
 
-    callback = MLflowCallback(
-        tracking_uri=tracking_uri,
-        metric_name="val_loss",
-        create_experiment=False,
-        mlflow_kwargs={"nested": True},
-    )
-    return run_study(
+        def on_epoch(epoch: int, val_loss: float) -> None:
+            epochs[0] = epoch + 1
+            report(epoch, val_loss)
+
+        k = f"{trial.number + 1}/{total}"
+        try:
+            result = task.train(params, data, choice, profile.max_epochs, seed, on_epoch=on_epoch)
+        except optuna.TrialPruned as pruned:
+            seconds = time.perf_counter() - started
+            trial.set_user_attr("epochs", epochs[0])
+            trial.set_user_attr("seconds", round(seconds, 2))
+            progress(f"{task.name}: trial {k} pruned: {pruned} ({seconds:.0f} s)")
+            raise
+        seconds = time.perf_counter() - started
+        trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("seconds", round(seconds, 2))
+        value = result.best_val_loss
+        best = tuned.best_result.best_val_loss if tuned.best_result is not None else float("inf")
+        if value < best:
+            tuned.best_result, tuned.best_trial = result, trial.number
+        stop = ", stopped early" if result.stopped_early else ""
+        progress(
+            f"{task.name}: trial {k} val_loss={value:.4g} ({result.epochs} epochs{stop}, {seconds:.0f} s)"
+        )
+        return value
+
+    tuned.study = run_study(
         objective,
         study_name=f"{task.name}-{data.fingerprint()}-seed{seed}",
         storage_uri=optuna_uri,
         n_trials=profile.n_trials,
         seed=seed,
-        callbacks=[callback],
+        callbacks=[_log_trial],
     )
+    return tuned
+
+
+def _final_fit(task, data, choice, profile, seed, tuned: _Tuned, params, progress) -> tuple[TrainResult, str]:
+    """The final model: the best trial's own fit when retraining would repeat it exactly
+    (same params, seed, data and epoch budget: training is deterministic), else a new fit
+    with ``profile.final_epochs``, reporting its progress at most every ``EPOCH_LINE_S``."""
+    same_budget = task.epoch_budget(profile.max_epochs) == task.epoch_budget(profile.final_epochs)
+    best = tuned.study.best_trial if _complete(tuned.study) else None
+    if same_budget and best is not None and tuned.best_trial == best.number and tuned.best_result is not None:
+        progress(
+            f"{task.name}: final model = trial {best.number + 1}'s fit (its params, seed and "
+            f"{task.epoch_budget(profile.final_epochs)}-epoch budget are the final fit's)"
+        )
+        return tuned.best_result, f"trial {best.number}'s fit (identical to a retrain)"
+    budget = task.epoch_budget(profile.final_epochs)
+    progress(f"{task.name}: final fit, up to {budget} epochs, {_short(params)}")
+    started = time.perf_counter()
+    last = [started]
+
+    def on_epoch(epoch: int, val_loss: float) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= EPOCH_LINE_S:
+            last[0] = now
+            progress(
+                f"{task.name}: final fit epoch {epoch + 1}/{budget} val_loss={val_loss:.4g} "
+                f"({now - started:.0f} s)"
+            )
+
+    result = task.train(params, data, choice, profile.final_epochs, seed, on_epoch=on_epoch)
+    stop = ", stopped early" if result.stopped_early else ""
+    progress(
+        f"{task.name}: final fit {result.epochs} epochs{stop}, best epoch {result.best_epoch + 1} "
+        f"val_loss={result.best_val_loss:.4g} ({time.perf_counter() - started:.0f} s)"
+    )
+    return result, "retrained with the best params"
+
+
+def _complete(study: optuna.Study) -> bool:
+    return any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
 def _best_params(task: ModelTask, study: optuna.Study) -> dict[str, Any]:
@@ -146,6 +244,48 @@ def _log_figures(
         plots.close(fig)
 
 
+class _DropPickleNotice(logging.Filter):
+    """Drops MLflow's notice that pickled models can run code when loaded (see ``_log_model``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle format" not in record.getMessage()
+
+
+def _log_model(task: ModelTask, model, data: PreparedData):
+    """Log the model with a signature and no input example.
+
+    Pickle (not MLflow's safer ``pt2``): ``pt2`` stores only the traced ``forward``
+    graph, while champions and the service call the loaded module's other methods
+    (``forward_steps``, calibration, clustering) — so MLflow's notice that pickles can
+    run code on load is dropped here; the registry is this project's own store. No
+    input example: the PyTorch flavour's serving check cannot take named tensors (dict
+    inputs) and rejected even single arrays once converted to JSON lists; the signature
+    keeps the input names, dtypes and shapes.
+    """
+    import torch
+
+    example = task.input_example(data)
+    signature = None
+    if example:
+        with torch.no_grad():
+            output = model.cpu()(**{k: torch.as_tensor(v) for k, v in example.items()})
+        output = output[0] if isinstance(output, tuple) else output
+        signature = infer_signature(example, output.numpy())
+    notice = _DropPickleNotice()
+    logger = logging.getLogger("mlflow.pytorch")
+    logger.addFilter(notice)
+    try:
+        return mlflow.pytorch.log_model(
+            model.cpu(),
+            name="model",
+            signature=signature,
+            pip_requirements=["torch"],
+            serialization_format="pickle",
+        )
+    finally:
+        logger.removeFilter(notice)
+
+
 def _export_onnx(task: ModelTask, model, data: PreparedData) -> dict[str, str]:
     """Export to ONNX, check parity against PyTorch, log it; tags say whether to use it."""
     examples = task.onnx_examples(data)
@@ -154,7 +294,10 @@ def _export_onnx(task: ModelTask, model, data: PreparedData) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            export_onnx(model, examples[0], path, task.onnx_dynamic_axes)
+            # trace the largest batch (a batch of 1 could be baked into the graph); the
+            # parity check then runs every example, batches of 1 included
+            largest = max(examples, key=lambda e: len(next(iter(e.values()))))
+            export_onnx(model, largest, path, task.onnx_dynamic_axes)
             parity = check_parity(model, path, examples)
         except Exception as exc:  # an unexportable op must not lose the trained model
             parity = ParityReport(False, float("inf"), f"export failed: {exc}"[:500])
@@ -283,11 +426,12 @@ def train_and_register(
             }
         )
         mlflow.log_params({f"data.{k}": v for k, v in data.info.items() if isinstance(v, int | float | str)})
-        study = _tune(task, data, choice, profile, seed, optuna_uri, tracking_uri, progress)
+        tuned = _tune(task, data, choice, profile, seed, optuna_uri, progress)
+        study = tuned.study
         report.n_trials = len(study.trials)
         report.best_params = _best_params(task, study)
-        progress(f"{task.name}: final training with {report.best_params}")
-        final = task.train(report.best_params, data, choice, profile.final_epochs, seed)
+        final, final_fit = _final_fit(task, data, choice, profile, seed, tuned, report.best_params, progress)
+        mlflow.set_tags({"final_fit": final_fit, "final_stopped_early": str(final.stopped_early)})
         report.train_seconds = final.seconds
         report.device = final.device
         report.metrics = task.evaluate(final.model, data)
@@ -301,6 +445,7 @@ def train_and_register(
                 **_flat("", report.baseline),
                 "train_seconds": final.seconds,
                 "best_epoch": final.best_epoch,
+                "epochs_run": final.epochs,
             }
         )
         for epoch, (tr, va) in enumerate(zip(final.train_losses, final.val_losses, strict=True)):
@@ -309,26 +454,7 @@ def train_and_register(
         figures.update(task.plots(final.model, data, final))
         _log_figures(figures, report.artifacts, report.run_id, report.images)
 
-        example = task.input_example(data)
-        signature = None
-        if example:
-            import torch
-
-            with torch.no_grad():
-                tensors = {k: torch.as_tensor(v) for k, v in example.items()}
-                output = final.model.cpu()(**tensors)
-            output = output[0] if isinstance(output, tuple) else output
-            signature = infer_signature(example, output.numpy())
-        info = mlflow.pytorch.log_model(
-            final.model.cpu(),
-            name="model",
-            signature=signature,
-            # the PyTorch flavour validates only single-array examples; multi-input
-            # models keep the named-tensor signature without an example payload
-            input_example=next(iter(example.values())) if len(example) == 1 else None,
-            pip_requirements=["torch"],
-            serialization_format="pickle",
-        )
+        info = _log_model(task, final.model, data)
         onnx_tags = _export_onnx(task, final.model, data)
         version = mlflow.register_model(info.model_uri, task.registered_model)
         report.version = str(version.version)

@@ -143,6 +143,12 @@ class ModelTask(ABC):
     def gates(self, metrics: dict[str, float], baseline: dict[str, float]) -> list[Gate]:
         """Model-card thresholds and the not-worse-than-baseline rule."""
 
+    def epoch_budget(self, max_epochs: int) -> int:
+        """The epochs ``train`` really allows for a profile's ``max_epochs`` (a task may cap
+        them); equal budgets for trials and the final fit let the pipeline reuse the best
+        trial's fit instead of repeating it."""
+        return max_epochs
+
     def plots(self, model: nn.Module, data: PreparedData, result: TrainResult) -> dict:
         """Named matplotlib figures to log (loss curve is added by the pipeline)."""
         return {}

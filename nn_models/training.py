@@ -3,6 +3,13 @@
 Each model supplies ``loss_fn(model, batch) -> loss``; the loop owns batching,
 optimisation, early stopping on validation loss, progress and per-epoch reports
 (which Optuna uses for pruning).
+
+The weights kept are those of the lowest validation loss. Early stopping counts an epoch
+as progress only when the validation loss falls by more than ``min_delta`` *relative*
+to the loss at the last such epoch (an absolute 1e-6 let a loss
+that drifted down by 0.01 % per epoch run every epoch), and stops after ``patience``
+epochs without one (each task sets a patience that fits its epoch budget).
+``TrainResult.stopped_early`` says whether it stopped before ``max_epochs``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     batch_size: int = 256
     patience: int = 5
+    # an epoch improves on the best only when val_loss < best - min_delta * |best|
+    min_delta: float = 1e-3
     grad_clip: float = 1.0
     seed: int = 42
 
@@ -47,6 +56,18 @@ class TrainResult:
     seconds: float = 0.0
     device: str = "cpu"
     note: str = ""
+    stopped_early: bool = False  # stopped by patience before max_epochs
+
+    @property
+    def epochs(self) -> int:
+        return len(self.val_losses)
+
+
+def improved(val_loss: float, best: float, min_delta: float) -> bool:
+    """Is ``val_loss`` better than ``best`` by more than ``min_delta`` relative to ``best``?"""
+    if not np.isfinite(best):
+        return bool(np.isfinite(val_loss))
+    return val_loss < best - min_delta * abs(best)
 
 
 def seed_everything(seed: int) -> None:
@@ -133,7 +154,7 @@ def _fit(model, train, val, loss_fn, cfg, choice, on_epoch) -> TrainResult:
 
     result = TrainResult(model=model, device=choice.device)
     best_state = copy.deepcopy(model.state_dict())
-    stale = 0
+    stale, reference = 0, float("inf")
     started = time.perf_counter()
     for epoch in range(cfg.max_epochs):
         model.train()
@@ -161,14 +182,17 @@ def _fit(model, train, val, loss_fn, cfg, choice, on_epoch) -> TrainResult:
             result.train_losses[-1],
             val_loss,
         )
-        if val_loss < result.best_val_loss - 1e-6:
-            result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
+        if val_loss < result.best_val_loss:  # keep the best weights, however small the gain
+            result.best_val_loss, result.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
+        if improved(val_loss, reference, cfg.min_delta):  # patience resets only on a real gain
+            reference, stale = val_loss, 0
         else:
             stale += 1
         if on_epoch is not None:
             on_epoch(epoch, val_loss)
-        if stale >= cfg.patience:
+        if stale >= cfg.patience and epoch + 1 < cfg.max_epochs:
+            result.stopped_early = True
             break
     model.load_state_dict(best_state)
     model.eval()

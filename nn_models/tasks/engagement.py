@@ -399,12 +399,19 @@ def _weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def engagement_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """BCE of the score vs the percentile target + pinball of both 48 h quantile heads,
-    at every observed age of every post at once (see ``forward_steps``)."""
-    sequence = batch["sequence"]
+    at every observed age of every post at once (see ``forward_steps``).
+
+    The grid steps after the batch's longest observed trajectory weigh 0, so they are cut
+    before the LSTM runs (the LSTM is causal: the kept steps' outputs are unchanged). On
+    the demo world, where trajectories reach 12 h, this skips 15 of the 36 steps."""
+    full_steps = batch["sequence"].shape[1]
+    keep = max(1, min(full_steps, int(batch["length"].max())))
+    sequence = batch["sequence"][:, :keep]
     score, log_views, log_interactions = model.forward_steps(sequence=sequence, static=batch["static"])
-    steps = torch.arange(sequence.shape[1], device=sequence.device)[None, :]
+    steps = torch.arange(keep, device=sequence.device)[None, :]
     observed = (steps < batch["length"].view(-1, 1)).to(score.dtype)
-    weight = observed * step_weights(sequence.shape[1]).to(score.device)
+    # the weights of the full grid (every bucket weighs the same), cut like the sequence
+    weight = observed * step_weights(full_steps)[:keep].to(score.device)
     bce = F.binary_cross_entropy(
         score.clamp(1e-6, 1 - 1e-6), batch["score_target"].view(-1, 1).expand_as(score), reduction="none"
     )
@@ -671,6 +678,9 @@ class EngagementTask(ModelTask):
         )
         return params
 
+    def epoch_budget(self, max_epochs: int) -> int:
+        return min(max_epochs, EPOCH_CAP)
+
     def build(self, params: dict[str, Any]) -> EngagementPredictor:
         return EngagementPredictor(
             hidden=params["hidden"],
@@ -693,7 +703,7 @@ class EngagementTask(ModelTask):
         model = self.build(params)
         model.set_normalisation(*(torch.as_tensor(data.train[k]) for k in MODEL_INPUTS))
         cfg = TrainConfig(
-            max_epochs=min(max_epochs, EPOCH_CAP),
+            max_epochs=self.epoch_budget(max_epochs),
             lr=params["lr"],
             weight_decay=params["weight_decay"],
             batch_size=params["batch_size"],
