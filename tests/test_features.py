@@ -18,6 +18,7 @@ post was observed at an age >= h - 5 min.
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from datetime import date, datetime, timedelta
 
@@ -219,6 +220,75 @@ def test_no_look_ahead_in_channel_prior(wh):
     assert pf[104]["channel_prior_posts_48h"] == 2
     assert pf[104]["channel_prior_median_views_48h"] == 600
     assert pf[104]["channel_prior_mean_log_views_48h"] == pytest.approx((math.log(901) + math.log(301)) / 2)
+
+
+# The as-of rule written the direct way (probe per post and age, ASOF JOIN): the
+# feature SQL computes it with one conditional aggregate per post instead, and must agree.
+ASOF_REFERENCE_SQL = """
+WITH observed AS (
+    SELECT channel_id, post_id, max(observed_at) FILTER (WHERE views IS NOT NULL) AS last_observed_at
+    FROM raw.post_snapshots GROUP BY channel_id, post_id
+),
+probe AS (
+    SELECT p.channel_id, p.post_id, a.age_minutes,
+           p.published_at + to_minutes(a.age_minutes + 5) AS lookup_at
+    FROM raw.posts AS p JOIN observed AS o USING (channel_id, post_id)
+    CROSS JOIN (SELECT unnest([60, 180, 360, 720, 1440, 2880]) AS age_minutes) AS a
+    WHERE o.last_observed_at >= p.published_at + to_minutes(a.age_minutes - 5)
+)
+SELECT pr.channel_id, pr.post_id, pr.age_minutes, s.views, s.forwards, s.replies, s.reactions
+FROM probe AS pr
+ASOF JOIN (SELECT * FROM raw.post_snapshots WHERE views IS NOT NULL) AS s
+    ON pr.channel_id = s.channel_id AND pr.post_id = s.post_id AND pr.lookup_at >= s.observed_at
+"""
+
+
+def _random_world(seed: int) -> duckdb.DuckDBPyConnection:
+    """Posts with irregular snapshots (many exactly at h +- 5 min), NULL views and NULL counters."""
+    rng = random.Random(seed)
+    start = T("2024-01-01 00:00")
+    edges = [m for h in (1, 3, 6, 12, 24, 48) for m in (h * 60 - 5, h * 60 + 5)]
+    posts, snaps = [], []
+    for channel in (1, 2):
+        for post in range(1, 31):
+            published = start + timedelta(minutes=rng.randrange(0, 20 * 24 * 60))
+            posts.append((channel, post, published, "", "none"))
+            ages = {rng.choice(edges) + rng.choice((-1, 0, 0, 1)) * 1e-6 for _ in range(rng.randrange(0, 6))}
+            if rng.random() < 0.5:  # else only edge snapshots: the last one decides what is known
+                ages |= {rng.uniform(-10, 3500) for _ in range(rng.randrange(0, 12))}
+            for minutes in sorted(ages):
+                at = published + timedelta(minutes=minutes)
+                counters = [rng.randrange(0, 10**5) if rng.random() > 0.15 else None for _ in range(4)]
+                snaps.append((channel, post, at, *counters))
+    return _warehouse(posts=posts, post_snapshots=snaps)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_as_of_values_equal_the_asof_join_definition(seed):
+    conn = _random_world(seed)
+    build_feature_table(conn, "post_features")
+    want: dict[tuple, object] = {}
+    for channel, post, age, views, forwards, replies, reactions in conn.execute(
+        ASOF_REFERENCE_SQL
+    ).fetchall():
+        hours = age // 60
+        want[channel, post, f"views_{hours}h"] = views
+        if hours in (3, 48):
+            want[channel, post, f"forwards_{hours}h"] = forwards
+            want[channel, post, f"replies_{hours}h"] = replies
+            want[channel, post, f"reactions_{hours}h"] = reactions
+    cols = [f"views_{h}h" for h in (1, 3, 6, 12, 24, 48)] + [
+        f"{c}_{h}h" for c in ("forwards", "replies", "reactions") for h in (3, 48)
+    ]
+    rows = conn.execute(f"SELECT channel_id, post_id, {', '.join(cols)} FROM features.post_features")
+    got = {
+        (channel, post, col): value
+        for channel, post, *values in rows.fetchall()
+        for col, value in zip(cols, values, strict=True)
+        if value is not None or (channel, post, col) in want
+    }
+    assert got == want
+    assert any(v is None for v in want.values())  # a NULL counter at an as-of row is kept NULL
 
 
 def _series(views: list[int], forwards: list[int]) -> duckdb.DuckDBPyConnection:

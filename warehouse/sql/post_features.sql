@@ -7,61 +7,76 @@
 -- Value at age h = the last snapshot with observed_at <= published_at + h + 5 min,
 -- kept only when the post has been observed at an age >= h - 5 min (else NULL:
 -- not yet known).
-WITH ages AS (
-    SELECT unnest([60, 180, 360, 720, 1440, 2880])::INTEGER AS age_minutes
+-- One hash join (each snapshot gets its post's age) and one aggregate per post
+-- compute the latest counters and every as-of value: no ASOF join over
+-- posts x ages, no pivot. Ages are integer microseconds (epoch_us difference);
+-- the constants below are (h * 60 +- 5) minutes * 60 000 000.
+WITH aged AS (
+    SELECT
+        s.channel_id,
+        s.post_id,
+        s.observed_at,
+        s.views,
+        s.forwards,
+        s.replies,
+        s.reactions,
+        epoch_us(s.observed_at) - epoch_us(p.published_at) AS age_us
+    FROM raw.post_snapshots AS s
+    JOIN raw.posts AS p USING (channel_id, post_id)
 ),
-observed AS (
+per_post AS (
     SELECT
         channel_id,
         post_id,
         -- snapshots without views (a Telegram Desktop export carries reactions only)
         -- must not count as "observed at this age" for the view features
         max(observed_at) FILTER (WHERE views IS NOT NULL) AS last_observed_at,
+        max(age_us) FILTER (WHERE views IS NOT NULL) AS last_age_us,
         arg_max(views, observed_at) FILTER (WHERE views IS NOT NULL) AS views_latest,
         arg_max(forwards, observed_at) FILTER (WHERE forwards IS NOT NULL) AS forwards_latest,
         arg_max(replies, observed_at) FILTER (WHERE replies IS NOT NULL) AS replies_latest,
-        arg_max(reactions, observed_at) FILTER (WHERE reactions IS NOT NULL) AS reactions_latest
-    FROM raw.post_snapshots
+        arg_max(reactions, observed_at) FILTER (WHERE reactions IS NOT NULL) AS reactions_latest,
+        -- the latest snapshot with views at an age <= h + 5 min; arg_max_null keeps that
+        -- row's counter even when it is NULL
+        arg_max_null(views, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 3900000000) AS v1,
+        arg_max_null(views, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 11100000000) AS v3,
+        arg_max_null(views, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 21900000000) AS v6,
+        arg_max_null(views, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 43500000000) AS v12,
+        arg_max_null(views, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 86700000000) AS v24,
+        arg_max_null(views, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 173100000000) AS v48,
+        arg_max_null(forwards, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 11100000000) AS f3,
+        arg_max_null(replies, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 11100000000) AS r3,
+        arg_max_null(reactions, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 11100000000) AS x3,
+        arg_max_null(forwards, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 173100000000) AS f48,
+        arg_max_null(replies, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 173100000000) AS r48,
+        arg_max_null(reactions, age_us) FILTER (WHERE views IS NOT NULL AND age_us <= 173100000000)
+            AS x48
+    FROM aged
     GROUP BY channel_id, post_id
 ),
-probe AS (
-    SELECT
-        p.channel_id,
-        p.post_id,
-        a.age_minutes,
-        p.published_at + to_minutes(a.age_minutes + 5) AS lookup_at
-    FROM raw.posts AS p
-    JOIN observed AS o USING (channel_id, post_id)
-    CROSS JOIN ages AS a
-    WHERE o.last_observed_at >= p.published_at + to_minutes(a.age_minutes - 5)
-),
-as_of_age AS (
-    SELECT pr.channel_id, pr.post_id, pr.age_minutes,
-           s.views, s.forwards, s.replies, s.reactions
-    FROM probe AS pr
-    ASOF JOIN (SELECT * FROM raw.post_snapshots WHERE views IS NOT NULL) AS s
-        ON pr.channel_id = s.channel_id
-        AND pr.post_id = s.post_id
-        AND pr.lookup_at >= s.observed_at
-),
-at_age AS (
+-- a value at h is kept only once the post was observed at an age >= h - 5 min
+observed AS (
     SELECT
         channel_id,
         post_id,
-        max(views) FILTER (WHERE age_minutes = 60) AS views_1h,
-        max(views) FILTER (WHERE age_minutes = 180) AS views_3h,
-        max(views) FILTER (WHERE age_minutes = 360) AS views_6h,
-        max(views) FILTER (WHERE age_minutes = 720) AS views_12h,
-        max(views) FILTER (WHERE age_minutes = 1440) AS views_24h,
-        max(views) FILTER (WHERE age_minutes = 2880) AS views_48h,
-        max(forwards) FILTER (WHERE age_minutes = 180) AS forwards_3h,
-        max(replies) FILTER (WHERE age_minutes = 180) AS replies_3h,
-        max(reactions) FILTER (WHERE age_minutes = 180) AS reactions_3h,
-        max(forwards) FILTER (WHERE age_minutes = 2880) AS forwards_48h,
-        max(replies) FILTER (WHERE age_minutes = 2880) AS replies_48h,
-        max(reactions) FILTER (WHERE age_minutes = 2880) AS reactions_48h
-    FROM as_of_age
-    GROUP BY channel_id, post_id
+        last_observed_at,
+        views_latest,
+        forwards_latest,
+        replies_latest,
+        reactions_latest,
+        CASE WHEN last_age_us >= 3300000000 THEN v1 END AS views_1h,
+        CASE WHEN last_age_us >= 10500000000 THEN v3 END AS views_3h,
+        CASE WHEN last_age_us >= 21300000000 THEN v6 END AS views_6h,
+        CASE WHEN last_age_us >= 42900000000 THEN v12 END AS views_12h,
+        CASE WHEN last_age_us >= 86100000000 THEN v24 END AS views_24h,
+        CASE WHEN last_age_us >= 172500000000 THEN v48 END AS views_48h,
+        CASE WHEN last_age_us >= 10500000000 THEN f3 END AS forwards_3h,
+        CASE WHEN last_age_us >= 10500000000 THEN r3 END AS replies_3h,
+        CASE WHEN last_age_us >= 10500000000 THEN x3 END AS reactions_3h,
+        CASE WHEN last_age_us >= 172500000000 THEN f48 END AS forwards_48h,
+        CASE WHEN last_age_us >= 172500000000 THEN r48 END AS replies_48h,
+        CASE WHEN last_age_us >= 172500000000 THEN x48 END AS reactions_48h
+    FROM per_post
 ),
 base AS (
     SELECT
@@ -80,22 +95,21 @@ base AS (
         o.forwards_latest,
         o.replies_latest,
         o.reactions_latest,
-        a.views_1h,
-        a.views_3h,
-        a.views_6h,
-        a.views_12h,
-        a.views_24h,
-        a.views_48h,
-        a.forwards_3h,
-        a.replies_3h,
-        a.reactions_3h,
-        a.forwards_48h,
-        a.replies_48h,
-        a.reactions_48h,
-        a.forwards_48h + a.replies_48h + a.reactions_48h AS interactions_48h
+        o.views_1h,
+        o.views_3h,
+        o.views_6h,
+        o.views_12h,
+        o.views_24h,
+        o.views_48h,
+        o.forwards_3h,
+        o.replies_3h,
+        o.reactions_3h,
+        o.forwards_48h,
+        o.replies_48h,
+        o.reactions_48h,
+        o.forwards_48h + o.replies_48h + o.reactions_48h AS interactions_48h
     FROM raw.posts AS p
     LEFT JOIN observed AS o USING (channel_id, post_id)
-    LEFT JOIN at_age AS a USING (channel_id, post_id)
     ASOF LEFT JOIN raw.channel_daily AS d
         ON p.channel_id = d.channel_id
         AND p.published_at::DATE >= d.day
