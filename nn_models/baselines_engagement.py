@@ -23,7 +23,7 @@ their standard deviation, so neither is a constant picked by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,40 +73,100 @@ class GridPosts:
         return len(self.channel_id)
 
 
+def _growth(history: GridPosts, counter: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T) ``log1p(x_48h) - log1p(x_g)`` of the history (0 where unknown) and where known."""
+    now = getattr(history, f"log_{counter}")
+    final = getattr(history, f"log_{counter}_48h")
+    growth = final[:, None] - now
+    known = np.isfinite(growth)
+    return np.where(known, growth, 0.0), known
+
+
+@dataclass
+class _Prefix:
+    """History rows sorted by publication with the prefix sums of their growth."""
+
+    published_s: np.ndarray  # (M,) sorted
+    cum_s: np.ndarray  # (M + 1, T)
+    cum_n: np.ndarray  # (M + 1, T)
+
+    @classmethod
+    def of(cls, history: GridPosts, h_rows: np.ndarray, growth: np.ndarray, known: np.ndarray) -> _Prefix:
+        order = h_rows[np.argsort(history.published_s[h_rows], kind="stable")]
+        n_steps = growth.shape[1]
+        return cls(
+            history.published_s[order],
+            np.vstack([np.zeros(n_steps), np.cumsum(growth[order], axis=0)]),
+            np.vstack([np.zeros(n_steps), np.cumsum(known[order], axis=0)]),
+        )
+
+    def sums(
+        self,
+        targets: GridPosts,
+        t_rows: np.ndarray,
+        sums: np.ndarray,
+        counts: np.ndarray,
+        window: int | None,
+    ) -> None:
+        """Fill ``sums``/``counts`` at ``t_rows`` with each target's prior rows (the last ``window``)."""
+        hi = np.searchsorted(self.published_s, targets.published_s[t_rows] - HORIZON_S, side="right")
+        lo = np.maximum(hi - window, 0) if window else np.zeros_like(hi)
+        sums[t_rows] = self.cum_s[hi] - self.cum_s[lo]
+        counts[t_rows] = self.cum_n[hi] - self.cum_n[lo]
+
+
 def prior_growth(
     history: GridPosts, targets: GridPosts, counter: str = "views", window: int | None = None
 ) -> tuple[np.ndarray, ...]:
     """Sum and count of ``log1p(x_48h) - log1p(x_g)`` at every grid age over each target's
     channel's history posts published >= 48 h 5 min before it (the last ``window`` of
     them), and the same over every channel: four (N, T) arrays."""
-    now = getattr(history, f"log_{counter}")
-    final = getattr(history, f"log_{counter}_48h")
-    growth = final[:, None] - now
-    known = np.isfinite(growth)
-    growth = np.where(known, growth, 0.0)
-    n_steps = now.shape[1]
-    out = [np.zeros((len(targets), n_steps)) for _ in range(4)]
-
-    def accumulate(
-        h_rows: np.ndarray, t_rows: np.ndarray, sums: np.ndarray, counts: np.ndarray, win: int | None
-    ) -> None:
-        order = h_rows[np.argsort(history.published_s[h_rows], kind="stable")]
-        cum_s = np.vstack([np.zeros(n_steps), np.cumsum(growth[order], axis=0)])
-        cum_n = np.vstack([np.zeros(n_steps), np.cumsum(known[order], axis=0)])
-        hi = np.searchsorted(
-            history.published_s[order], targets.published_s[t_rows] - HORIZON_S, side="right"
-        )
-        lo = np.maximum(hi - win, 0) if win else np.zeros_like(hi)
-        sums[t_rows] = cum_s[hi] - cum_s[lo]
-        counts[t_rows] = cum_n[hi] - cum_n[lo]
-
-    h_by = {c: r for c, r in _groups(history.channel_id).items()}
+    growth, known = _growth(history, counter)
+    out = [np.zeros((len(targets), growth.shape[1])) for _ in range(4)]
+    h_by = _groups(history.channel_id)
     for channel, t_rows in _groups(targets.channel_id).items():
         if channel in h_by:
-            accumulate(h_by[channel], t_rows, out[0], out[1], window)
+            _Prefix.of(history, h_by[channel], growth, known).sums(targets, t_rows, out[0], out[1], window)
     if len(history):
-        accumulate(np.arange(len(history)), np.arange(len(targets)), out[2], out[3], None)
+        _Prefix.of(history, np.arange(len(history)), growth, known).sums(
+            targets, np.arange(len(targets)), out[2], out[3], None
+        )
     return tuple(out)
+
+
+class GrowthIndex:
+    """``prior_growth`` with the history side computed once, for scoring a few posts at a
+    time against a fixed history (the API: one post per request). Sorting the history and
+    summing its growth is the whole cost of ``prior_growth`` for one target; here it is
+    done once per counter, per channel and over all channels, and a call is a binary
+    search. The same sorted order and the same cumulative sums: the same numbers.
+    Memory: 4 (N + 1, T) arrays per counter."""
+
+    def __init__(self, history: GridPosts, counters: tuple[str, ...] = ("views", "interactions")) -> None:
+        self.history = history
+        self.n_steps = history.log_views.shape[1]
+        self._parts: dict[str, tuple[dict[int, _Prefix], _Prefix | None]] = {}
+        for counter in counters:
+            growth, known = _growth(history, counter)
+            channels = {
+                channel: _Prefix.of(history, rows, growth, known)
+                for channel, rows in _groups(history.channel_id).items()
+            }
+            overall = _Prefix.of(history, np.arange(len(history)), growth, known) if len(history) else None
+            self._parts[counter] = (channels, overall)
+
+    def prior_growth(
+        self, targets: GridPosts, counter: str = "views", window: int | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """What ``prior_growth(self.history, targets, counter, window)`` returns."""
+        channels, overall = self._parts[counter]
+        out = [np.zeros((len(targets), self.n_steps)) for _ in range(4)]
+        for channel, t_rows in _groups(targets.channel_id).items():
+            if channel in channels:
+                channels[channel].sums(targets, t_rows, out[0], out[1], window)
+        if overall is not None:
+            overall.sums(targets, np.arange(len(targets)), out[2], out[3], None)
+        return tuple(out)
 
 
 def shrunk_growth(sums: tuple[np.ndarray, ...], k: float) -> np.ndarray:
@@ -188,10 +248,21 @@ class EngagementBaselines:
     fits: dict[str, dict[str, RuleFit]]  # rule -> bucket -> fit
     interaction_fits: dict[str, RuleFit]  # bucket -> channel_growth on interactions
     strongest: dict[str, str]  # bucket -> rule
+    # set by ``indexed()`` for per-request scoring; the same numbers as without it
+    growth_index: GrowthIndex | None = None
+
+    def indexed(self) -> EngagementBaselines:
+        """A copy whose ``predict`` reads the history through a ``GrowthIndex`` built now."""
+        return replace(self, growth_index=GrowthIndex(self.history))
+
+    def _prior(self, targets: GridPosts, counter: str, window: int | None) -> tuple[np.ndarray, ...]:
+        if self.growth_index is not None:
+            return self.growth_index.prior_growth(targets, counter, window)
+        return prior_growth(self.history, targets, counter, window)
 
     def _views(self, targets: GridPosts, rule: str, params: dict[str, Any]) -> np.ndarray:
         if rule == "channel_growth":
-            sums = prior_growth(self.history, targets, "views", params["window"])
+            sums = self._prior(targets, "views", params["window"])
             return targets.log_views + shrunk_growth(sums, params["k"])
         return self.sh.predict(targets, params["variant"])
 
@@ -223,7 +294,7 @@ class EngagementBaselines:
             out["score"][:, cols] = ndtr(margin / max(fit.sd, 1e-3))
             out["rule"][:, cols] = RULES.index(chosen)
             ifit = self.interaction_fits[name]
-            sums = prior_growth(self.history, targets, "interactions", ifit.params["window"])
+            sums = self._prior(targets, "interactions", ifit.params["window"])
             inter = targets.log_interactions[:, cols] + shrunk_growth(sums, ifit.params["k"])[:, cols]
             out["log_interactions"][:, cols] = inter
             out["inter_lo"][:, cols] = np.fmax(inter + ifit.q10, targets.log_interactions[:, cols])

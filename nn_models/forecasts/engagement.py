@@ -33,6 +33,9 @@ channel's prior median 48 h views and how many posts it rests on) follows
 from __future__ import annotations
 
 import math
+import os
+import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,8 +49,10 @@ from nn_models.baselines_engagement import (
     RULES,
     EngagementBaselines,
     GridPosts,
+    GrowthIndex,
     bucket_of,
     fit_baselines,
+    shrunk_growth,
 )
 from nn_models.champions import LoadedModel
 from nn_models.forecasts.base import (
@@ -60,10 +65,13 @@ from nn_models.forecasts.base import (
 from nn_models.service import InvalidInput
 from nn_models.task import InsufficientData
 from nn_models.tasks.engagement import (
+    CHANNEL_CURVE_SQL,
     GRID_MINUTES,
     HOURS,
     MEDIA,
+    MODEL_GROWTH_SHRINK,
     VALIDATION_SHARE,
+    channel_curve_at,
     grid_posts,
     load_labelled,
     model_growth,
@@ -73,6 +81,7 @@ from nn_models.tasks.engagement import (
     with_channel_curves,
 )
 from warehouse.features import AS_OF_TOLERANCE_MINUTES
+from warehouse.publish import PublishedReader, table_path
 
 TABLE = "post_engagement_forecasts"
 COLUMNS = [
@@ -130,6 +139,12 @@ POST_TRAJECTORY_SQL = """
 SELECT channel_id, post_id, age_minutes, views, forwards, replies, reactions
 FROM features.post_trajectories WHERE channel_id = ? AND post_id = ?
 """
+# POST_SQL / POST_TRAJECTORY_SQL for every post at once (RequestState looks them up)
+ALL_POSTS_SQL = f"SELECT {_POST_COLUMNS} FROM features.post_features"
+ALL_TRAJECTORIES_SQL = """
+SELECT channel_id, post_id, age_minutes, views, forwards, replies, reactions
+FROM features.post_trajectories ORDER BY channel_id, post_id, age_minutes
+"""
 
 # Static context of a draft, as post_features.sql computes it for a published post.
 SUBSCRIBERS_SQL = """
@@ -172,16 +187,25 @@ def _empty() -> pd.DataFrame:
 
 
 def build_inputs(
-    posts: pd.DataFrame, trajectories: pd.DataFrame, history: GridPosts
+    posts: pd.DataFrame,
+    trajectories: pd.DataFrame,
+    history: GridPosts,
+    growth_index: GrowthIndex | None = None,
 ) -> dict[str, np.ndarray]:
     """Model inputs with the task's builders: full-grid ``sequence``, observed ``length``
     (grid points reached, 0 = none), ``static``; ``grid`` (the posts as ``GridPosts``,
     for the baseline) rides along. ``history``: the labelled posts (``labelled_history``)
-    the channel's growth to 48 h is measured on."""
+    the channel's growth to 48 h is measured on; ``growth_index`` (over ``history``, for
+    a request) gives the same growth as ``model_growth`` by lookup."""
     counters, length = trajectory_counters(posts, trajectories)
     grid = grid_posts(posts, counters)
+    if growth_index is None:
+        growth = model_growth(history, grid)
+    else:
+        assert growth_index.history is history, "the index must be over this history"
+        growth = shrunk_growth(growth_index.prior_growth(grid, "views"), MODEL_GROWTH_SHRINK)
     return {
-        "sequence": sequence_features(counters, posts, model_growth(history, grid)),
+        "sequence": sequence_features(counters, posts, growth),
         "length": length.astype(np.int64),
         "static": static_features(posts),
         "grid": grid,
@@ -377,6 +401,120 @@ def score(conn: duckdb.DuckDBPyConnection, champions: Champions, scored_at: date
 
 # --------------------------------------------------------------------------- per request
 
+# What a request reads. The service's reader is over published Parquet, where each
+# publish is a new, never-overwritten version file: the resolved paths name the content.
+REQUEST_TABLES = (
+    ("features", "post_features"),
+    ("features", "post_trajectories"),
+    ("features", "channel_daily_features"),
+)
+# The same content check as scoring_baselines', plus the subscribers a draft reads.
+_REQUEST_FINGERPRINT_SQL = f"""
+SELECT * FROM ({_FINGERPRINT_SQL}),
+    (SELECT count(*), sum(hash(channel_id, day, subscribers)) FROM features.channel_daily_features)
+"""
+
+
+@dataclass
+class RequestState:
+    """Everything ``predict_post`` reads, built once per content of ``REQUEST_TABLES``.
+
+    Per request, the old path re-read Parquet five times, ran ``CHANNEL_CURVE_SQL`` over
+    the channel's posts and sorted and summed the whole labelled history seven times
+    (``prior_growth``); here those are done once and a request is lookups. Nothing is
+    computed differently: ``posts`` is ``POST_SQL``'s columns for every post joined with
+    ``CHANNEL_CURVE_SQL`` (what ``with_channel_curves`` joins), the growth comes from a
+    ``GrowthIndex`` over the same history, and a draft's context runs the same SQL
+    (``SUBSCRIBERS_SQL``, ``PRIOR_SQL``, ``channel_curve_at``) on an in-memory copy of
+    the tables (one DuckDB cursor per thread)."""
+
+    key: tuple
+    history: GridPosts
+    baselines: EngagementBaselines | None  # indexed; None without labelled posts
+    growth: GrowthIndex
+    posts: pd.DataFrame  # POST_SQL columns + CURVE_COLUMNS, one row per post
+    rows: dict[tuple[int, int], int]  # (channel_id, post_id) -> row of posts
+    trajectories: pd.DataFrame  # POST_TRAJECTORY_SQL rows, grouped by post
+    spans: dict[tuple[int, int], tuple[int, int]]  # (channel_id, post_id) -> rows of trajectories
+    db: duckdb.DuckDBPyConnection  # in-memory copy of REQUEST_TABLES
+    _local: threading.local = field(default_factory=threading.local)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the in-memory copy (a connection is not shared by threads)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self.db.cursor()
+        return cur
+
+    def post(self, channel_id: int, post_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(the post's row with its curves, its trajectory rows); empty frames when unknown."""
+        row = self.rows.get((channel_id, post_id))
+        post = self.posts.iloc[[] if row is None else [row]].reset_index(drop=True)
+        lo, hi = self.spans.get((channel_id, post_id), (0, 0))
+        return post, self.trajectories.iloc[lo:hi].reset_index(drop=True)
+
+
+def _content_key(conn: duckdb.DuckDBPyConnection) -> tuple:
+    """The resolved version files of a local published reader; else a content hash (SQL)."""
+    if isinstance(conn, PublishedReader) and "://" not in conn.root:
+        paths = [table_path(conn.root, schema, table) for schema, table in REQUEST_TABLES]
+        if all(os.path.exists(path) for path in paths):
+            return ("published", *(os.path.realpath(path) for path in paths))
+    return ("content", *conn.execute(_REQUEST_FINGERPRINT_SQL).fetchall()[0])
+
+
+def _spans(keys: pd.DataFrame) -> dict[tuple[int, int], tuple[int, int]]:
+    """(channel_id, post_id) -> (first row, end row) of a frame grouped by those keys."""
+    if keys.empty:
+        return {}
+    ch, post = keys["channel_id"].to_numpy(np.int64), keys["post_id"].to_numpy(np.int64)
+    starts = np.flatnonzero(np.r_[True, (ch[1:] != ch[:-1]) | (post[1:] != post[:-1])])
+    ends = np.r_[starts[1:], len(ch)]
+    return {(int(ch[a]), int(post[a])): (int(a), int(b)) for a, b in zip(starts, ends, strict=True)}
+
+
+def _build_state(conn: duckdb.DuckDBPyConnection, key: tuple) -> RequestState:
+    history = labelled_history(conn)
+    baselines = fit_scoring_baselines(history).indexed() if len(history) else None
+    growth = baselines.growth_index if baselines is not None else GrowthIndex(history)
+    assert growth is not None
+    keys = ["channel_id", "post_id"]
+    posts = conn.execute(ALL_POSTS_SQL).fetchdf()
+    curves = conn.execute(CHANNEL_CURVE_SQL).df()
+    posts = posts.merge(curves, on=keys, how="left").reset_index(drop=True)
+    rows = {
+        (int(c), int(p)): i
+        for i, (c, p) in enumerate(zip(posts["channel_id"], posts["post_id"], strict=True))
+    }
+    trajectories = conn.execute(ALL_TRAJECTORIES_SQL).fetchdf()
+    db = duckdb.connect()
+    for schema, table in REQUEST_TABLES:
+        frame = conn.sql(f"SELECT * FROM {schema}.{table}").to_arrow_table()  # our own names
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        db.register("copied", frame)
+        db.execute(f"CREATE TABLE {schema}.{table} AS SELECT * FROM copied")
+        db.unregister("copied")
+    return RequestState(key, history, baselines, growth, posts, rows, trajectories, _spans(trajectories), db)
+
+
+_STATE: list[RequestState] = []  # the current one (a new content replaces it)
+_STATE_LOCK = threading.Lock()
+
+
+def request_state(conn: duckdb.DuckDBPyConnection) -> RequestState:
+    """The state for the tables ``conn`` reads now (built once per content, one builder at
+    a time; other requests wait for it rather than build their own)."""
+    key = _content_key(conn)
+    current = _STATE[0] if _STATE else None
+    if current is not None and current.key == key:
+        return current
+    with _STATE_LOCK:
+        if _STATE and _STATE[0].key == key:
+            return _STATE[0]
+        state = _build_state(conn, key)
+        _STATE[:] = [state]
+        return state
+
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
@@ -440,7 +578,8 @@ def snapshots_to_trajectory(snapshots: Any, channel_id: int = 0, post_id: int = 
 
 
 def _draft_post(conn: duckdb.DuckDBPyConnection, channel_id: int, content: dict) -> tuple[pd.DataFrame, dict]:
-    """One-row frame shaped like features.post_features for a draft post."""
+    """One-row frame shaped like features.post_features for a draft post, with its
+    ``CURVE_COLUMNS`` (``channel_curve_at``: what ``with_channel_curves`` gives a draft)."""
     published = _parse_time(content.get("published_at"))
     media = content.get("media_type", "none")  # the API's defaults
     if media not in MEDIA:
@@ -483,6 +622,9 @@ def _draft_post(conn: duckdb.DuckDBPyConnection, channel_id: int, content: dict)
         else post.at[0, "channel_prior_median_views_48h"],
         "channel_prior_posts_48h": int(post.at[0, "channel_prior_posts_48h"]),
     }
+    at = channel_curve_at(conn, channel_id, published, published.hour)
+    for column, value in at.items():
+        post[column] = value
     return post, context
 
 
@@ -521,6 +663,13 @@ def _baseline_validation(baselines: EngagementBaselines, grid_hours: float) -> d
     }
 
 
+def _state(conn: duckdb.DuckDBPyConnection) -> RequestState:
+    try:
+        return request_state(conn)
+    except InsufficientData as exc:
+        raise InvalidInput(f"engagement cannot be predicted: {exc}") from exc
+
+
 def predict_post(
     conn: duckdb.DuckDBPyConnection, model: LoadedModel | None, channel_id: int, content_features: dict
 ) -> dict:
@@ -544,10 +693,10 @@ def predict_post(
         post_id = content_features["post_id"]
         if isinstance(post_id, bool) or not isinstance(post_id, int):
             raise InvalidInput(f"post_id must be an integer, got {post_id!r}")
-        post = conn.execute(POST_SQL, [channel_id, post_id]).fetchdf()
+        state = _state(conn)
+        post, trajectory = state.post(channel_id, post_id)
         if post.empty:
             raise InvalidInput(f"post {post_id} is not a post of channel {channel_id}")
-        trajectory = conn.execute(POST_TRAJECTORY_SQL, [channel_id, post_id]).fetchdf()
         if trajectory.empty:
             raise InvalidInput(
                 f"post {post_id} has no trajectory point yet (needs a snapshot "
@@ -566,15 +715,12 @@ def predict_post(
                 source["actual_interactions_48h"] = float(row["interactions_48h"])
     else:
         trajectory = snapshots_to_trajectory(content_features["snapshots"], channel_id)
-        post, context = _draft_post(conn, channel_id, content_features)
+        state = _state(conn)
+        post, context = _draft_post(state.cursor(), channel_id, content_features)
         source = {"kind": "draft", **context}
         hours_observed = max(float(s["minutes"]) for s in content_features["snapshots"]) / 60.0
-    post = with_channel_curves(conn, post)
-    try:
-        history, baselines = scoring_baselines(conn)
-    except InsufficientData as exc:
-        raise InvalidInput(f"engagement cannot be predicted: {exc}") from exc
-    inputs = build_inputs(post, trajectory, history)
+    inputs = build_inputs(post, trajectory, state.history, state.growth)
+    baselines = state.baselines
     grid: GridPosts = inputs.pop("grid")  # type: ignore[assignment]
     length = int(inputs["length"][0])
     if length < 1:
