@@ -130,20 +130,11 @@ SEMI JOIN features.post_features AS p
     ON t.channel_id = p.channel_id AND t.post_id = p.post_id AND p.views_48h IS NULL
 """
 
-POST_SQL = f"""
-SELECT {_POST_COLUMNS}
-FROM features.post_features WHERE channel_id = ? AND post_id = ?
-"""
-
-POST_TRAJECTORY_SQL = """
-SELECT channel_id, post_id, age_minutes, views, forwards, replies, reactions
-FROM features.post_trajectories WHERE channel_id = ? AND post_id = ?
-"""
-# POST_SQL / POST_TRAJECTORY_SQL for every post at once (RequestState looks them up)
+# Every post and every trajectory point, for the per-request state (RequestState).
 ALL_POSTS_SQL = f"SELECT {_POST_COLUMNS} FROM features.post_features"
 ALL_TRAJECTORIES_SQL = """
 SELECT channel_id, post_id, age_minutes, views, forwards, replies, reactions
-FROM features.post_trajectories ORDER BY channel_id, post_id, age_minutes
+FROM features.post_trajectories
 """
 
 # Static context of a draft, as post_features.sql computes it for a published post.
@@ -408,6 +399,7 @@ REQUEST_TABLES = (
     ("features", "post_trajectories"),
     ("features", "channel_daily_features"),
 )
+DRAFT_TABLES = (("features", "post_features"), ("features", "channel_daily_features"))
 # The same content check as scoring_baselines', plus the subscribers a draft reads.
 _REQUEST_FINGERPRINT_SQL = f"""
 SELECT * FROM ({_FINGERPRINT_SQL}),
@@ -420,23 +412,25 @@ class RequestState:
     """Everything ``predict_post`` reads, built once per content of ``REQUEST_TABLES``.
 
     Per request, the old path re-read Parquet five times, ran ``CHANNEL_CURVE_SQL`` over
-    the channel's posts and sorted and summed the whole labelled history seven times
-    (``prior_growth``); here those are done once and a request is lookups. Nothing is
-    computed differently: ``posts`` is ``POST_SQL``'s columns for every post joined with
-    ``CHANNEL_CURVE_SQL`` (what ``with_channel_curves`` joins), the growth comes from a
-    ``GrowthIndex`` over the same history, and a draft's context runs the same SQL
-    (``SUBSCRIBERS_SQL``, ``PRIOR_SQL``, ``channel_curve_at``) on an in-memory copy of
-    the tables (one DuckDB cursor per thread)."""
+    the channel's posts, built one post's inputs with pandas and sorted and summed the
+    whole labelled history seven times (``prior_growth``). Here the model inputs of
+    every published post are built once, in one batch, by the same ``build_inputs`` (its
+    builders work row by row, so row i of the batch is what one post alone gets), and a
+    request for a published post is a lookup. A draft's inputs are built per request as
+    before, its context by the same SQL (``SUBSCRIBERS_SQL``, ``PRIOR_SQL``,
+    ``channel_curve_at``) on an in-memory copy of ``DRAFT_TABLES`` (one DuckDB cursor per
+    thread), its channel's growth from a ``GrowthIndex`` over the same labelled history.
+    Memory: the published posts' inputs, about (posts x 36 x 14) floats."""
 
     key: tuple
     history: GridPosts
     baselines: EngagementBaselines | None  # indexed; None without labelled posts
     growth: GrowthIndex
-    posts: pd.DataFrame  # POST_SQL columns + CURVE_COLUMNS, one row per post
+    posts: pd.DataFrame  # ALL_POSTS_SQL with CURVE_COLUMNS, one row per post
     rows: dict[tuple[int, int], int]  # (channel_id, post_id) -> row of posts
-    trajectories: pd.DataFrame  # POST_TRAJECTORY_SQL rows, grouped by post
-    spans: dict[tuple[int, int], tuple[int, int]]  # (channel_id, post_id) -> rows of trajectories
-    db: duckdb.DuckDBPyConnection  # in-memory copy of REQUEST_TABLES
+    inputs: dict[str, np.ndarray]  # build_inputs of posts (length 0: no trajectory point)
+    grid: GridPosts  # the same posts as GridPosts
+    db: duckdb.DuckDBPyConnection  # in-memory copy of DRAFT_TABLES
     _local: threading.local = field(default_factory=threading.local)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -446,12 +440,13 @@ class RequestState:
             cur = self._local.cursor = self.db.cursor()
         return cur
 
-    def post(self, channel_id: int, post_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(the post's row with its curves, its trajectory rows); empty frames when unknown."""
+    def published(self, channel_id: int, post_id: int) -> tuple[pd.Series, dict, GridPosts] | None:
+        """(the post's row, its model inputs, its GridPosts), or None for an unknown post."""
         row = self.rows.get((channel_id, post_id))
-        post = self.posts.iloc[[] if row is None else [row]].reset_index(drop=True)
-        lo, hi = self.spans.get((channel_id, post_id), (0, 0))
-        return post, self.trajectories.iloc[lo:hi].reset_index(drop=True)
+        if row is None:
+            return None
+        inputs = {k: v[row : row + 1] for k, v in self.inputs.items()}
+        return self.posts.iloc[row], inputs, self.grid.take(np.array([row]))
 
 
 def _content_key(conn: duckdb.DuckDBPyConnection) -> tuple:
@@ -461,16 +456,6 @@ def _content_key(conn: duckdb.DuckDBPyConnection) -> tuple:
         if all(os.path.exists(path) for path in paths):
             return ("published", *(os.path.realpath(path) for path in paths))
     return ("content", *conn.execute(_REQUEST_FINGERPRINT_SQL).fetchall()[0])
-
-
-def _spans(keys: pd.DataFrame) -> dict[tuple[int, int], tuple[int, int]]:
-    """(channel_id, post_id) -> (first row, end row) of a frame grouped by those keys."""
-    if keys.empty:
-        return {}
-    ch, post = keys["channel_id"].to_numpy(np.int64), keys["post_id"].to_numpy(np.int64)
-    starts = np.flatnonzero(np.r_[True, (ch[1:] != ch[:-1]) | (post[1:] != post[:-1])])
-    ends = np.r_[starts[1:], len(ch)]
-    return {(int(ch[a]), int(post[a])): (int(a), int(b)) for a, b in zip(starts, ends, strict=True)}
 
 
 def _build_state(conn: duckdb.DuckDBPyConnection, key: tuple) -> RequestState:
@@ -486,15 +471,16 @@ def _build_state(conn: duckdb.DuckDBPyConnection, key: tuple) -> RequestState:
         (int(c), int(p)): i
         for i, (c, p) in enumerate(zip(posts["channel_id"], posts["post_id"], strict=True))
     }
-    trajectories = conn.execute(ALL_TRAJECTORIES_SQL).fetchdf()
+    inputs = build_inputs(posts, conn.execute(ALL_TRAJECTORIES_SQL).fetchdf(), history, growth)
+    grid: GridPosts = inputs.pop("grid")  # type: ignore[assignment]
     db = duckdb.connect()
-    for schema, table in REQUEST_TABLES:
+    for schema, table in DRAFT_TABLES:
         frame = conn.sql(f"SELECT * FROM {schema}.{table}").to_arrow_table()  # our own names
         db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         db.register("copied", frame)
         db.execute(f"CREATE TABLE {schema}.{table} AS SELECT * FROM copied")
         db.unregister("copied")
-    return RequestState(key, history, baselines, growth, posts, rows, trajectories, _spans(trajectories), db)
+    return RequestState(key, history, baselines, growth, posts, rows, inputs, grid, db)
 
 
 _STATE: list[RequestState] = []  # the current one (a new content replaces it)
@@ -511,8 +497,9 @@ def request_state(conn: duckdb.DuckDBPyConnection) -> RequestState:
     with _STATE_LOCK:
         if _STATE and _STATE[0].key == key:
             return _STATE[0]
+        _STATE.clear()  # the old state's memory goes before the new one is built
         state = _build_state(conn, key)
-        _STATE[:] = [state]
+        _STATE.append(state)
         return state
 
 
@@ -694,15 +681,15 @@ def predict_post(
         if isinstance(post_id, bool) or not isinstance(post_id, int):
             raise InvalidInput(f"post_id must be an integer, got {post_id!r}")
         state = _state(conn)
-        post, trajectory = state.post(channel_id, post_id)
-        if post.empty:
+        found = state.published(channel_id, post_id)
+        if found is None:
             raise InvalidInput(f"post {post_id} is not a post of channel {channel_id}")
-        if trajectory.empty:
+        row, inputs, grid = found
+        if inputs["length"][0] < 1:
             raise InvalidInput(
                 f"post {post_id} has no trajectory point yet (needs a snapshot "
                 f"about {GRID_MINUTES[0]} min after publication)"
             )
-        row = post.iloc[0]
         source: dict[str, Any] = {
             "kind": "published",
             "post_id": int(post_id),
@@ -719,9 +706,9 @@ def predict_post(
         post, context = _draft_post(state.cursor(), channel_id, content_features)
         source = {"kind": "draft", **context}
         hours_observed = max(float(s["minutes"]) for s in content_features["snapshots"]) / 60.0
-    inputs = build_inputs(post, trajectory, state.history, state.growth)
+        inputs = build_inputs(post, trajectory, state.history, state.growth)
+        grid = inputs.pop("grid")  # type: ignore[assignment]
     baselines = state.baselines
-    grid: GridPosts = inputs.pop("grid")  # type: ignore[assignment]
     length = int(inputs["length"][0])
     if length < 1:
         raise InvalidInput("the post reached no grid point of its trajectory")
