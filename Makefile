@@ -38,8 +38,7 @@ test: install chromium
 dev: install
 	mkdir -p $(DAGSTER_HOME)
 	cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(PULSE_DATA_DIR)/mlflow.db --port 5000 & \
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	$(PY) scripts/dev.py  # Dagster UI :3000 and MLflow UI :5000; Ctrl-C / SIGTERM stops both
 
 bench: install
 	$(PY) -m benchmarks.run_all

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from nn_models.forecasts import SERVES
 from warehouse.synthetic import SyntheticConfig
 from warehouse.synthetic_landing import write_landing
 
@@ -49,14 +50,6 @@ WORLDS: dict[str, tuple[SyntheticConfig, float, str]] = {
 }
 
 # the forecast table each model serves, to say who served it
-SERVES = {
-    "engagement": "post_engagement_forecasts",
-    "growth": "channel_growth_forecasts",
-    "content": "content_patterns",
-    "viral": "post_viral_scores",
-    "behavior": "user_segments",
-    "schedule": "posting_schedule_recommendations",
-}
 
 
 def _fmt(x) -> str:

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from channel_assets.drift import drift_retrain_sensor, feature_drift
+from channel_assets.executor import step_executor
 from channel_assets.features import feature_assets
 from channel_assets.forecasts import forecast_assets
 from channel_assets.ingestion import raw_tables
@@ -18,6 +19,7 @@ from channel_assets.jobs import (
     training_job,
     weekly_retrain_schedule,
 )
+from channel_assets.loggers import run_file, step_lines
 from channel_assets.models import model_assets
 from channel_assets.monitoring import (
     AlertOutbox,
@@ -48,7 +50,7 @@ def build_resources(settings: PulseSettings) -> dict:
         "alert_outbox": AlertOutbox(path=str(settings.data_dir / "alerts" / "outbox.jsonl")),
         "export_folder": ExportFolder(path=str(settings.data_dir / "exports")),
         "telegram": TelegramCollector(channels=list(settings.telegram_channels)),
-        "compute": TorchCompute(device=settings.device),
+        "compute": TorchCompute(device=settings.device, cpu_threads=settings.step_cpu_threads),
         "mlflow_tracking": MlflowTracking(
             tracking_uri=settings.mlflow_uri,
             artifact_root=settings.mlflow_artifacts,
@@ -78,6 +80,8 @@ def build_definitions(settings: PulseSettings | None = None) -> dg.Definitions:
         ],
         sensors=[landing_sensor, champion_sensor, alerts_sensor, drift_retrain_sensor, automation_sensor],
         resources=build_resources(settings),
+        executor=step_executor(settings.parallel_steps),
+        loggers={"step_lines": step_lines, "run_file": run_file},
     )
 
 

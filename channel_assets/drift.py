@@ -8,6 +8,7 @@ import dagster as dg
 import mlflow
 from mlflow import MlflowClient
 
+from channel_assets.executor import priority
 from channel_assets.jobs import training_job
 from nn_models.pipeline import configure_mlflow
 from nn_models.registry import CHAMPION, version_by_alias
@@ -45,6 +46,7 @@ def _training_cutoff(tracking: MlflowTracking) -> datetime | None:
 @dg.asset(
     group_name="monitoring",
     deps=["post_features"],
+    op_tags=priority("feature_drift"),
     kinds={"evidently", "mlflow"},
     automation_condition=DRIFT_AUTOMATION,
     check_specs=[

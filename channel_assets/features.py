@@ -6,6 +6,7 @@ Each asset's key is the table name in schema ``features``; the SQL lives in
 
 import dagster as dg
 
+from channel_assets.executor import priority
 from channel_assets.metadata import column_schema, table_metadata
 from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse import embeddings, features
@@ -39,6 +40,7 @@ def _feature_asset(name: str) -> dg.AssetsDefinition:
         deps=FEATURE_DEPS[name],
         pool="duckdb",
         kinds={"duckdb", "sql"},
+        op_tags=priority(name),
         description=(features.sql_for(name).strip().splitlines() or [""])[0].lstrip("- ")
         or f"features.{name}",
         metadata={

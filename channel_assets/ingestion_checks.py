@@ -1,11 +1,14 @@
 """Data-quality asset checks on the raw tables (DESIGN §3, group ``ingestion``).
 
 Integrity checks block downstream features in the same run (ERROR severity);
-freshness only warns, because old-but-valid data is still worth analysing.
+freshness only warns, because old-but-valid data is still worth analysing. The rules
+run in one step (``raw_data_checks``); each is a plain function of a connection.
 """
 
 import dagster as dg
+import duckdb
 
+from channel_assets.executor import priority
 from resources.data_source import ChannelDataSource
 from resources.warehouse import DuckDBWarehouse
 from warehouse import quality
@@ -14,12 +17,11 @@ from warehouse.schema import RAW_TABLES
 FRESHNESS_HOURS = 36.0
 
 
-def _result(rule: quality.RuleResult, **extra) -> dg.AssetCheckResult:
+def _result(rule: quality.RuleResult, asset: str, name: str) -> dg.AssetCheckResult:
     """A blocking result; when it fails it names the offending rows and the fix."""
     metadata = {
         "violations": dg.MetadataValue.int(rule.violations),
         "examples": dg.MetadataValue.json(rule.examples),
-        **extra,
     }
     description = None
     if not rule.passed:
@@ -33,6 +35,8 @@ def _result(rule: quality.RuleResult, **extra) -> dg.AssetCheckResult:
             f"offending_rows. Fix: {rule.fix}"
         )
     return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
         passed=rule.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata=metadata,
@@ -40,52 +44,28 @@ def _result(rule: quality.RuleResult, **extra) -> dg.AssetCheckResult:
     )
 
 
-def _unique_keys_check(table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=f"raw_{table}",
-        name="keys_unique",
-        blocking=True,
-        description=f"No duplicate ({', '.join(RAW_TABLES[table][1])}) in raw.{table}.",
-    )
-    def _check(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
-        with warehouse.connect(read_only=True) as conn:
-            return _result(quality.duplicate_keys(conn, table))
-
-    return _check
-
-
-unique_key_checks = [_unique_keys_check(table) for table in RAW_TABLES]
-
-
-@dg.asset_check(asset="raw_post_snapshots", blocking=True)
-def counters_non_negative(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+def counters_non_negative(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
     """views, forwards, replies and reactions are never negative."""
-    with warehouse.connect(read_only=True) as conn:
-        return _result(quality.negative_counters(conn))
+    return _result(quality.negative_counters(conn), "raw_post_snapshots", "counters_non_negative")
 
 
-@dg.asset_check(asset="raw_post_snapshots", blocking=True)
-def counters_non_decreasing(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+def counters_non_decreasing(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
     """Cumulative counters never go down between consecutive snapshots of a post."""
-    with warehouse.connect(read_only=True) as conn:
-        return _result(quality.decreasing_counters(conn))
+    return _result(quality.decreasing_counters(conn), "raw_post_snapshots", "counters_non_decreasing")
 
 
-@dg.asset_check(asset="raw_post_snapshots", blocking=True, additional_deps=["raw_posts"])
-def no_snapshot_before_post(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+def no_snapshot_before_post(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
     """A post cannot be observed before it was published."""
-    with warehouse.connect(read_only=True) as conn:
-        return _result(quality.snapshots_before_post(conn))
+    return _result(quality.snapshots_before_post(conn), "raw_post_snapshots", "no_snapshot_before_post")
 
 
-@dg.asset_check(asset="raw_post_snapshots")
-def snapshots_fresh(warehouse: DuckDBWarehouse, data_source: ChannelDataSource) -> dg.AssetCheckResult:
+def snapshots_fresh(conn: duckdb.DuckDBPyConnection, as_of) -> dg.AssetCheckResult:
     """The newest snapshot is at most 36 h older than the source's clock (warning only)."""
-    as_of = data_source.as_of()
-    with warehouse.connect(read_only=True) as conn:
-        lag = quality.staleness_hours(conn, as_of)
-        latest = quality.latest_observation(conn)
+    lag = quality.staleness_hours(conn, as_of)
+    latest = quality.latest_observation(conn)
     return dg.AssetCheckResult(
+        asset_key="raw_post_snapshots",
+        check_name="snapshots_fresh",
         passed=lag is not None and lag <= FRESHNESS_HOURS,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
@@ -97,10 +77,44 @@ def snapshots_fresh(warehouse: DuckDBWarehouse, data_source: ChannelDataSource) 
     )
 
 
-ingestion_checks = [
-    *unique_key_checks,
-    counters_non_negative,
-    counters_non_decreasing,
-    no_snapshot_before_post,
-    snapshots_fresh,
+def _spec(asset: str, name: str, description: str, blocking: bool = True, **kw) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description, **kw)
+
+
+INGESTION_CHECK_SPECS = [
+    *(
+        _spec(
+            f"raw_{table}",
+            "keys_unique",
+            f"No duplicate ({', '.join(RAW_TABLES[table][1])}) in raw.{table}.",
+        )
+        for table in RAW_TABLES
+    ),
+    _spec("raw_post_snapshots", "counters_non_negative", counters_non_negative.__doc__),
+    _spec("raw_post_snapshots", "counters_non_decreasing", counters_non_decreasing.__doc__),
+    _spec(
+        "raw_post_snapshots",
+        "no_snapshot_before_post",
+        no_snapshot_before_post.__doc__,
+        additional_deps=["raw_posts"],
+    ),
+    _spec("raw_post_snapshots", "snapshots_fresh", snapshots_fresh.__doc__, blocking=False),
 ]
+
+
+# one step for every rule: each step is a process, and the rules together take a second
+@dg.multi_asset_check(
+    specs=INGESTION_CHECK_SPECS, name="raw_data_checks", op_tags=priority("raw_data_checks")
+)
+def raw_data_checks(warehouse: DuckDBWarehouse, data_source: ChannelDataSource):
+    as_of = data_source.as_of()
+    with warehouse.connect(read_only=True) as conn:
+        for table in RAW_TABLES:
+            yield _result(quality.duplicate_keys(conn, table), f"raw_{table}", "keys_unique")
+        yield counters_non_negative(conn)
+        yield counters_non_decreasing(conn)
+        yield no_snapshot_before_post(conn)
+        yield snapshots_fresh(conn, as_of)
+
+
+ingestion_checks = [raw_data_checks]

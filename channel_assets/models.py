@@ -12,6 +12,7 @@ promotion is the gate a failing model cannot pass.
 
 import dagster as dg
 
+from channel_assets.executor import priority
 from channel_assets.metadata import image
 from nn_models.pipeline import TrainingReport, train_and_register
 from nn_models.task import PROFILES, InsufficientData
@@ -172,8 +173,10 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
         name=key,
         group_name="models",
         deps=MODEL_DEPS[name],
-        pool="torch",
+        # no pool: models run beside each other and beside one warehouse writer (each
+        # step's torch gets the cores divided by the steps at once, TorchCompute)
         kinds={"pytorch", "mlflow", "optuna"},
+        op_tags=priority(key),
         description=f"{task_path.split(':')[1]}: tuned with Optuna, registered in MLflow, "
         "gated by the model card.",
         check_specs=[
@@ -207,8 +210,8 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
         choice = compute.choose()
         context.log.info(f"{key}: device {choice.device} ({choice.reason}), profile {config.profile}")
         report = TrainingReport(task.name, task.registered_model, "skipped", device=choice.device)
-        # this asset is in the torch pool, not the duckdb one: it holds the warehouse only
-        # for the copy, never while MiniLM encodes or baselines are tuned in task.load
+        # not in the duckdb pool: it holds the warehouse only for the copy, never while
+        # MiniLM encodes or baselines are tuned in task.load
         with warehouse.connect(read_only=True) as conn:
             inputs = copy_out(conn, MODEL_TABLES[name], schemas=("truth",))
         try:
@@ -233,7 +236,9 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
             )
         else:
             context.log.warning(f"{key} skipped: {report.reason}")
-        yield dg.MaterializeResult(metadata=_metadata(report, mlflow_tracking))
+        meta = _metadata(report, mlflow_tracking)
+        meta["primary_metric"] = dg.MetadataValue.text(task.primary_metric)
+        yield dg.MaterializeResult(metadata=meta)
         yield from _check_results(report)
 
     return _asset

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from channel_assets.executor import priority
 from channel_assets.metadata import column_schema, table_metadata
 from resources.warehouse import DuckDBWarehouse, PublishedTables
 from warehouse import alerts
@@ -185,6 +186,7 @@ class ExportFolder(dg.ConfigurableResource):
 
 @dg.asset(
     group_name="forecasts",
+    op_tags=priority("channel_exports"),
     deps=[
         "channel_metrics",
         "channel_daily_features",

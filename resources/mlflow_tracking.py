@@ -5,13 +5,19 @@ resource that opens one MLflow run per Dagster run (looked up by run-id tag) and
 ends it with an op hook. Our six model assets each need their own MLflow run with
 nested Optuna trials, possibly in separate processes, so we wrap ``MlflowClient``
 in this small ``ConfigurableResource`` instead (README: "MLflow").
+
+Steps run in parallel processes: on a fresh data dir two of them would create (migrate)
+the same SQLite databases at once and one would fail, so each step opens both stores
+under a file lock first (``setup_for_execution``); afterwards that is a version check.
 """
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 import dagster as dg
+import optuna
 from mlflow import MlflowClient
 
 from nn_models.registry import CHAMPION, version_by_alias
@@ -24,6 +30,21 @@ class MlflowTracking(dg.ConfigurableResource):
     artifact_root: str
     optuna_uri: str
     experiment: str = "channel_pulse"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        sqlite_files = [
+            Path(uri.removeprefix("sqlite:///"))
+            for uri in (self.tracking_uri, self.optuna_uri)
+            if uri.startswith("sqlite:///")
+        ]
+        if not sqlite_files:
+            return  # a database server migrates under its own locks
+        lock = sqlite_files[0].with_name(".stores.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            self.client().search_experiments(max_results=1)  # creates / migrates the tables
+            optuna.storages.RDBStorage(self.optuna_uri)
 
     def client(self) -> MlflowClient:
         if "://" not in self.artifact_root:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 SOURCES = ("synthetic", "landing", "telegram")
 SIZES = ("tiny", "demo", "large")
+EXECUTORS = ("multiprocess", "in_process")
 PROFILES = ("tiny", "demo", "full")
 
 
@@ -31,6 +32,19 @@ class PulseSettings:
     optuna_uri_override: str = ""
     parquet_uri_override: str = ""
     telegram_channels: tuple[str, ...] = ()
+    # how steps run: "multiprocess" (independent steps in parallel processes, `make run`,
+    # `make dev`) or "in_process" (one process, steps in order: tests that patch code)
+    executor: str = "multiprocess"
+    max_concurrent: int = 0  # steps at once; 0 = one per CPU core
+
+    @property
+    def parallel_steps(self) -> int:
+        return self.max_concurrent or max(1, os.cpu_count() or 1)
+
+    @property
+    def step_cpu_threads(self) -> int:
+        """torch intra-op threads per step: the cores shared by the steps that run at once."""
+        return max(1, (os.cpu_count() or 1) // self.parallel_steps)
 
     @property
     def warehouse_path(self) -> Path:
@@ -73,6 +87,16 @@ def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
     profile = env.get("PULSE_PROFILE") or ("tiny" if size == "tiny" else "demo")
     if profile not in PROFILES:
         raise ValueError(f"PULSE_PROFILE={profile!r}: expected one of {PROFILES}")
+    executor = env.get("PULSE_EXECUTOR") or "multiprocess"
+    if executor not in EXECUTORS:
+        raise ValueError(f"PULSE_EXECUTOR={executor!r}: expected one of {EXECUTORS}")
+    raw_concurrent = env.get("PULSE_MAX_CONCURRENT") or "0"
+    try:
+        max_concurrent = int(raw_concurrent)
+    except ValueError as exc:
+        raise ValueError(f"PULSE_MAX_CONCURRENT={raw_concurrent!r} is not an integer") from exc
+    if max_concurrent < 0:
+        raise ValueError(f"PULSE_MAX_CONCURRENT={max_concurrent}: expected 0 (one per core) or more")
     return PulseSettings(
         data_dir=data_dir,
         source=source,
@@ -85,6 +109,8 @@ def load_settings(env: dict[str, str] | None = None) -> PulseSettings:
         mlflow_artifacts_override=env.get("PULSE_MLFLOW_ARTIFACTS", ""),
         optuna_uri_override=env.get("PULSE_OPTUNA_URI", ""),
         parquet_uri_override=env.get("PULSE_PARQUET_URI", ""),
+        executor=executor,
+        max_concurrent=max_concurrent,
         telegram_channels=tuple(
             c.strip() for c in (env.get("PULSE_TELEGRAM_CHANNELS") or "").split(",") if c.strip()
         ),

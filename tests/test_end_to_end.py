@@ -6,11 +6,13 @@
 - A failed gate is news, not a crash: the entry point returns 0, the champion stays,
   the forecasts refresh from it, and the check is recorded failed with its numbers.
 - An exception in a feature asset is an error: the entry point returns non-zero.
+- The console shows one line per step and the closing tables; no DEBUG event, no warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import duckdb
@@ -92,11 +94,12 @@ def landing_run(tmp_path_factory):
     write_landing(cfg, data_dir / "landing", interaction_user_share=0.35)
     mp = pytest.MonkeyPatch()
     try:
+        # in one process: the patched gates must reach the step
         mp.setattr(EngagementTask, "gates", _forced(True))
-        first = _run(mp, data_dir, PULSE_SOURCE="landing")
+        first = _run(mp, data_dir, PULSE_SOURCE="landing", PULSE_EXECUTOR="in_process")
         first_sources = _sources(data_dir / "warehouse.duckdb")
         mp.setattr(EngagementTask, "gates", _forced(False))
-        second = _run(mp, data_dir, PULSE_SOURCE="landing")
+        second = _run(mp, data_dir, PULSE_SOURCE="landing", PULSE_EXECUTOR="in_process")
         second_sources = _sources(data_dir / "warehouse.duckdb")
     finally:
         mp.undo()
@@ -158,13 +161,14 @@ def test_an_exception_in_a_feature_asset_is_an_error(tmp_path, monkeypatch):
         return original(conn, name)
 
     monkeypatch.setattr(features, "build_feature_table", broken)
-    assert _run(monkeypatch, tmp_path) != 0
+    assert _run(monkeypatch, tmp_path, PULSE_EXECUTOR="in_process") != 0
 
 
-def test_sixty_day_world_every_model_trains_or_says_why(tmp_path, monkeypatch):
+def test_sixty_day_world_every_model_trains_or_says_why(tmp_path, monkeypatch, capfd):
     """Weeks, not half-years, of history: growth trains from 60 days, every model either
     registers a version with its gates or is skipped with the reason, and every forecast
-    table is filled with its source on every row."""
+    table is filled with its source on every row. Run as `make run` runs it: steps in
+    parallel processes."""
     cfg = synthetic.SyntheticConfig(n_channels=3, n_days=60, n_users=300, posts_per_day=3.0, seed=23)
     write_landing(cfg, tmp_path / "landing")
     runner = _entry_point()
@@ -185,3 +189,11 @@ def test_sixty_day_world_every_model_trains_or_says_why(tmp_path, monkeypatch):
     for table, by_source in _sources(tmp_path / "warehouse.duckdb").items():
         assert sum(by_source.values()) > 0, f"forecasts.{table} is empty"
         assert set(by_source) <= {"model", "baseline"}, (table, by_source)
+    # the console (this process and every step process): step lines and the closing tables
+    console = capfd.readouterr()
+    text = console.out + console.err
+    assert " - DEBUG - " not in text
+    assert not re.search(r"\w+Warning: ", text), re.findall(r".*\w+Warning: .*", text)[:5]
+    assert re.search(r"^  growth_model +[0-9.]+ s  v1 ", console.out, re.M), console.out
+    assert "Models (holdout" in console.out and "Forecast tables" in console.out
+    assert "DEBUG" in (tmp_path / "logs" / "pulse.log").read_text()  # the full log is in the file

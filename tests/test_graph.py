@@ -8,7 +8,7 @@ import duckdb
 from channel_assets.definitions import build_definitions, build_resources
 from channel_assets.features import feature_assets
 from channel_assets.ingestion import raw_tables
-from channel_assets.ingestion_checks import ingestion_checks
+from channel_assets.ingestion_checks import INGESTION_CHECK_SPECS, ingestion_checks
 
 DATA_ASSETS = [raw_tables, *feature_assets, *ingestion_checks]
 
@@ -38,7 +38,7 @@ def test_ingestion_and_features_materialize_and_rerun_changes_nothing(tiny_setti
     result = dg.materialize(DATA_ASSETS, resources=resources)
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == len(ingestion_checks)
+    assert len(checks) == len(INGESTION_CHECK_SPECS)
     assert all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
     first = _counts(tiny_settings.warehouse_path)
     for table in (

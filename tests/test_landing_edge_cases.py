@@ -444,10 +444,7 @@ def test_failing_rules_name_the_offending_rows_and_the_fix(conn):
 
 
 def test_blocking_check_metadata_carries_rows_and_fix(tmp_path):
-    import dagster as dg
-
     from channel_assets.ingestion_checks import no_snapshot_before_post
-    from resources.warehouse import DuckDBWarehouse
     from warehouse.schema import ensure_schema
 
     path = tmp_path / "w.duckdb"
@@ -455,9 +452,8 @@ def test_blocking_check_metadata_carries_rows_and_fix(tmp_path):
         ensure_schema(c)
         c.execute("INSERT INTO raw.posts VALUES (1, 10, '2026-01-01 10:00:00', 'x', 'none')")
         c.execute("INSERT INTO raw.post_snapshots VALUES (1, 10, '2026-01-01 09:00:00', 5, 0, 0, 0)")
-    result = no_snapshot_before_post(
-        dg.build_asset_check_context(), warehouse=DuckDBWarehouse(path=str(path))
-    )
+    with duckdb.connect(str(path), read_only=True) as c:
+        result = no_snapshot_before_post(c)
     assert not result.passed
     meta = result.metadata
     assert meta["violations"].value == 1

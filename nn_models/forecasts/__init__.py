@@ -29,10 +29,20 @@ FORECASTS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
 }
 
+# model -> the forecast table that answers its question (the others combine several)
+SERVES: dict[str, str] = {
+    "engagement": "post_engagement_forecasts",
+    "growth": "channel_growth_forecasts",
+    "content": "content_patterns",
+    "viral": "post_viral_scores",
+    "behavior": "user_segments",
+    "schedule": "posting_schedule_recommendations",
+}
+
 
 def get_scorer(table: str) -> Scorer:
     module, function = FORECASTS[table][0].split(":")
     return getattr(import_module(module), function)
 
 
-__all__ = ["FORECASTS", "ForecastResult", "Scorer", "get_scorer"]
+__all__ = ["FORECASTS", "SERVES", "ForecastResult", "Scorer", "get_scorer"]
