@@ -8,6 +8,12 @@ holdout* — so a failed or crashed run leaves the registry's aliases as they we
 A champion that cannot be loaded or evaluated on the new holdout blocks promotion
 (with the reason), and a registry that cannot be read raises ``RegistryUnavailable``
 instead of passing for "no champion": neither ever promotes blindly.
+
+Each Optuna trial is a nested MLflow run (params, val_loss, state, epochs, seconds),
+written directly (Optuna's ``MLflowCallback`` is deprecated). ``progress`` gets one line
+per trial and, during a final fit, an epoch line at most every ``EPOCH_LINE_S``. When
+the final fit would repeat the best trial exactly (same params, seed, data and epoch
+budget; training is deterministic) that trial's fit is the final model.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from nn_models.tasks.engagement import (
     trajectory_counters,
     with_channel_curves,
 )
+from tests.test_training import no_library_warnings
 from warehouse import features, synthetic
 from warehouse.features import TRAJECTORY_GRID_MINUTES
 from warehouse.schema import ensure_schema
@@ -303,6 +304,36 @@ def test_step_weights_give_every_age_bucket_the_same_weight():
         assert w[STEP_BUCKET == i].sum() == pytest.approx(1.0)
 
 
+def test_loss_cut_at_the_longest_trajectory_equals_the_full_grid_loss(data):
+    """The loss skips the steps after a batch's longest trajectory (speed); the LSTM is causal
+    and those steps weigh 0, so it is the loss over the full padded grid, computed by hand."""
+    from nn_models.tasks.engagement import _pinball, _weighted_mean
+
+    torch.manual_seed(0)
+    model = EngagementTask().build({**EngagementTask().default_params(), "hidden": 16}).eval()
+    keys = ("sequence", "length", "static", "score_target", "score_weight", "log_views_48h")
+    keys += ("log_interactions_48h", "interactions_weight")
+    batch = {k: torch.as_tensor(data.val[k][:32]) for k in keys}
+    batch["length"] = torch.clamp(batch["length"], max=LENGTHS[6])  # young posts: a real cut
+    batch["length"][0] = LENGTHS[3]
+    with torch.no_grad():
+        cut = engagement_loss(model, batch)
+        score, views, inter = model.forward_steps(sequence=batch["sequence"], static=batch["static"])
+    steps = torch.arange(len(GRID_MINUTES))[None, :]
+    w = (steps < batch["length"].view(-1, 1)).float() * step_weights()
+    bce = torch.nn.functional.binary_cross_entropy(
+        score.clamp(1e-6, 1 - 1e-6), batch["score_target"].view(-1, 1).expand_as(score), reduction="none"
+    )
+    full = (
+        _weighted_mean(bce, w * batch["score_weight"].view(-1, 1))
+        + _weighted_mean(_pinball(views, batch["log_views_48h"]), w)
+        + _weighted_mean(
+            _pinball(inter, batch["log_interactions_48h"]), w * batch["interactions_weight"].view(-1, 1)
+        )
+    )
+    torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)
+
+
 def test_the_score_starts_from_the_rule_margin():
     """With the trunk's score output zeroed the score is sigmoid(rule_weight x margin)."""
     model = _small_model()
@@ -356,16 +387,20 @@ def test_training_is_deterministic_for_a_seed(data):
 
 def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
     torch.set_num_threads(1)
-    report = train_and_register(
-        EngagementTask(),
-        warehouse,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_root=str(tmp_path / "artifacts"),
-        optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
-        choice=choose_device("cpu", 1),
-        profile=PROFILES["tiny"],
-        seed=1,
-    )
+    # every library warning the console used to show (Optuna's deprecated MLflow callback and
+    # experimental heartbeat, MLflow's pickle and input-example notices, ONNX's RNN batch) is gone
+    with no_library_warnings() as found:
+        report = train_and_register(
+            EngagementTask(),
+            warehouse,
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            artifact_root=str(tmp_path / "artifacts"),
+            optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
+            choice=choose_device("cpu", 1),
+            profile=PROFILES["tiny"],
+            seed=1,
+        )
+    assert found == []
     assert report.status == "registered", report.reason
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     challenger = version_by_alias(client, "channel_pulse_engagement", "challenger")

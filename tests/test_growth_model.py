@@ -28,6 +28,7 @@ from nn_models.tasks.growth import (
     growth_loss,
     split_plan,
 )
+from tests.test_training import no_library_warnings
 from warehouse import features, synthetic
 from warehouse.schema import ensure_schema
 from warehouse.upsert import upsert_frame
@@ -236,16 +237,20 @@ def test_training_is_deterministic_and_calibrates_the_band(data):
 
 def test_lifecycle_registers_a_challenger_with_gates(warehouse, tmp_path):
     torch.set_num_threads(1)
-    report = train_and_register(
-        GrowthTask(history_days=HISTORY),
-        warehouse,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifact_root=str(tmp_path / "artifacts"),
-        optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
-        choice=choose_device("cpu", 1),
-        profile=PROFILES["tiny"],
-        seed=1,
-    )
+    # every library warning the console used to show (Optuna's deprecated MLflow callback and
+    # experimental heartbeat, MLflow's pickle and input-example notices, ONNX's RNN batch) is gone
+    with no_library_warnings() as found:
+        report = train_and_register(
+            GrowthTask(history_days=HISTORY),
+            warehouse,
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+            artifact_root=str(tmp_path / "artifacts"),
+            optuna_uri=f"sqlite:///{tmp_path / 'optuna.db'}",
+            choice=choose_device("cpu", 1),
+            profile=PROFILES["tiny"],
+            seed=1,
+        )
+    assert found == []
     assert report.status == "registered", report.reason
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     challenger = version_by_alias(client, "channel_pulse_growth", "challenger")
