@@ -9,7 +9,7 @@ longest trajectory; its baseline here is the same loss over the full padded grid
 (the code before the cut), with the largest |difference| of the two losses on the
 validation set, which must be ~0 (the LSTM is causal).
 
-    python -m benchmarks.bench_training [--warehouse PATH] [--epochs 2]
+    python -m benchmarks.bench_training [--warehouse PATH] [--epochs 2] [--repeat 1]
 
 Without ``--warehouse`` a demo world is built in a temporary folder (~1 min).
 """
@@ -107,7 +107,7 @@ def _engagement_cut(task: EngagementTask, data: PreparedData, epochs: int) -> li
     ]
 
 
-def run(warehouse: Path | None = None, epochs: int = 2) -> list[str]:
+def run(warehouse: Path | None = None, epochs: int = 2, repeat: int = 1) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         if warehouse is None:
             warehouse = Path(tmp) / "demo.duckdb"
@@ -118,9 +118,14 @@ def run(warehouse: Path | None = None, epochs: int = 2) -> list[str]:
     previous = torch.get_num_threads()
     try:
         for task, data in loaded:
-            one = _trial_seconds(task, data, 1, epochs)
-            two = _trial_seconds(task, data, 2, epochs)
-            lines.append(f"{task.name} trial: " + ratio_line("2 threads", two, "1 thread", one))
+            seconds: dict[int, list[float]] = {1: [], 2: []}
+            for i in range(repeat):  # alternate the order: 1, 2, then 2, 1, ...
+                for threads in (1, 2) if i % 2 == 0 else (2, 1):
+                    seconds[threads].append(_trial_seconds(task, data, threads, epochs))
+            one, two = min(seconds[1]), min(seconds[2])
+            lines.append(
+                f"{task.name} trial (best of {repeat}): " + ratio_line("2 threads", two, "1 thread", one)
+            )
         lines += _engagement_cut(loaded[0][0], loaded[0][1], epochs)
     finally:
         torch.set_num_threads(previous)
@@ -131,8 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", type=Path, default=None, help="an existing warehouse (read only)")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="timings per thread count (best kept)")
     args = parser.parse_args()
-    for line in run(args.warehouse, args.epochs):
+    for line in run(args.warehouse, args.epochs, args.repeat):
         print(line, flush=True)
 
 

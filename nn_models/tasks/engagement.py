@@ -509,7 +509,10 @@ def predict_steps(
 
 
 def _mape(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean absolute percentage error; NaN (not a numpy warning) when nothing is comparable."""
     keep = np.isfinite(actual) & (actual > 0) & np.isfinite(predicted)
+    if not keep.any():
+        return float("nan")
     return float(np.mean(np.abs(predicted[keep] - actual[keep]) / actual[keep]))
 
 
@@ -760,8 +763,11 @@ class EngagementTask(ModelTask):
             out[f"interactions_coverage_80_{hours}h"] = M.interval_coverage(
                 h["interactions_48h"][both], inter[both, step, 0], inter[both, step, 2]
             )
-            out[f"score_percentile_mae_{hours}h"] = float(
-                np.nanmean(np.abs(pred["score"][rows, step] - h["view_percentile_48h"][rows]))
+            errors = np.abs(pred["score"][rows, step] - h["view_percentile_48h"][rows])
+            # NaN without numpy's empty-slice warning when no post reached this age
+            known_errors = errors[np.isfinite(errors)]
+            out[f"score_percentile_mae_{hours}h"] = (
+                float(known_errors.mean()) if known_errors.size else float("nan")
             )
         return out
 
