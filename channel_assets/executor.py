@@ -37,8 +37,8 @@ PRELOAD_MODULES = (
 PRIORITY: dict[str, int] = {
     "raw_data_checks": 10,
     "post_features": 10,
-    "post_trajectories": 9,
     "post_text_embeddings": 9,
+    "post_trajectories": 9,
     "channel_daily_features": 8,
     "user_behavior_features": 8,
     "engagement_model": 7,

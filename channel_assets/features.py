@@ -68,8 +68,11 @@ feature_table_assets = [_feature_asset(name) for name in features.FEATURE_TABLES
 @dg.asset(
     group_name="features",
     deps=["raw_posts"],
-    pool="duckdb",
+    # not in the duckdb pool: it holds the file for two short moments (read what is
+    # missing, write the vectors), not while MiniLM runs; the warehouse resource's lock
+    # retry covers a writer that is busy then. The feature SQL runs meanwhile.
     kinds={"duckdb", "pytorch"},
+    op_tags=priority("post_text_embeddings"),
     metadata={
         "dagster/column_schema": column_schema(embeddings.DESCRIPTIONS),
         "dagster/table_name": "features.post_text_embeddings",

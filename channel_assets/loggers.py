@@ -52,7 +52,8 @@ def step_line(step: str, seconds: float, meta: dict) -> str:
     if status == "skipped":
         return f"{head}  skipped: {str(meta.get('skip_reason', ''))[:120]}"
     if "dagster/row_count" in meta:
-        return f"{head}  {meta['dagster/row_count']:>10,} rows"
+        tables = f" in {meta['tables']} tables" if meta.get("tables") else ""
+        return f"{head}  {meta['dagster/row_count']:>10,} rows{tables}"
     return head
 
 
@@ -60,7 +61,7 @@ class StepLineHandler(logging.Handler):
     """Turns Dagster's event stream into the console lines of the module docstring."""
 
     def __init__(self, stream=None) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)  # Dagster logs its events (step success, …) at DEBUG
         self.stream = stream or sys.stdout
         self.materialized: dict[str, dict] = {}
         self.last_progress: dict[str, float] = {}
@@ -74,6 +75,8 @@ class StepLineHandler(logging.Handler):
         step = meta.get("step_key") or ""
         event = meta.get("dagster_event")
         if event is None:
+            if record.levelno < logging.INFO:
+                return
             message = meta.get("orig_message", record.getMessage())
             if record.levelno >= logging.WARNING:
                 self._print(f"  ! {step or 'run'}: {message[:300]}")
@@ -84,7 +87,14 @@ class StepLineHandler(logging.Handler):
         kind = event.event_type_value
         if kind == "ASSET_MATERIALIZATION":
             mat = event.event_specific_data.materialization
-            self.materialized[step] = {k: v.value for k, v in mat.metadata.items()}
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            before = self.materialized.get(step)
+            if before and "dagster/row_count" in before and "dagster/row_count" in meta:
+                # a multi-asset step (raw_tables): the rows of all its tables
+                tables = before.get("tables", 1) + 1
+                meta = {"dagster/row_count": before["dagster/row_count"] + meta["dagster/row_count"]}
+                meta["tables"] = tables
+            self.materialized[step] = meta
         elif kind == "STEP_START" and step not in self.last_progress:
             self.last_progress[step] = time.monotonic()  # first progress line after PROGRESS_EVERY_S
         elif kind == "STEP_SUCCESS" and step in self.materialized:
@@ -92,6 +102,8 @@ class StepLineHandler(logging.Handler):
             self._print(step_line(step, seconds, self.materialized.pop(step)))
         elif kind == "STEP_FAILURE":
             error = event.event_specific_data.error
+            while error is not None and error.cause is not None:  # Dagster's wrapper → the cause
+                error = error.cause
             first = (error.message if error else "").strip().splitlines()[:1]
             self._print(f"  ✗ {step} failed: {first[0][:240] if first else '?'} (traceback in the log file)")
         elif kind == "ASSET_CHECK_EVALUATION":
@@ -102,16 +114,37 @@ class StepLineHandler(logging.Handler):
 
 @dg.logger(description="`make run`'s console: one line per step (seconds, rows or model verdict).")
 def step_lines(init_context: dg.InitLoggerContext) -> logging.Logger:
-    log = logging.Logger("pulse.console", logging.INFO)
+    log = logging.Logger("pulse.console", logging.DEBUG)
     log.addHandler(StepLineHandler())
     return log
 
 
+class _ToLog:
+    """A text stream that writes each line as a record of ``handler`` (which reopens its
+    file if a library's logging.config call closed it; a raw stream would stay closed)."""
+
+    def __init__(self, handler: logging.Handler, name: str) -> None:
+        self.handler, self.name = handler, name
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            record = logging.LogRecord(self.name, logging.INFO, "", 0, text.strip(), None, None)
+            self.handler.handle(record)
+
+    def flush(self) -> None:
+        """Records are written as they come."""
+
+
+_HANDLERS: dict[Path, logging.Handler] = {}  # one open file per path and process
+
+
 def log_file_handler(path: Path) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"))
-    return handler
+    if path not in _HANDLERS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"))
+        _HANDLERS[path] = handler
+    return _HANDLERS[path]
 
 
 def route_to_file(path: Path) -> logging.Handler:
@@ -122,7 +155,7 @@ def route_to_file(path: Path) -> logging.Handler:
     logging.captureWarnings(True)
     # MLflow prints events ("Created version '3' of model …") to this stream, which it
     # re-enables after logging a model: point it at the file instead
-    mlflow_logging.MLFLOW_LOGGING_STREAM = handler.stream
+    mlflow_logging.MLFLOW_LOGGING_STREAM = _ToLog(handler, "mlflow")
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         lib.handlers = [handler]

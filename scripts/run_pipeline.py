@@ -93,10 +93,17 @@ def model_outcomes(result: dg.ExecutionResult, model_assets: list[str]) -> list[
     return out
 
 
+def root_cause(error) -> str:
+    """The innermost error's message: Dagster wraps a step's exception in its own."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return (error.message if error else "").strip()
+
+
 def step_failures(result: dg.ExecutionResult) -> list[str]:
     """Steps that raised (not gate failures: model checks are non-blocking)."""
     return [
-        f"{e.step_key}: {e.event_specific_data.error.message.strip()[:300]}"
+        f"{e.step_key}: {root_cause(e.event_specific_data.error)[:300]}"
         for e in result.all_events
         if e.event_type_value == "STEP_FAILURE"
     ]
